@@ -1,0 +1,1 @@
+"""Data: sources, label schema, checks, splits, datasets and transforms."""
