@@ -35,29 +35,29 @@ train: {epochs: 3, lr: 0.01}
 
 
 def test_unknown_keys_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="'train.learning_rate'"):
+    with pytest.raises(ConfigError, match=r"'train.learning_rate'"):
         load_config(_write(tmp_path, "train: {learning_rate: 0.1}"))
-    with pytest.raises(ConfigError, match="'heads.tags.sep'"):
+    with pytest.raises(ConfigError, match=r"'heads.tags.sep'"):
         load_config(_write(tmp_path, "heads: {tags: {sep: ','}}"))
     with pytest.raises(ConfigError, match="'trian'"):
         load_config(_write(tmp_path, "trian: {}"))
 
 
 def test_wrong_types_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="train.epochs: expected int"):
+    with pytest.raises(ConfigError, match=r"train.epochs: expected int"):
         load_config(_write(tmp_path, "train: {epochs: ten}"))
-    with pytest.raises(ConfigError, match="train.channels_last: expected bool"):
+    with pytest.raises(ConfigError, match=r"train.channels_last: expected bool"):
         load_config(_write(tmp_path, "train: {channels_last: 1}"))
-    with pytest.raises(ConfigError, match="heads.year.bins: expected a list"):
+    with pytest.raises(ConfigError, match=r"heads.year.bins: expected a list"):
         load_config(_write(tmp_path, "heads: {year: {bins: 2010}}"))
 
 
 def test_choices_are_checked():
-    with pytest.raises(ConfigError, match="train.optimizer: must be one of adamw, sgd"):
+    with pytest.raises(ConfigError, match=r"train.optimizer: must be one of adamw, sgd"):
         load_config(overrides=["train.optimizer=lion"])
-    with pytest.raises(ConfigError, match="heads.t.kind"):
+    with pytest.raises(ConfigError, match=r"heads.t.kind"):
         load_config(overrides=["heads.t.kind=regression"])
-    with pytest.raises(ConfigError, match="columns.*multilabel"):
+    with pytest.raises(ConfigError, match=r"columns.*multilabel"):
         load_config(overrides=["heads.t.columns=[a, b]"])
 
 

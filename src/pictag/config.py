@@ -27,7 +27,9 @@ class ConfigError(ValueError):
 class HeadConfig:
     """One named output of the model."""
 
-    kind: str = "multiclass"  # 'multiclass' (exactly one class) or 'multilabel' (any number of tags)
+    kind: str = (
+        "multiclass"  # 'multiclass' (exactly one class) or 'multilabel' (any number of tags)
+    )
     column: str | None = None  # CSV column with the class name or tag list; default: the head name
     columns: list[str] | None = None  # CSV group of 0/1 columns, one per tag (multilabel heads)
     separator: str | None = None  # tag separator in `column`; None: detect '|', ';', ',' or spaces
@@ -38,7 +40,8 @@ class HeadConfig:
     min_count: int = 0  # multiclass classes with fewer images are folded into `other_label`
     other_label: str = "other"  # the class that collects folded rare classes
     weight: float = 1.0  # weight of this head's loss in the summed objective
-    loss: str = "default"  # multiclass: default (cross-entropy) | focal; multilabel: default (BCE) | focal | asl
+    # multiclass: default (cross-entropy) | focal; multilabel: default (BCE) | focal | asl
+    loss: str = "default"
     label_smoothing: float = 0.0  # multiclass cross-entropy only
     balance: bool = False  # class weights (multiclass) or pos_weight (multilabel) from label counts
     hidden: int = 0  # width of an optional hidden layer before this head's linear layer
@@ -49,7 +52,9 @@ class DataConfig:
     """Where the images and labels are, and how to split and check them."""
 
     format: str = "auto"  # auto | folder | csv | voc | coco | filename | builtin
-    images: list[str] = field(default_factory=list)  # image root(s); CSV ids resolve in each in turn
+    images: list[str] = field(
+        default_factory=list
+    )  # image root(s); CSV ids resolve in each in turn
     labels: str | None = None  # CSV/TSV label file, or COCO instances JSON
     image_column: str | None = None  # CSV column with the image path or id; default: first column
     pattern: str | None = None  # file-name regex with one named group per head (format filename)
@@ -91,7 +96,9 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (after warmup) | onecycle | constant
     warmup_epochs: float = 1.0
     freeze_epochs: int = 0  # train only the heads for this many epochs, then unfreeze
-    freeze_bn: bool = True  # keep BatchNorm statistics frozen when fine-tuning a pretrained backbone
+    freeze_bn: bool = (
+        True  # keep BatchNorm statistics frozen when fine-tuning a pretrained backbone
+    )
     accumulate: int = 1  # gradient accumulation steps
     clip_grad: float = 0.0  # max gradient norm; 0 disables
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 disables

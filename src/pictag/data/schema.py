@@ -9,6 +9,7 @@ in the run folder, so evaluation and prediction encode and decode exactly as tra
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections import Counter
@@ -242,11 +243,11 @@ def bin_labels(edges: Sequence[float]) -> list[str]:
     if all(float(e).is_integer() for e in edges):
         ints = [int(e) for e in edges]
         names = [f"<={ints[0] - 1}"]
-        for low, high in zip(ints, ints[1:], strict=False):
+        for low, high in itertools.pairwise(ints):
             names.append(str(low) if high - low == 1 else f"{low}-{high - 1}")
         return [*names, f">={ints[-1]}"]
     text = [f"{e:g}" for e in edges]
-    middle = [f"{a}-<{b}" for a, b in zip(text, text[1:], strict=False)]
+    middle = [f"{a}-<{b}" for a, b in itertools.pairwise(text)]
     return [f"<{text[0]}", *middle, f">={text[-1]}"]
 
 

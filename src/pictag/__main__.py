@@ -1,0 +1,7 @@
+"""``python -m pictag``."""
+
+import sys
+
+from pictag.cli import main
+
+sys.exit(main())

@@ -1,0 +1,255 @@
+"""The built-in demo dataset: scikit-learn's handwritten digits, written as PNG files plus a CSV.
+
+Nothing is downloaded: the 1,797 8x8 digits ship inside scikit-learn. The images are upscaled and
+jittered (``digits``, multi-class) or composed 1 to 4 per canvas (``multilabel``: which digits are
+present; ``multioutput``: which digits, how many, and the largest), then written to disk so that
+pictag's ordinary CSV source reads them exactly like user data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pictag.data.schema import natural_key, split_tags
+
+TASKS = ("digits", "multilabel", "multioutput")
+
+_HEADS = {
+    "digits": {"digit": "multiclass"},
+    "multilabel": {"digits": "multilabel"},
+    "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
+}
+_DEFAULT_N = {"digits": 1797, "multilabel": 2000, "multioutput": 2000}
+# Bump when the drawing changes, so folders made by an older version are regenerated.
+_FORMAT = 1
+_META = "meta.json"
+_IMAGES = "images"
+_MIN_SIZE = 16
+_OWN_PNG = re.compile(r"\d+\.png")
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A generated built-in dataset on disk.
+
+    Attributes:
+        root: Folder holding ``images/`` and ``labels.csv``; image paths in the CSV are relative
+            to it.
+        labels_csv: The CSV with one row per image: ``image`` then one column per head.
+        task: One of ``TASKS``.
+        heads: Head name -> kind (``multiclass`` or ``multilabel``).
+        n_images: Number of images (rows of the CSV).
+    """
+
+    root: Path
+    labels_csv: Path
+    task: str
+    heads: dict[str, str]
+    n_images: int
+
+
+def make_builtin(
+    task: str,
+    out_dir: str | Path,
+    n_images: int | None = None,
+    seed: int = 0,
+    image_size: int = 64,
+) -> BuiltinDataset:
+    """Generate (or reuse, if already generated with the same parameters) a built-in dataset.
+
+    Args:
+        task: ``digits`` (one multiclass head ``digit``), ``multilabel`` (one multilabel head
+            ``digits``) or ``multioutput`` (``digits`` multilabel, ``count`` and ``largest``
+            multiclass).
+        out_dir: Folder to write ``images/``, ``labels.csv`` and ``meta.json`` into.
+        n_images: Number of images; default 1,797 for ``digits`` and 2,000 otherwise.
+        seed: Seed of the random draws; the same parameters give byte-identical files.
+        image_size: Side of the square images in pixels (at least 16).
+
+    Returns:
+        The dataset's paths, heads and size.
+
+    Raises:
+        ValueError: If the task is unknown or a size is out of range.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown built-in task {task!r}; choose one of {', '.join(TASKS)}")
+    n = _DEFAULT_N[task] if n_images is None else int(n_images)
+    if n < 1:
+        raise ValueError(f"n_images must be at least 1, got {n}")
+    if image_size < _MIN_SIZE:
+        raise ValueError(f"image_size must be at least {_MIN_SIZE}, got {image_size}")
+    root = Path(out_dir)
+    dataset = BuiltinDataset(root, root / "labels.csv", task, dict(_HEADS[task]), n)
+    meta = {"format": _FORMAT, "task": task, "n_images": n, "seed": seed, "image_size": image_size}
+    if _read_meta(root) == meta and dataset.labels_csv.is_file():
+        return dataset
+    _forget_previous(root)
+    (root / _IMAGES).mkdir(parents=True, exist_ok=True)
+    rows = _generate(task, root, n, np.random.default_rng(seed), image_size)
+    _write_csv(dataset.labels_csv, ["image", *dataset.heads], rows)
+    # meta.json is written last: its presence is what marks a generation as complete.
+    _write_atomic(root / _META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return dataset
+
+
+def describe(ds: BuiltinDataset) -> str:
+    """Human-readable statistics: images, heads, per-label counts (read back from the CSV).
+
+    Args:
+        ds: A dataset returned by ``make_builtin``.
+
+    Returns:
+        Several lines of text, one block per head with the number of images per label.
+    """
+    with ds.labels_csv.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    lines = [f"built-in '{ds.task}' dataset: {len(rows)} images in {ds.root}"]
+    lines.append(f"  labels: {ds.labels_csv}")
+    for head, kind in ds.heads.items():
+        cells = [row.get(head) or "" for row in rows]
+        lines.extend(_describe_head(head, kind, cells))
+    return "\n".join(lines)
+
+
+def _describe_head(head: str, kind: str, cells: list[str]) -> list[str]:
+    if kind == "multilabel":
+        tag_lists = [split_tags(cell, None) for cell in cells]
+        counts = Counter(tag for tags in tag_lists for tag in tags)
+        mean = sum(map(len, tag_lists)) / max(len(tag_lists), 1)
+        title = f"  head '{head}' (multilabel, {len(counts)} labels, {mean:.2f} per image):"
+    else:
+        counts = Counter(cell for cell in cells if cell)
+        title = f"  head '{head}' (multiclass, {len(counts)} classes):"
+    labels = sorted(counts, key=natural_key)
+    width = max((len(label) for label in labels), default=0)
+    lines = [title, *(f"    {label:>{width}}: {counts[label]}" for label in labels)]
+    missing = sum(1 for cell in cells if not cell.strip())
+    if missing:
+        lines.append(f"    (no label: {missing})")
+    return lines
+
+
+def _generate(
+    task: str, root: Path, n: int, rng: np.random.Generator, size: int
+) -> list[list[str]]:
+    """Draw and save every image; return the CSV rows (without the header)."""
+    images, targets = _sklearn_digits()
+    name_width = max(5, len(str(n)))
+    draw = _jittered_digits if task == "digits" else _digit_canvases
+    rows = []
+    for number, (pixels, labels) in enumerate(draw(images, targets, n, rng, size), start=1):
+        relative = f"{_IMAGES}/{number:0{name_width}d}.png"
+        Image.fromarray(pixels).save(root / relative, format="PNG")
+        rows.append([relative, *_label_cells(task, labels)])
+    return rows
+
+
+def _label_cells(task: str, digits: list[int]) -> list[str]:
+    """CSV cells for the digits drawn on one image, in the column order of the task's heads."""
+    if task == "digits":
+        return [str(digits[0])]
+    present = " ".join(str(d) for d in sorted(set(digits)))
+    if task == "multilabel":
+        return [present]
+    return [present, str(len(digits)), str(max(digits))]
+
+
+def _sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as uint8 images (0..16 stretched to 0..255) and their classes."""
+    from sklearn.datasets import load_digits  # deferred: importing sklearn costs ~1 s
+
+    bunch = load_digits()
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return images, bunch.target.astype(int)
+
+
+def _digit_indices(rng: np.random.Generator, count: int, total: int) -> np.ndarray:
+    """Every source digit once (in random order) before any repeats."""
+    rounds = -(-count // total)
+    return np.concatenate([rng.permutation(total) for _ in range(rounds)])[:count]
+
+
+def _upscale(digit: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
+
+
+def _jittered_digits(
+    images: np.ndarray, targets: np.ndarray, n: int, rng: np.random.Generator, size: int
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """One digit per image, slightly scaled and shifted so repeats are not pixel-identical."""
+    max_shift = max(1, size // 16)
+    for index in _digit_indices(rng, n, len(images)):
+        side = round(size * rng.uniform(0.78, 0.95))
+        dx, dy = rng.integers(-max_shift, max_shift + 1, size=2)
+        # Centre, shift, and clamp so the scaled digit always stays inside the canvas.
+        x = int(np.clip((size - side) // 2 + dx, 0, size - side))
+        y = int(np.clip((size - side) // 2 + dy, 0, size - side))
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        canvas[y : y + side, x : x + side] = _upscale(images[index], side)
+        yield canvas, [int(targets[index])]
+
+
+def _digit_canvases(
+    images: np.ndarray, targets: np.ndarray, n: int, rng: np.random.Generator, size: int
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """1 to 4 digits per image, one per randomly chosen quadrant, so they never overlap."""
+    cell = size // 2
+    for _ in range(n):
+        count = int(rng.integers(1, 5))
+        quadrants = rng.choice(4, size=count, replace=False)
+        picks = rng.integers(0, len(images), size=count)
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        for quadrant, index in zip(quadrants, picks, strict=True):
+            side = round(cell * rng.uniform(0.8, 0.95))
+            x0, y0 = (quadrant % 2) * cell, (quadrant // 2) * cell
+            x = x0 + int(rng.integers(0, cell - side + 1))
+            y = y0 + int(rng.integers(0, cell - side + 1))
+            canvas[y : y + side, x : x + side] = _upscale(images[index], side)
+        yield canvas, [int(targets[i]) for i in picks]
+
+
+def _read_meta(root: Path) -> dict | None:
+    try:
+        return json.loads((root / _META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _forget_previous(root: Path) -> None:
+    """Unmark an earlier generation before overwriting it, and drop its numbered PNGs."""
+    meta = root / _META
+    if not meta.is_file():
+        return  # not a folder we made: leave whatever is in it alone
+    meta.unlink()
+    images = root / _IMAGES
+    if images.is_dir():
+        for path in images.iterdir():
+            if _OWN_PNG.fullmatch(path.name):
+                path.unlink()
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    # A fixed line terminator keeps the bytes identical across platforms.
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,53 @@
+"""From a config to checked, split samples and resolved heads: what training and evaluation use."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from pictag.config import Config
+from pictag.data.schema import Head, Sample
+from pictag.data.sources import read_samples
+from pictag.data.splits import assign_splits, save_splits
+from pictag.data.validate import CheckReport, apply_policy, check_data
+
+log = logging.getLogger(__name__)
+SPLITS_FILE = "splits.csv"
+
+
+@dataclass
+class PreparedData:
+    """Checked samples split into train/val/test, and the heads resolved from them."""
+
+    heads: dict[str, Head]
+    splits: dict[str, list[Sample]]
+    report: CheckReport
+
+
+def prepare_data(
+    config: Config,
+    out_dir: Path | None = None,
+    *,
+    decode: bool = True,
+    progress: bool = True,
+    workdir: Path | None = None,
+) -> PreparedData:
+    """Read the source, run the checks, apply ``data.policy`` and split.
+
+    The split is saved to ``out_dir/splits.csv`` so that evaluation (and a resumed run) uses
+    exactly the same images. ``config.heads`` is updated with the heads the source implies
+    (e.g. a folder tree's single ``label`` head).
+
+    Raises:
+        DataCheckError: ``data.policy`` is ``strict`` and the checks found errors.
+    """
+    source = read_samples(config.data, config.heads, workdir)
+    config.heads = dict(source.heads)
+    report = check_data(source, config.data, decode=decode, progress=progress)
+    kept = apply_policy(report, config.data.policy, out_dir)
+    splits = assign_splits(kept, report.heads, config.data)
+    if out_dir is not None:
+        save_splits(splits, Path(out_dir) / SPLITS_FILE)
+    log.info("split: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return PreparedData(report.heads, splits, report)

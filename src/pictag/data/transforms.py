@@ -1,0 +1,169 @@
+"""Image preprocessing: decode once to a uint8 base-size tensor, then train or eval presets.
+
+The pipeline is ``decode_image`` (file -> uint8 ``[3, h, w]`` whose shorter side is
+``Preprocess.base_size``), which the decode-once cache stores, followed by a preset that works on
+uint8 tensors and ends in a float, normalised ``[3, H, W]``. As in torchvision's classification
+references there is one preset for training and one for evaluation; both end in the same
+``_finish`` steps so their scaling and normalisation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from pictag.config import TrainConfig
+from pictag.data.images import DEFAULT_MAX_PIXELS, ImageSource, load_rgb
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+# Filters torchvision can apply to tensors (PIL-only ones such as lanczos would fail mid-epoch).
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
+AUGMENTS = ("none", "light", "randaugment", "trivialaugment")
+# torchvision's default crop scale (0.08, 1) suits long from-scratch ImageNet schedules. pictag
+# mostly fine-tunes pretrained backbones for a few epochs on small sets, where an 8% crop often
+# cuts away the object or a tag in a corner and so trains on a wrong label; a quarter of the
+# image at least keeps the labels true while still varying scale and position.
+CROP_SCALE = (0.25, 1.0)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The preprocessing that travels with a model (into ``pictag.json`` and ONNX metadata).
+
+    Attributes:
+        input_size: ``(3, H, W)`` of the network input.
+        mean: Per-channel mean subtracted from images scaled to [0, 1].
+        std: Per-channel divisor applied after the mean.
+        interpolation: torchvision interpolation mode name, lower case.
+        crop_pct: Share of the base image that the evaluation centre crop keeps.
+    """
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    def __post_init__(self) -> None:
+        # Callers pass lists read from JSON or timm configs; store hashable, comparable tuples.
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "interpolation", str(self.interpolation).lower())
+        object.__setattr__(self, "crop_pct", float(self.crop_pct))
+        if len(self.input_size) != 3 or self.input_size[0] != 3 or min(self.input_size) < 1:
+            raise ValueError(f"input_size must be (3, H, W), got {self.input_size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values, std > 0; got {self.mean}, {self.std}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"interpolation must be one of {', '.join(INTERPOLATIONS)}, "
+                f"got {self.interpolation!r}"
+            )
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the network input."""
+        return self.input_size[1], self.input_size[2]
+
+    @property
+    def base_size(self) -> int:
+        """Shorter side that images are decoded and resized to, before any crop."""
+        return round(max(self.size) / self.crop_pct)
+
+    @property
+    def mode(self) -> InterpolationMode:
+        """The interpolation as a torchvision enum."""
+        return InterpolationMode(self.interpolation)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "crop_pct": self.crop_pct,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
+        """Inverse of :meth:`to_dict`; missing ``interpolation``/``crop_pct`` take the defaults."""
+        unknown = set(data) - {"input_size", "mean", "std", "interpolation", "crop_pct"}
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def decode_image(
+    path_or_file: ImageSource, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Decode an image to uint8 ``[3, h, w]`` whose shorter side is ``pre.base_size``.
+
+    JPEGs are decoded at a reduced size when that still covers ``base_size`` (much faster for
+    big photos); the aspect ratio is kept so training crops can range over the whole image.
+
+    Raises:
+        ImageError: The file is missing, not an image, truncated or too large.
+    """
+    base = pre.base_size
+    image = F.pil_to_tensor(load_rgb(path_or_file, max_pixels=max_pixels, min_size=base))
+    # Antialias: downscaling photos several-fold without it aliases fine texture.
+    return F.resize(image, base, interpolation=pre.mode, antialias=True)
+
+
+def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
+    """The training preset for a base-size uint8 image; ``augment: none`` is the eval preset.
+
+    ``light`` is a random resized crop and flip; ``randaugment``/``trivialaugment`` add those
+    policies. ``rotate`` and ``color_jitter`` apply to every preset but ``none`` when set.
+    """
+    if train.augment not in AUGMENTS:
+        raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}: {train.augment!r}")
+    if train.augment == "none":
+        return eval_transform(pre)
+    steps: list[Transform] = [
+        v2.RandomResizedCrop(pre.size, scale=CROP_SCALE, interpolation=pre.mode, antialias=True)
+    ]
+    if train.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(train.hflip))
+    if train.rotate > 0:
+        steps.append(v2.RandomRotation(train.rotate, interpolation=InterpolationMode.BILINEAR))
+    if train.color_jitter > 0:
+        strength = train.color_jitter
+        steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
+    if train.augment == "randaugment":
+        steps.append(v2.RandAugment(interpolation=InterpolationMode.BILINEAR))
+    elif train.augment == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR))
+    return _finish(steps, pre)
+
+
+def eval_transform(pre: Preprocess) -> Transform:
+    """The evaluation preset: centre crop ``(H, W)`` of the base-size image, then normalise.
+
+    The ``Resize`` to ``base_size`` does nothing to an image from :func:`decode_image` (torchvision
+    returns it untouched when the size already matches), so eval never resizes twice; it only
+    guards callers that pass a tensor of another size.
+    """
+    steps: list[Transform] = [
+        v2.Resize(pre.base_size, interpolation=pre.mode, antialias=True),
+        v2.CenterCrop(pre.size),
+    ]
+    return _finish(steps, pre)
+
+
+def _finish(steps: list[Transform], pre: Preprocess) -> Transform:
+    """The steps every preset ends with: uint8 -> float in [0, 1] -> normalised."""
+    return v2.Compose(
+        [*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
+    )

@@ -1,0 +1,103 @@
+"""``pictag demo``: train on the built-in digits data for each task kind and print a table.
+
+The data comes from the handwritten digits that scikit-learn ships, so nothing is downloaded;
+the small CNN trains from scratch on the CPU in about two minutes for all three tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pictag.config import Config, DataConfig, HeadConfig, ModelConfig, TrainConfig
+from pictag.data.builtin import describe as describe_builtin
+from pictag.data.builtin import make_builtin
+
+DEMO_TASKS = ("digits", "multilabel", "multioutput")
+IMAGE_SIZE = {"digits": 32, "multilabel": 48, "multioutput": 48}
+
+
+def demo_config(task: str, data_dir: Path, epochs: int | None = None) -> Config:
+    """The config the demo trains with: a small CNN from scratch, no flips (digits have a side)."""
+    built = make_builtin(task, data_dir)
+    heads = {
+        name: HeadConfig(kind=kind, separator=" " if kind == "multilabel" else None)
+        for name, kind in built.heads.items()
+    }
+    return Config(
+        data=DataConfig(format="csv", images=[str(built.root)], labels=str(built.labels_csv)),
+        heads=heads,
+        model=ModelConfig(
+            backbone="small_cnn", pretrained="none", image_size=IMAGE_SIZE[task], drop_rate=0.1
+        ),
+        train=TrainConfig(
+            epochs=epochs or 6,
+            batch_size=64,
+            lr=3e-3,
+            backbone_lr_scale=1.0,
+            weight_decay=0.01,
+            warmup_epochs=0.5,
+            augment="none",
+            hflip=0.0,
+        ),
+    )
+
+
+def run_demo(
+    out_dir: Path,
+    tasks: list[str] | None = None,
+    epochs: int | None = None,
+    data_only: bool = False,
+) -> str:
+    """Build the built-in data and (unless ``data_only``) train one run per task.
+
+    Returns:
+        A text table of the results (or the data statistics).
+    """
+    from pictag.training.trainer import train
+
+    lines = []
+    rows = [("task", "heads", "train/val", "epochs", "seconds", "validation metrics")]
+    for task in tasks or DEMO_TASKS:
+        data_dir = out_dir / "data" / task
+        if data_only:
+            lines.append(describe_builtin(make_builtin(task, data_dir)))
+            continue
+        config = demo_config(task, data_dir, epochs)
+        start = time.perf_counter()
+        result = train(config, out_dir / "runs" / task, progress=False)
+        seconds = time.perf_counter() - start
+        heads = ", ".join(f"{n} ({h.kind})" for n, h in config.heads.items())
+        split = _split_sizes(out_dir / "runs" / task / "splits.csv")
+        rows.append(
+            (
+                task,
+                heads,
+                split,
+                str(config.train.epochs),
+                f"{seconds:.0f}",
+                _metrics(result.metrics),
+            )
+        )
+    if data_only:
+        return "\n\n".join(lines)
+    return _table(rows) + f"\n\nruns written to {out_dir / 'runs'}"
+
+
+def _metrics(metrics: dict[str, float]) -> str:
+    keep = ("accuracy", "mAP", "f1_macro")
+    parts = [f"{k}={v:.3f}" for k, v in metrics.items() if k.split("/")[-1] in keep]
+    return " ".join(parts)
+
+
+def _split_sizes(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    counts = {s: sum(line.endswith("," + s) for line in lines) for s in ("train", "val")}
+    return f"{counts['train']}/{counts['val']}"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)

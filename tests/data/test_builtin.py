@@ -1,0 +1,169 @@
+"""Tests for pictag.data.builtin: files, labels, determinism and reuse of the demo datasets."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pictag.data.builtin import TASKS, BuiltinDataset, describe, make_builtin
+
+EXPECTED_HEADS = {
+    "digits": {"digit": "multiclass"},
+    "multilabel": {"digits": "multilabel"},
+    "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
+}
+
+
+def _rows(ds: BuiltinDataset) -> list[dict[str, str]]:
+    with ds.labels_csv.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _header(ds: BuiltinDataset) -> list[str]:
+    return ds.labels_csv.read_text(encoding="utf-8").splitlines()[0].split(",")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_writes_expected_files_and_columns(task: str, tmp_path: Path) -> None:
+    ds = make_builtin(task, tmp_path, n_images=12, image_size=32)
+    assert ds.root == tmp_path and ds.labels_csv == tmp_path / "labels.csv"
+    assert ds.task == task and ds.n_images == 12
+    assert ds.heads == EXPECTED_HEADS[task]
+    assert _header(ds) == ["image", *EXPECTED_HEADS[task]]
+    rows = _rows(ds)
+    assert len(rows) == 12
+    assert len(list((tmp_path / "images").glob("*.png"))) == 12
+    for row in rows:
+        assert not Path(row["image"]).is_absolute()
+        assert (tmp_path / row["image"]).is_file()
+    assert json.loads((tmp_path / "meta.json").read_text())["n_images"] == 12
+
+
+def test_digits_labels_cover_classes(tmp_path: Path) -> None:
+    ds = make_builtin("digits", tmp_path, n_images=200, image_size=32)
+    labels = {row["digit"] for row in _rows(ds)}
+    assert labels == {str(d) for d in range(10)}
+
+
+def test_multioutput_labels_are_consistent(tmp_path: Path) -> None:
+    ds = make_builtin("multioutput", tmp_path, n_images=120, image_size=32)
+    counts = set()
+    for row in _rows(ds):
+        digits = [int(d) for d in row["digits"].split(" ")]
+        assert digits == sorted(set(digits)), "the tag list holds distinct digits, sorted"
+        assert all(0 <= d <= 9 for d in digits)
+        count = int(row["count"])
+        assert 1 <= count <= 4
+        assert count >= len(digits)
+        assert int(row["largest"]) == max(digits)
+        counts.add(count)
+    assert counts == {1, 2, 3, 4}
+
+
+def test_multilabel_and_multioutput_draw_the_same_canvases(tmp_path: Path) -> None:
+    multilabel = make_builtin("multilabel", tmp_path / "ml", n_images=20, seed=3, image_size=32)
+    multioutput = make_builtin("multioutput", tmp_path / "mo", n_images=20, seed=3, image_size=32)
+    assert [r["digits"] for r in _rows(multilabel)] == [r["digits"] for r in _rows(multioutput)]
+
+
+def test_digits_are_placed_where_counted(tmp_path: Path) -> None:
+    # One digit per quadrant: the number of non-empty quadrants is the `count` label.
+    ds = make_builtin("multioutput", tmp_path, n_images=40, image_size=32)
+    for row in _rows(ds):
+        pixels = np.asarray(Image.open(tmp_path / row["image"]))
+        quadrants = [pixels[:16, :16], pixels[:16, 16:], pixels[16:, :16], pixels[16:, 16:]]
+        inked = sum(int(q.max() > 64) for q in quadrants)
+        assert inked == int(row["count"])
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_images_have_the_right_size_and_are_not_blank(task: str, tmp_path: Path) -> None:
+    ds = make_builtin(task, tmp_path, n_images=8, image_size=48)
+    for row in _rows(ds):
+        with Image.open(tmp_path / row["image"]) as image:
+            assert image.size == (48, 48)
+            pixels = np.asarray(image)
+        assert pixels.max() > 128 and pixels.min() == 0
+
+
+def test_digit_images_are_jittered(tmp_path: Path) -> None:
+    # One more image than sklearn has digits: one source digit is drawn twice, yet no two images
+    # are pixel-identical.
+    ds = make_builtin("digits", tmp_path, n_images=1798, image_size=32)
+    arrays = [np.asarray(Image.open(tmp_path / row["image"])).tobytes() for row in _rows(ds)]
+    assert len(set(arrays)) == len(arrays)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_same_seed_gives_identical_csv_and_other_seed_differs(task: str, tmp_path: Path) -> None:
+    first = make_builtin(task, tmp_path / "a", n_images=30, seed=1, image_size=32)
+    second = make_builtin(task, tmp_path / "b", n_images=30, seed=1, image_size=32)
+    other = make_builtin(task, tmp_path / "c", n_images=30, seed=2, image_size=32)
+    assert first.labels_csv.read_bytes() == second.labels_csv.read_bytes()
+    assert first.labels_csv.read_bytes() != other.labels_csv.read_bytes()
+    image = "images/00005.png"
+    assert (first.root / image).read_bytes() == (second.root / image).read_bytes()
+
+
+def test_reuse_does_not_rewrite_files(tmp_path: Path) -> None:
+    first = make_builtin("multioutput", tmp_path, n_images=10, image_size=32)
+    paths = [first.labels_csv, tmp_path / "meta.json", *sorted((tmp_path / "images").iterdir())]
+    before = {path: path.stat().st_mtime_ns for path in paths}
+    second = make_builtin("multioutput", tmp_path, n_images=10, image_size=32)
+    assert second == first
+    assert {path: path.stat().st_mtime_ns for path in paths} == before
+
+
+def test_changed_parameters_regenerate(tmp_path: Path) -> None:
+    make_builtin("multilabel", tmp_path, n_images=10, image_size=32)
+    ds = make_builtin("multilabel", tmp_path, n_images=6, image_size=40)
+    assert len(_rows(ds)) == 6
+    images = sorted((tmp_path / "images").glob("*.png"))
+    assert len(images) == 6, "PNGs of the earlier, larger generation are removed"
+    assert Image.open(images[0]).size == (40, 40)
+    assert json.loads((tmp_path / "meta.json").read_text())["image_size"] == 40
+
+
+def test_incomplete_generation_is_not_reused(tmp_path: Path) -> None:
+    first = make_builtin("digits", tmp_path, n_images=5, image_size=32)
+    (tmp_path / "meta.json").unlink()  # as if interrupted before the last write
+    first.labels_csv.write_text("image,digit\n", encoding="utf-8")
+    ds = make_builtin("digits", tmp_path, n_images=5, image_size=32)
+    assert len(_rows(ds)) == 5
+
+
+def test_default_sizes(tmp_path: Path) -> None:
+    ds = make_builtin("digits", tmp_path, image_size=16)
+    assert ds.n_images == 1797 == len(_rows(ds))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task": "faces"}, "unknown built-in task"),
+        ({"task": "digits", "n_images": 0}, "n_images"),
+        ({"task": "digits", "image_size": 8}, "image_size"),
+    ],
+)
+def test_rejects_bad_arguments(kwargs: dict, message: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_builtin(out_dir=tmp_path, **kwargs)
+    assert not (tmp_path / "meta.json").exists()
+
+
+def test_describe_mentions_every_head_and_label(tmp_path: Path) -> None:
+    ds = make_builtin("multioutput", tmp_path, n_images=150, image_size=32)
+    text = describe(ds)
+    assert "150 images" in text
+    for head, kind in ds.heads.items():
+        assert f"'{head}' ({kind}" in text
+    lines = text.splitlines()
+    count_block = lines[lines.index("  head 'count' (multiclass, 4 classes):") + 1 :][:4]
+    counted = {line.split(":")[0].strip(): int(line.split(":")[1]) for line in count_block}
+    assert set(counted) == {"1", "2", "3", "4"}
+    assert sum(counted.values()) == 150
+    for digit in range(10):
+        assert any(line.strip().startswith(f"{digit}:") for line in lines)

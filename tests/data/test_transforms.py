@@ -1,0 +1,154 @@
+"""Tests for pictag.data.transforms: Preprocess, decode_image and the train/eval presets."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pictag.config import TrainConfig
+from pictag.data.transforms import (
+    AUGMENTS,
+    Preprocess,
+    decode_image,
+    eval_transform,
+    train_transform,
+)
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+# A small network input keeps the tests fast: base size round(32 / 0.8) = 40.
+SMALL = Preprocess((3, 32, 32), MEAN, STD, crop_pct=0.8)
+
+
+def _noise(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.integers(0, 256, (3, height, width), dtype=np.uint8))
+
+
+def _ramp(height: int, width: int) -> torch.Tensor:
+    """Dark on the left, bright on the right: a flip shows as a reversed ramp."""
+    row = torch.linspace(0, 255, width).round().to(torch.uint8)
+    return row.expand(3, height, width).contiguous()
+
+
+def _save(path: Path, width: int, height: int, fmt: str = "PNG") -> Path:
+    pixels = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, fmt)
+    return path
+
+
+def test_preprocess_round_trips_through_json_and_gives_base_size() -> None:
+    pre = Preprocess((3, 224, 224), MEAN, STD, "bilinear", 0.875)
+    again = Preprocess.from_dict(json.loads(json.dumps(pre.to_dict())))
+    assert again == pre
+    assert pre.base_size == 256
+    assert Preprocess((3, 200, 300), MEAN, STD, crop_pct=1.0).base_size == 300
+    # Lists (from JSON or timm) become tuples so instances compare and hash.
+    from_lists = Preprocess([3, 224, 224], list(MEAN), list(STD))
+    assert from_lists == Preprocess((3, 224, 224), MEAN, STD)
+    assert from_lists.input_size == (3, 224, 224) and isinstance(hash(from_lists), int)
+    defaults = Preprocess.from_dict({"input_size": [3, 8, 8], "mean": MEAN, "std": STD})
+    assert (defaults.interpolation, defaults.crop_pct) == ("bicubic", 0.875)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"input_size": (224, 224)},
+        {"std": (0.2, 0.0, 0.2)},
+        {"interpolation": "lanczos"},
+        {"crop_pct": 0.0},
+        {"crop_pct": 1.2},
+    ],
+)
+def test_preprocess_rejects_bad_values(kwargs: dict) -> None:
+    args = {"input_size": (3, 8, 8), "mean": MEAN, "std": STD, **kwargs}
+    with pytest.raises(ValueError):
+        Preprocess(**args)
+
+
+def test_preprocess_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match="size"):
+        Preprocess.from_dict({**SMALL.to_dict(), "size": 3})
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "shape"), [(400, 300, (3, 256, 341)), (300, 400, (3, 341, 256))]
+)
+def test_decode_image_resizes_shorter_side_keeping_aspect(
+    tmp_path: Path, width: int, height: int, shape: tuple
+) -> None:
+    pre = Preprocess((3, 224, 224), MEAN, STD)  # base 256
+    image = decode_image(_save(tmp_path / "a.png", width, height), pre)
+    assert image.dtype == torch.uint8
+    assert tuple(image.shape) == shape
+
+
+def test_decode_image_reads_big_jpegs_and_file_objects(tmp_path: Path) -> None:
+    # 1200x900: draft decoding halves it to 600x450, which still covers the base size of 40.
+    path = _save(tmp_path / "big.jpg", 1200, 900, "JPEG")
+    from_path = decode_image(path, SMALL)
+    assert tuple(from_path.shape) == (3, 40, 53)
+    from_file = decode_image(io.BytesIO(path.read_bytes()), SMALL)
+    assert torch.equal(from_path, from_file)
+
+
+def test_train_transform_gives_normalised_float_and_is_random() -> None:
+    transform = train_transform(SMALL, TrainConfig(augment="light"))
+    image = _noise(40, 60)
+    torch.manual_seed(0)
+    first, second = transform(image), transform(image)
+    assert first.dtype == torch.float32 and tuple(first.shape) == (3, 32, 32)
+    assert not torch.equal(first, second)
+    assert image.dtype == torch.uint8  # the input (possibly a cached image) is left alone
+
+
+@pytest.mark.parametrize("augment", AUGMENTS)
+def test_every_augment_option_runs_with_rotation_and_jitter(augment: str) -> None:
+    config = TrainConfig(augment=augment, hflip=0.5, rotate=15.0, color_jitter=0.3)
+    out = train_transform(SMALL, config)(_noise(40, 48))
+    assert out.dtype == torch.float32 and tuple(out.shape) == (3, 32, 32)
+    assert torch.isfinite(out).all()
+
+
+def test_augment_none_is_the_eval_preset() -> None:
+    image = _noise(40, 52)
+    out = train_transform(SMALL, TrainConfig(augment="none"))(image)
+    assert torch.equal(out, eval_transform(SMALL)(image))
+
+
+def test_unknown_augment_is_an_error() -> None:
+    with pytest.raises(ValueError, match="augment"):
+        train_transform(SMALL, TrainConfig(augment="heavy"))
+
+
+def test_eval_transform_is_a_deterministic_centre_crop_and_normalise() -> None:
+    image = _noise(40, 52)  # base-size image: shorter side 40
+    transform = eval_transform(SMALL)
+    out = transform(image)
+    assert torch.equal(out, transform(image))
+    crop = image[:, 4:36, 10:42].float() / 255
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    torch.testing.assert_close(out, (crop - mean) / std)
+
+
+def test_eval_transform_resizes_images_not_at_base_size() -> None:
+    out = eval_transform(SMALL)(_noise(80, 120))
+    assert tuple(out.shape) == (3, 32, 32)
+
+
+def _flipped(out: torch.Tensor) -> bool:
+    return bool(out[..., 0].mean() > out[..., -1].mean())
+
+
+def test_hflip_zero_never_flips_and_one_always_flips() -> None:
+    image = _ramp(40, 56)
+    torch.manual_seed(0)
+    never = train_transform(SMALL, TrainConfig(augment="light", hflip=0.0))
+    always = train_transform(SMALL, TrainConfig(augment="light", hflip=1.0))
+    assert not any(_flipped(never(image)) for _ in range(20))
+    assert all(_flipped(always(image)) for _ in range(20))
