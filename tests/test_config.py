@@ -83,3 +83,14 @@ def test_missing_and_invalid_files(tmp_path):
         load_config(_write(tmp_path, "data: [unclosed"))
     with pytest.raises(ConfigError, match="mapping"):
         load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+def test_values_are_applied_as_typed_before_set_overrides():
+    config = load_config(
+        overrides=["heads.age.bins=[18]"],
+        values={"data.pattern": r"(?P<age>\d+)_", "heads.age.kind": "multiclass"},
+    )
+    assert config.data.pattern == r"(?P<age>\d+)_"
+    assert config.heads["age"].bins == [18.0]
+    config = load_config(overrides=["heads.tags=multilabel", "heads.tags.separator=','"])
+    assert config.heads["tags"].separator == ","

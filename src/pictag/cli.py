@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pictag.config import Config, ConfigError, load_config
+from pictag.data.validate import DataCheckError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return args.handler(args)
+    except DataCheckError as err:
+        print(f"pictag {args.command}: the data checks found problems:\n{err}", file=sys.stderr)
+        return 1
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"pictag {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -63,19 +67,19 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file (if any), then the quick-start flags, then ``--set`` overrides."""
-    overrides = []
+    values: dict[str, object] = {}
     if args.images:
-        overrides.append(f"data.images={list(args.images)!r}")
+        values["data.images"] = list(args.images)
     for flag in ("labels", "format", "pattern", "policy"):
         if getattr(args, flag):
-            overrides.append(f"data.{flag}={getattr(args, flag)!r}")
+            values[f"data.{flag}"] = getattr(args, flag)
     for spec in args.head or []:
         name, _, rest = spec.partition(":")
         kind, _, separator = rest.partition(":")
-        overrides.append(f"heads.{name}.kind={kind or 'multiclass'}")
+        values[f"heads.{name}.kind"] = kind or "multiclass"
         if separator:
-            overrides.append(f"heads.{name}.separator={separator!r}")
-    return load_config(args.config, overrides + list(args.set))
+            values[f"heads.{name}.separator"] = separator
+    return load_config(args.config, list(args.set), values)
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:

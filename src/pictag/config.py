@@ -8,6 +8,7 @@ key=value`` on the command line overrides any field, the value parsed as YAML.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -145,10 +146,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or start from defaults) and apply ``key=value`` overrides.
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> Config:
+    """Read a YAML config (or start from defaults) and apply overrides.
 
-    Relative paths in ``data`` are resolved against the YAML file's folder.
+    Args:
+        path: YAML file; relative paths in its ``data`` section are resolved against its folder.
+        overrides: ``section.key=value`` strings, the value parsed as YAML (``--set``).
+        values: ``section.key`` -> value, applied before ``overrides`` without parsing
+            (command-line flags such as ``--pattern`` whose text must stay as typed).
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -162,6 +171,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping with data/heads/model/train sections")
         _resolve_data_paths(raw, path.parent)
+    for key, value in (values or {}).items():
+        _set_raw(raw, key, value)
     for item in overrides or []:
         set_key(raw, item)
     return config_from_dict(raw)
@@ -184,14 +195,24 @@ def set_key(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: {text!r} is not a valid YAML value ({err})") from None
+    _set_raw(raw, key.strip(), value)
+
+
+def _set_raw(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
+        if isinstance(child, str) and part == parts[1] and parts[0] == "heads":
+            child = node[part] = {"kind": child}  # `heads.tags=multilabel` set earlier
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} is not a section")
+            raise ConfigError(f"{key}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    node[parts[-1]] = value
 
 
 def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
@@ -200,12 +221,12 @@ def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
         return
     for key in ("labels", "split_file"):
         if isinstance(data.get(key), str):
-            data[key] = str(base / data[key])
+            data[key] = os.path.normpath(base / data[key])
     images = data.get("images")
     if isinstance(images, str):
-        data["images"] = str(base / images)
+        data["images"] = os.path.normpath(base / images)
     elif isinstance(images, list):
-        data["images"] = [str(base / p) if isinstance(p, str) else p for p in images]
+        data["images"] = [os.path.normpath(base / p) if isinstance(p, str) else p for p in images]
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

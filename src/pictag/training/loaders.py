@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Sampler
 
 from pictag.config import Config
@@ -61,7 +60,9 @@ class Loaders:
         self.sampler.set_epoch(epoch)
 
 
-def make_loaders(data: PreparedData, pre: Preprocess, config: Config, runtime: Runtime) -> Loaders:
+def make_loaders(
+    data: PreparedData, pre: Preprocess, config: Config, runtime: Runtime, progress: bool = True
+) -> Loaders:
     """Build the train/val loaders; under torchrun each rank gets its shard."""
     train_cfg = config.train
     train_samples = data.splits["train"]
@@ -71,8 +72,8 @@ def make_loaders(data: PreparedData, pre: Preprocess, config: Config, runtime: R
             "no validation images: validating on the training set (metrics will be optimistic)"
         )
         val_samples = train_samples
-    train_cache = _cache(train_samples, pre, train_cfg.cache, train_cfg.workers, runtime)
-    val_cache = _cache(val_samples, pre, train_cfg.cache, train_cfg.workers, runtime)
+    train_cache = _cache(train_samples, pre, train_cfg.cache, train_cfg.workers, progress)
+    val_cache = _cache(val_samples, pre, train_cfg.cache, train_cfg.workers, progress)
     heads = data.heads
     train_set = ImageDataset(
         train_samples, heads, pre, train_transform(pre, train_cfg), train_cache
@@ -100,7 +101,7 @@ def make_loaders(data: PreparedData, pre: Preprocess, config: Config, runtime: R
 
 
 def _cache(
-    samples: list[Sample], pre: Preprocess, mode: str, workers: int, runtime: Runtime
+    samples: list[Sample], pre: Preprocess, mode: str, workers: int, progress: bool
 ) -> ImageCache | None:
     if mode == "off":
         return None
@@ -109,7 +110,7 @@ def _cache(
         log.info("image cache off: %.1f GiB would exceed the budget", size / 2**30)
         return None
     return ImageCache.build(
-        [s.path for s in samples], pre, workers=max(2, workers), progress=runtime.is_main
+        [s.path for s in samples], pre, workers=max(2, workers), progress=progress
     )
 
 
@@ -128,9 +129,3 @@ def _balance_weights(samples: list[Sample], heads: dict[str, Head]) -> np.ndarra
         weights = np.where(inverse.max(1) > 0, inverse.max(1), 1.0 / len(samples))
     weights = weights.astype(np.float64)
     return weights / weights.sum() if weights.sum() > 0 else np.full(len(samples), 1 / len(samples))
-
-
-def seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own seed derived from torch's (for numpy and random)."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed + worker_id)

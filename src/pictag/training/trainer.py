@@ -86,7 +86,7 @@ def _train(
     if train_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     objective = make_objective(config, data)
-    loaders = make_loaders(data, pre, config, runtime)
+    loaders = make_loaders(data, pre, config, runtime, progress)
     thresholds = {n: [0.5] * h.num_labels for n, h in data.heads.items() if h.kind == "multilabel"}
 
     def save_best(state_model: torch.nn.Module, metrics: dict, epoch: int) -> None:

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny image datasets written to tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_image(path: Path, value: int, size: int = 24) -> None:
+    """A small RGB image whose colour encodes its class, so a tiny model can learn it."""
+    rng = np.random.default_rng(value * 7919 + hash(path.name) % 1000)
+    base = np.zeros((size, size, 3), dtype=np.uint8)
+    base[..., value % 3] = 200
+    noise = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(base + noise).save(path)
+
+
+@pytest.fixture
+def folder_tree(tmp_path: Path) -> Path:
+    """root/<class>/*.png with three classes of 12 images."""
+    root = tmp_path / "tree"
+    for label, name in enumerate(("red", "green", "blue")):
+        for i in range(12):
+            write_image(root / name / f"{i:02d}.png", label)
+    return root
+
+
+@pytest.fixture
+def multi_csv(tmp_path: Path) -> Path:
+    """images/ + labels.csv with a multiclass head, a tag list head and a few missing cells."""
+    rows = ["image,colour,tags"]
+    for i in range(36):
+        label = i % 3
+        write_image(tmp_path / "images" / f"{i:03d}.png", label)
+        tags = {0: "warm", 1: "natural leafy", 2: "cool"}[label]
+        colour = "" if i % 11 == 5 else ("red", "green", "blue")[label]
+        rows.append(f"images/{i:03d}.png,{colour},{tags}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return tmp_path / "labels.csv"
