@@ -8,7 +8,7 @@ log files and exception messages alike.
 from __future__ import annotations
 
 import csv
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,27 @@ if TYPE_CHECKING:
 # even a `skip` run.
 GLOBAL_KINDS = frozenset({"bad_head", "single_class", "no_samples"})
 SKIPPED_COLUMNS = ("where", "path", "kind", "message", "fix")
+EXAMPLES = 3  # rows named per finding
 _TOP, _BOTTOM = 10, 5  # labels shown first and last when a head has many
+
+
+@dataclass
+class Findings:
+    """The problems found so far, in order, and those attached to each sample index."""
+
+    problems: list[Problem] = field(default_factory=list)
+    by_sample: dict[int, list[Problem]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, problem: Problem, index: int | None = None) -> None:
+        """Record a problem, and attach it to sample ``index`` when given (its errors drop it)."""
+        self.problems.append(problem)
+        if index is not None:
+            self.by_sample[index].append(problem)
+
+
+def sample_where(sample: Sample) -> str:
+    """Where a sample came from, for messages: its row (``labels.csv:12``), else its path."""
+    return sample.where or str(sample.path)
 
 
 @dataclass

@@ -10,7 +10,6 @@ stopping and threshold tuning never touch the test images.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import warnings
@@ -25,17 +24,24 @@ from sklearn.model_selection import train_test_split
 from pictag.config import DataConfig
 from pictag.data.schema import Head, LabelError, Sample
 from pictag.data.sources_common import normalize_split
-from pictag.fileio import atomic_write
+from pictag.data.split_file import (
+    SPLITS,
+    SplitError,
+    load_split_file,
+    names_from_split_file,
+    save_splits,
+)
 
-SPLITS = ("train", "val", "test")
-_IMAGE_COLUMNS = ("image", "path", "file", "filename")
-_SHOWN = 5  # how many offending images or rows an error message lists
+__all__ = [
+    "SPLITS",
+    "SplitError",
+    "assign_splits",
+    "load_split_file",
+    "save_splits",
+    "split_summary",
+]
 
 logger = logging.getLogger(__name__)
-
-
-class SplitError(ValueError):
-    """A split that cannot be used; the message names the file, line or image and a fix."""
 
 
 def assign_splits(
@@ -56,7 +62,7 @@ def assign_splits(
             no image is left for training.
     """
     if data.split_file:
-        names = _names_from_file(samples, Path(data.split_file))
+        names = names_from_split_file(samples, Path(data.split_file))
     else:
         names = _names_from_samples(samples, heads, data)
     splits: dict[str, list[Sample]] = {name: [] for name in SPLITS}
@@ -74,75 +80,6 @@ def assign_splits(
             stacklevel=2,
         )
     return splits
-
-
-def save_splits(splits: dict[str, list[Sample]], path: Path) -> None:
-    """Write an ``image,split`` CSV that ``data.split_file`` can read back.
-
-    The file is written next to its destination and moved into place, so an interrupted run never
-    leaves half a split file behind.
-    """
-    unknown = sorted(set(splits) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"unknown split name(s) {unknown}; expected {', '.join(SPLITS)}")
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["image", "split"])
-            for name in SPLITS:
-                writer.writerows([str(sample.path), name] for sample in splits.get(name, []))
-
-    atomic_write(path, write)
-
-
-def load_split_file(path: Path) -> dict[str, str]:
-    """Read an ``image,split`` CSV (header optional; ``.tsv`` is tab-separated).
-
-    Returns:
-        Image path as written in the file -> ``train``, ``val`` or ``test``.
-
-    Raises:
-        SplitError: the file is missing, or rows are malformed, have an unknown split, or list
-            the same image twice with different splits; every bad row is named by line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SplitError(f"split file not found: {path}")
-    result: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    errors: list[str] = []
-    columns = (0, 1)
-    first_row = True
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        try:
-            for row in reader:
-                cells = [cell.strip() for cell in row]
-                if not any(cells):
-                    continue
-                header = _header_columns(cells) if first_row else None
-                first_row = False
-                if header is not None:
-                    columns = header
-                    continue
-                image, split = _parse_row(cells, columns, f"{path}:{reader.line_num}", errors)
-                if image is None or split is None:
-                    continue
-                if image in result and result[image] != split:
-                    errors.append(
-                        f"{path}:{reader.line_num}: {image} is listed as {split}, but as "
-                        f"{result[image]} on line {first_line[image]}"
-                    )
-                    continue
-                result.setdefault(image, split)
-                first_line.setdefault(image, reader.line_num)
-        except csv.Error as err:
-            errors.append(f"{path}:{reader.line_num}: not valid CSV ({err})")
-    if errors:
-        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
-        raise SplitError(f"bad rows in split file {path}:\n  " + "\n  ".join(errors[:10]) + more)
-    return result
 
 
 def split_summary(splits: dict[str, list[Sample]], heads: dict[str, Head]) -> str:
@@ -172,63 +109,6 @@ def _label_names(head: Head, raw: object) -> list[str]:
     if encoded is None:
         return ["(missing)"]
     return [head.labels[i] for i in (encoded if isinstance(encoded, tuple) else (encoded,))]
-
-
-def _header_columns(cells: list[str]) -> tuple[int, int] | None:
-    """(image column, split column) when ``cells`` is a header row, else None."""
-    lowered = [cell.lower() for cell in cells]
-    if "split" not in lowered:
-        return None
-    split = lowered.index("split")
-    named = [lowered.index(n) for n in _IMAGE_COLUMNS if n in lowered]
-    return (named[0] if named else int(split == 0)), split
-
-
-def _parse_row(
-    cells: list[str], columns: tuple[int, int], where: str, errors: list[str]
-) -> tuple[str | None, str | None]:
-    if len(cells) <= max(columns):
-        errors.append(f"{where}: expected two columns image,split; got {','.join(cells)!r}")
-        return None, None
-    image, value = cells[columns[0]], cells[columns[1]]
-    if not image:
-        errors.append(f"{where}: the image cell is empty")
-        return None, None
-    split = normalize_split(value)
-    if split is None:
-        errors.append(
-            f"{where}: unknown split {value!r} for {image}; use train, val (or valid, validation) "
-            "or test"
-        )
-    return image, split
-
-
-def _names_from_file(samples: list[Sample], path: Path) -> list[str]:
-    listed = load_split_file(path)
-    lookup: dict[str, str] = {}
-    for image, split in listed.items():
-        # A file written by save_splits holds the paths as the source gave them; one written by
-        # hand is more likely relative to its own folder. Accept both.
-        candidates = [image, str(Path(image).resolve())]
-        if not Path(image).is_absolute():
-            candidates.append(str((path.parent / image).resolve()))
-        for key in candidates:
-            lookup.setdefault(key, split)
-    names: list[str] = []
-    missing: list[Sample] = []
-    for sample in samples:
-        name = lookup.get(str(sample.path)) or lookup.get(str(Path(sample.path).resolve()))
-        if name is None:
-            missing.append(sample)
-        names.append(name or "")
-    if missing:
-        shown = ", ".join(str(s.path) for s in missing[:_SHOWN])
-        raise SplitError(
-            f"{len(missing)} of {len(samples)} images are not listed in split file {path} "
-            f"(e.g. {shown}); add them to the file, or remove data.split_file to split "
-            "automatically"
-        )
-    return names
 
 
 def _names_from_samples(
