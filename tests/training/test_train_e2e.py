@@ -98,3 +98,22 @@ def test_strict_policy_stops_before_training_on_a_broken_image(folder_tree, tmp_
     err = capsys.readouterr().err
     assert "red/broken.png" in err and "empty" in err
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_top_level_api_takes_a_yaml_path_and_early_stopping_stops(folder_tree, tmp_path):
+    import pictag
+
+    job = tmp_path / "job.yaml"
+    lines = [
+        f"data: {{images: {folder_tree}}}",
+        "model: {backbone: small_cnn, pretrained: none, image_size: 16}",
+        "train: {epochs: 6, lr: 0.0, patience: 2, batch_size: 8, augment: none}",
+    ]
+    job.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = load_config(job)
+    result = pictag.train(config, tmp_path / "run", progress=False)
+    # lr 0 never improves on epoch 1: patience 2 stops after epoch 3 instead of 6.
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.best_epoch == 1
+    result = pictag.train(str(job), tmp_path / "run2", progress=False)
+    assert result.history[0]["epoch"] == 1
