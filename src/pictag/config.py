@@ -46,6 +46,8 @@ class HeadConfig:
     label_smoothing: float = 0.0  # multiclass cross-entropy only
     balance: bool = False  # class weights (multiclass) or pos_weight (multilabel) from label counts
     hidden: int = 0  # width of an optional hidden layer before this head's linear layer
+    threshold_by: str = "f1"  # multilabel thresholds tuned on val: f1 | precision | recall | fixed
+    threshold_target: float = 0.5  # the precision/recall to reach, or the fixed threshold
 
 
 @dataclass
@@ -137,6 +139,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.policy": ("strict", "skip"),
     "heads.*.kind": ("multiclass", "multilabel"),
     "heads.*.loss": ("default", "focal", "asl"),
+    "heads.*.threshold_by": ("f1", "precision", "recall", "fixed"),
     "train.mode": ("linear-probe", "fine-tune", "probe-then-fine-tune"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "onecycle", "constant"),

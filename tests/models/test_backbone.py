@@ -4,7 +4,6 @@ bundled Lite0 weights classifying real photos."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 import timm
@@ -14,9 +13,9 @@ from safetensors.torch import save_file
 from sklearn.datasets import load_sample_image
 from torchvision.transforms import InterpolationMode, v2
 
+from pictag.data.transforms import Preprocess
 from pictag.models.backbone import (
     OFFLINE_DEFAULT,
-    DataConfig,
     _load_offline_lite0,
     _map_in_order,
     create_backbone,
@@ -37,7 +36,7 @@ def test_timm_backbone_gives_pooled_features_and_data_config(name: str) -> None:
     assert len(config.mean) == len(config.std) == 3
     assert all(0 < s < 1 for s in config.std)
     assert 0 < config.crop_pct <= 1
-    assert json.loads(json.dumps(asdict(config)))["interpolation"] == config.interpolation
+    assert json.loads(json.dumps(config.to_dict()))["interpolation"] == config.interpolation
 
 
 def test_image_size_overrides_input_size_and_drop_path_reaches_model() -> None:
@@ -54,7 +53,7 @@ def test_image_size_overrides_input_size_and_drop_path_reaches_model() -> None:
 
 def test_small_cnn_on_32px_input() -> None:
     model, config = create_backbone("small_cnn")
-    assert config == DataConfig((3, 32, 32), (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+    assert config == Preprocess((3, 32, 32), (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
     images = torch.randn(4, 3, 32, 32)
     assert model.forward_features(images).shape == (4, model.num_features, 4, 4)
     assert model(images).shape == (4, model.num_features) == (4, 128)
@@ -131,7 +130,7 @@ def test_map_in_order_names_first_mismatching_pair() -> None:
     assert list(_map_in_order(source, target)) == ["conv_stem.weight", "classifier.weight"]
 
 
-def _preprocess(photo: str, config: DataConfig) -> torch.Tensor:
+def _preprocess(photo: str, config: Preprocess) -> torch.Tensor:
     size = config.input_size[-1]
     transform = v2.Compose(
         [
@@ -147,7 +146,7 @@ def _preprocess(photo: str, config: DataConfig) -> torch.Tensor:
 
 def test_offline_lite0_classifies_real_photos() -> None:
     backbone, config = create_backbone(OFFLINE_DEFAULT, pretrained="offline")
-    assert config == DataConfig((3, 224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)
+    assert config == Preprocess((3, 224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)
     full = _load_offline_lite0(num_classes=1000).eval()
     images = torch.stack([_preprocess("china.jpg", config), _preprocess("flower.jpg", config)])
     with torch.no_grad():

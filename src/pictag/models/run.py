@@ -49,18 +49,11 @@ def build_model(
 ) -> tuple[Classifier, Preprocess]:
     """Backbone (with ``pretrained`` weights, default ``model_cfg.pretrained``) plus heads."""
     source = model_cfg.pretrained if pretrained is None else pretrained
-    backbone, data_cfg = create_backbone(
+    backbone, pre = create_backbone(
         model_cfg.backbone,
         pretrained=False if source == "none" else source,
         image_size=model_cfg.image_size,
         drop_path_rate=model_cfg.drop_path_rate,
-    )
-    pre = Preprocess(
-        input_size=tuple(data_cfg.input_size),
-        mean=tuple(data_cfg.mean),
-        std=tuple(data_cfg.std),
-        interpolation=data_cfg.interpolation,
-        crop_pct=data_cfg.crop_pct,
     )
     hidden = {name: cfg.hidden for name, cfg in head_cfgs.items()}
     sizes = {name: head.num_labels for name, head in heads.items()}
