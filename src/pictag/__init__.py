@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from pictag.config import Config
     from pictag.training.trainer import TrainResult
 
-__version__ = "0.1.0"
+from pictag.version import __version__
+
+__all__ = ["__version__", "train"]
 
 
 def train(

@@ -5,6 +5,8 @@
 | check-data   | pictag.data.validate.check_data           |
 | train        | pictag.training.trainer.train             |
 | demo         | pictag.demo.run_demo                      |
+| evaluate     | pictag.evaluation.evaluate.evaluate_run   |
+| predict      | pictag.evaluation.predictor.Predictor     |
 """
 
 from __future__ import annotations
@@ -143,11 +145,67 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-only", action="store_true", help="build the data, print stats")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pictag.evaluation.evaluate import REPORT_HTML, REPORT_JSON, evaluate_run, summary_table
+
+    options = {"split": args.split, "tta": args.tta, "out_dir": args.out, "device": args.device}
+    report = evaluate_run(args.run_dir, args.data, **options)
+    out = Path(args.out or args.run_dir)
+    print(summary_table(report))
+    print(f"report: {out / REPORT_JSON}\n        {out / REPORT_HTML}")
+    return 0
+
+
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run folder written by `pictag train`")
+    parser.add_argument("--data", help="another split file (CSV) or data config (YAML)")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
+    parser.add_argument("--tta", action="store_true", help="also average flipped images (photos)")
+    parser.add_argument("--out", help="folder for report.json and report.html (default RUN_DIR)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+PROGRESS_FROM = 64  # images from which `predict` shows a progress bar
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pictag.evaluation.predict_output import expand_inputs, format_predictions, save_figures
+    from pictag.evaluation.predictor import Predictor
+
+    files, failed = expand_inputs(args.images)
+    predictor = Predictor.from_run(args.run_dir, args.device)
+    options = {"top_k": args.top_k, "at_least_one": args.at_least_one, "batch_size": args.batch}
+    predictions = predictor.predict(files, **options, progress=len(files) > PROGRESS_FROM)
+    print(format_predictions(predictions, predictor.heads, args.format, args.top_k))
+    failed += [p.error for p in predictions if p.error]
+    if args.show:
+        shown = save_figures(predictions, args.show)
+        print(f"{len(shown)} pictures with their labels in {args.show}", file=sys.stderr)
+    for message in failed:
+        print(f"pictag predict: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _predict_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run folder written by `pictag train`")
+    parser.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
+    parser.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    parser.add_argument("--top-k", type=int, help="keep the K best scores (multilabel: K labels)")
+    parser.add_argument(
+        "--at-least-one", action="store_true", help="multilabel: never predict no label"
+    )
+    parser.add_argument("--show", metavar="OUT_DIR", help="save each image with its labels")
+    parser.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {
     "check-data": (cmd_check_data, _check_args, "check images and labels before training"),
     "train": (cmd_train, _train_args, "train a model and write a run folder"),
     "demo": (cmd_demo, _demo_args, "build the built-in digits data and train on it"),
+    "evaluate": (cmd_evaluate, _evaluate_args, "evaluate a run: report.json and report.html"),
+    "predict": (cmd_predict, _predict_args, "label images with a trained run"),
 }
 
 if __name__ == "__main__":

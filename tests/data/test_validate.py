@@ -378,12 +378,14 @@ def test_skip_lists_exactly_the_bad_rows_and_keeps_the_rest(tmp_path, caplog):
     assert "dropped 2 of 8 samples" in caplog.text and "skipped.csv" in caplog.text
 
 
-def test_skip_defaults_to_the_current_folder(tmp_path, monkeypatch):
+def test_skip_without_a_folder_writes_no_file(tmp_path, monkeypatch, caplog):
     source, _ = _mixed(tmp_path)
     report = check_data(source, DataConfig(), progress=False)
     monkeypatch.chdir(tmp_path)
-    apply_policy(report, "skip", None)
-    assert (tmp_path / "skipped.csv").is_file()
+    kept = apply_policy(report, "skip", None)
+    assert len(kept) == 6
+    assert not (tmp_path / "skipped.csv").exists()
+    assert "dropped 2 of 8 samples" in caplog.text
 
 
 def test_reader_error_on_a_sample_row_drops_it(tmp_path):

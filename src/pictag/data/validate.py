@@ -112,7 +112,8 @@ def apply_policy(report: CheckReport, policy: str, out_dir: Path | None = None) 
     Args:
         report: What `check_data` found.
         policy: ``strict`` or ``skip``.
-        out_dir: Where ``skip`` writes ``skipped.csv`` (default: the current folder).
+        out_dir: Where ``skip`` writes ``skipped.csv``; None writes no file (a run's other
+            ranks, evaluation) and only logs the count.
 
     Returns:
         The samples to train on.
@@ -127,12 +128,15 @@ def apply_policy(report: CheckReport, policy: str, out_dir: Path | None = None) 
         raise DataCheckError(format_report(report))
     kept = report.kept()
     if report.errors():
-        path = Path.cwd() / SKIPPED_FILE if out_dir is None else Path(out_dir) / SKIPPED_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_skipped(report, path)
         total = len(report.source.samples)
+        where = "not written"
+        if out_dir is not None:
+            path = Path(out_dir) / SKIPPED_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_skipped(report, path)
+            where = str(path)
         log.warning(
-            "dropped %d of %d samples with errors; list: %s", total - len(kept), total, path
+            "dropped %d of %d samples with errors; list: %s", total - len(kept), total, where
         )
     if not kept:
         raise DataCheckError(format_report(report) + "\nNo samples are left after skipping.")

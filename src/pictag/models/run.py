@@ -17,13 +17,13 @@ import safetensors.torch
 import timm
 import torch
 
-import pictag
 from pictag.config import Config, HeadConfig, ModelConfig, config_from_dict, config_to_dict
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
 from pictag.fileio import atomic_write, write_json
 from pictag.models.backbone import create_backbone
 from pictag.models.classifier import Classifier
+from pictag.version import __version__
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "pictag.json"
@@ -75,7 +75,7 @@ def run_meta(
         "thresholds": thresholds,
         "preprocess": pre.to_dict(),
         "versions": {
-            "pictag": pictag.__version__,
+            "pictag": __version__,
             "torch": torch.__version__,
             "timm": timm.__version__,
             "python": platform.python_version(),

@@ -1,0 +1,1 @@
+"""Evaluation: inference, metrics, threshold tuning and the JSON + HTML report."""

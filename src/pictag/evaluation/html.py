@@ -1,0 +1,295 @@
+"""``report.html``: the evaluation report as one self-contained page a person can read offline.
+
+The page holds a summary per head, training curves, confusion heatmaps (a table of 2x2 counts
+for multilabel heads), PR/ROC curves, per-label bars worst first, the threshold table and a
+grid of the worst mistakes. CSS is inline and every figure and thumbnail is a base64 data URI,
+so the file opens with no network and can be mailed as it is. Every string that comes from the
+data (run, label and head names, paths) is HTML-escaped; undefined metrics print as "–".
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pictag.evaluation import plots
+
+DASH = "–"
+THUMB_PX = 160
+SUMMARY_KEYS = ("mAP", "accuracy", "f1_macro", "f1_micro", "roc_auc_macro", "roc_auc_ovr", "ece")
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;
+background:#f6f7f9}
+main{max-width:1280px;margin:0 auto;padding:16px 24px 48px}
+h1{margin:8px 0 4px;font-size:24px}h2{margin:32px 0 8px;padding-top:8px;border-top:2px solid #dde}
+h3{margin:18px 0 6px;font-size:15px;color:#444}
+.meta{color:#555}.meta b{color:#222}.kind{font-size:13px;color:#666;font-weight:normal}
+nav a{margin-right:12px}a{color:#2a5db0}
+table{border-collapse:collapse;background:#fff;margin:4px 0 12px;font-size:13px}
+th,td{border:1px solid #dde;padding:3px 8px;text-align:right}
+th{background:#eef1f6}td:first-child,th:first-child{text-align:left}
+tbody tr:nth-child(even){background:#fafbfd}
+.scroll{max-height:520px;overflow-y:auto;display:inline-block}
+.row{display:flex;flex-wrap:wrap;gap:20px;align-items:flex-start}
+figure{margin:0 0 12px;background:#fff;border:1px solid #dde;padding:6px;display:inline-block;
+max-width:100%;box-sizing:border-box}
+figure img{max-width:100%;height:auto;display:block}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px}
+.card{background:#fff;border:1px solid #dde;padding:8px;font-size:12px;overflow-wrap:anywhere}
+.card img,.noimg{display:block;margin:0 auto 6px;max-width:160px;max-height:160px}
+.noimg{width:160px;height:100px;background:#eee;color:#888;text-align:center;line-height:100px}
+.path{font-weight:600}.dim{color:#777}.bad{color:#c62828;font-weight:600}
+.miss{color:#c62828;text-decoration:underline dashed}
+"""
+
+
+def render_html(
+    report: dict[str, Any], history: list[dict], thumbnails: dict[str, bytes] | None = None
+) -> str:
+    """The whole report page.
+
+    Args:
+        report: The ``report.json`` dict (see ``evaluate``).
+        history: Lines of the run's ``metrics.jsonl``; empty leaves out the curves section.
+        thumbnails: Image path -> PNG or JPEG bytes for the mistakes grid; None makes them here
+            from ``report["mistakes"][i]["image"]`` (a file that cannot be read shows a blank).
+
+    Returns:
+        The HTML text, with no reference to anything outside itself.
+    """
+    heads = report.get("heads") or {}
+    mistakes = report.get("mistakes") or []
+    sections = [
+        _header(report, heads, bool(mistakes)),
+        _summary(report, heads),
+        _curves(history or []),
+        *(_head(i, name, section) for i, (name, section) in enumerate(heads.items())),
+        _mistakes(mistakes, thumbnails),
+    ]
+    title = escape(f"pictag report: {report.get('run', '')}")
+    body = "\n".join(s for s in sections if s)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title}</title><style>{_CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n"
+    )
+
+
+def _header(report: dict, heads: dict, has_mistakes: bool) -> str:
+    facts = [
+        ("run", report.get("run")),
+        ("split", report.get("split")),
+        ("images", report.get("n_images")),
+        ("date", str(report.get("created") or "").replace("T", " ")[:19] or None),
+    ]
+    if report.get("tta"):
+        facts.append(("TTA", "on"))
+    meta = " · ".join(f"{k}: <b>{_fmt(v)}</b>" for k, v in facts)
+    links = [f'<a href="#head-{i}">{escape(name)}</a>' for i, name in enumerate(heads)]
+    if has_mistakes:
+        links.append('<a href="#mistakes">mistakes</a>')
+    return f"<h1>Evaluation report</h1><p class=meta>{meta}</p><nav>{''.join(links)}</nav>"
+
+
+def _summary(report: dict, heads: dict) -> str:
+    keys = [k for k in SUMMARY_KEYS if any(k in (s.get("metrics") or {}) for s in heads.values())]
+    header = ["head", "kind", "images", "labels", *keys]
+    rows = []
+    for name, section in heads.items():
+        metrics = section.get("metrics") or {}
+        cells = [name, section.get("kind"), section.get("n"), len(section.get("labels") or [])]
+        rows.append(cells + [metrics.get(k) if k in metrics else "" for k in keys])
+    parts = ["<h2>Summary</h2>", _table(header, rows)]
+    if "all_heads_correct" in report:
+        share = _fmt(report["all_heads_correct"])
+        parts.append(f"<p>Images with every head right: <b>{share}</b></p>")
+    return "".join(parts)
+
+
+def _curves(history: list[dict]) -> str:
+    png = plots.training_curves_png(history)
+    return "" if png is None else f"<h2>Training</h2>{_figure(png, 'training curves')}"
+
+
+def _head(index: int, name: str, section: dict) -> str:
+    kind = section.get("kind", "")
+    labels = section.get("labels") or []
+    info = f"{escape(str(kind))}, {_fmt(section.get('n'))} images, {len(labels)} labels"
+    parts = [f'<h2 id="head-{index}">{escape(name)} <span class=kind>({info})</span></h2>']
+    bars = plots.label_bars_png(section)
+    parts.append(f"<div class=row>{_metrics_table(section)}{_figure(bars, 'per-label bars')}</div>")
+    curves = plots.pr_curves_png(section)
+    if kind == "multilabel":
+        parts.append("<h3>Per-label thresholds and 2x2 counts</h3>")
+        parts.append(f"<div class=row>{_threshold_table(section)}{_counts_table(section)}</div>")
+        if curves is not None:
+            parts.append("<h3>Precision-recall</h3>" + _figure(curves, "precision-recall curves"))
+        return "\n".join(parts)
+    heatmap = None
+    if section.get("confusion"):
+        heatmap = plots.confusion_png(section["confusion"], labels, f"{name}: confusion")
+    parts.append("<h3>Confusion and per-class metrics</h3>")
+    heatmap_html = _figure(heatmap, "confusion matrix")
+    parts.append(f"<div class=row>{heatmap_html}<div>{_class_table(section)}</div></div>")
+    if curves is not None:
+        parts.append("<h3>Precision-recall and ROC</h3>" + _figure(curves, "PR and ROC curves"))
+    return "\n".join(parts)
+
+
+def _metrics_table(section: dict) -> str:
+    metrics = section.get("metrics") or {}
+    at_half = section.get("metrics_at_0.5")
+    if not at_half:
+        return _table(["metric", "value"], [[k, v] for k, v in metrics.items()])
+    rows = [[k, v, at_half.get(k, "")] for k, v in metrics.items()]
+    note = "<p class=dim>mAP and ROC-AUC do not depend on the thresholds.</p>"
+    return f"<div>{_table(['metric', 'tuned thresholds', 'at 0.5'], rows)}{note}</div>"
+
+
+def _threshold_table(section: dict) -> str:
+    header = ["label", "threshold", "precision", "recall", "F1", "AP", "support"]
+    rows = [
+        [r.get("label"), r.get("threshold"), r.get("precision"), r.get("recall"), r.get("f1"),
+         r.get("ap"), r.get("support")]
+        for r in section.get("per_label") or []
+    ]  # fmt: skip
+    return _table(header, rows, scroll=True)
+
+
+def _counts_table(section: dict) -> str:
+    rows = []
+    for r in section.get("per_label") or []:
+        cells = r.get("confusion") or [[None, None], [None, None]]
+        (tn, fp), (fn, tp) = cells
+        rows.append([r.get("label"), tp, fp, fn, tn])
+    return _table(["label", "TP", "FP", "FN", "TN"], rows, scroll=True)
+
+
+def _class_table(section: dict) -> str:
+    header = ["class", "support", "precision", "recall", "F1", "ROC-AUC"]
+    rows = [
+        [r.get("label"), r.get("support"), r.get("precision"), r.get("recall"), r.get("f1"),
+         r.get("roc_auc")]
+        for r in section.get("per_label") or []
+    ]  # fmt: skip
+    point = (section.get("binary") or {}).get("operating_point")
+    table = _table(header, rows, scroll=True)
+    if point:
+        keys = ["threshold", "precision", "recall", "tpr", "fpr"]
+        table += "<h3>Operating point</h3>" + _table(keys, [[point.get(k) for k in keys]])
+    return table
+
+
+def _mistakes(mistakes: list[dict], thumbnails: dict[str, bytes] | None) -> str:
+    if not mistakes:
+        return ""
+    cards = [_card(m, thumbnails) for m in mistakes]
+    legend = (
+        "<p class=dim>Worst first. <span class=bad>red</span>: wrong prediction; "
+        "<span class=miss>underlined</span>: a true label that was missed.</p>"
+    )
+    return f'<h2 id="mistakes">Mistakes</h2>{legend}<div class=grid>{"".join(cards)}</div>'
+
+
+def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
+    path = str(mistake.get("image", ""))
+    data = thumbnails.get(path) if thumbnails is not None else _thumbnail(path)
+    image = (
+        f'<img src="{_data_uri(data)}" alt="{escape(path)}">'
+        if data
+        else "<div class=noimg>no image</div>"
+    )
+    lines = [
+        image,
+        f'<div class=path title="{escape(path)}">{escape(Path(path).name)}</div>',
+        f"<div class=dim>{escape(str(mistake.get('where') or ''))} · loss "
+        f"{_fmt(mistake.get('loss'))}</div>",
+    ]
+    true, pred = mistake.get("true") or {}, mistake.get("pred") or {}
+    scores = mistake.get("scores") or {}
+    for head in dict.fromkeys([*true, *pred]):
+        lines.append(_verdict(head, true.get(head), pred.get(head), scores.get(head)))
+    return f"<div class=card>{''.join(lines)}</div>"
+
+
+def _verdict(head: str, true: Any, pred: Any, score: Any) -> str:
+    if isinstance(true, list) or isinstance(pred, list):
+        true_text, pred_text = _tag_texts(true, pred or [], score)
+    else:
+        true_text = DASH if true is None else escape(str(true))
+        pred_text = DASH if pred is None else _mark(pred, true is not None and pred != true)
+        pred_text += "" if score is None else f" {_fmt(score)}"
+    return (
+        f"<div><b>{escape(head)}</b>: true {true_text}<br>"
+        f"<span class=dim>pred</span> {pred_text}</div>"
+    )
+
+
+def _tag_texts(true: list | None, pred: list, scores: Any) -> tuple[str, str]:
+    """Tag lists with wrong predictions in red and missed true tags underlined."""
+    if not isinstance(scores, list) or len(scores) != len(pred):
+        scores = [None] * len(pred)
+    true_set, pred_set = set(true or []), set(pred)
+    shown_pred = [
+        _mark(p, true is not None and p not in true_set) + ("" if s is None else f" {_fmt(s)}")
+        for p, s in zip(pred, scores, strict=True)
+    ]
+    shown_true = [_mark(t, t not in pred_set, "miss") for t in true or []]
+    true_text = ", ".join(shown_true) or ("none" if true is not None else DASH)
+    return true_text, ", ".join(shown_pred) or "none"
+
+
+def _mark(label: Any, wrong: bool, css: str = "bad") -> str:
+    text = escape(str(label))
+    return f"<span class={css}>{text}</span>" if wrong else text
+
+
+def _thumbnail(path: str) -> bytes | None:
+    """A JPEG of at most ``THUMB_PX`` pixels a side, or None if the file cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at a fraction of full size
+            small = image.convert("RGB")
+            small.thumbnail((THUMB_PX, THUMB_PX))
+            buffer = io.BytesIO()
+            small.save(buffer, format="JPEG", quality=85)
+            return buffer.getvalue()
+    except (OSError, ValueError):
+        return None
+
+
+def _figure(png: bytes | None, alt: str) -> str:
+    return f'<figure><img src="{_data_uri(png)}" alt="{escape(alt)}"></figure>' if png else ""
+
+
+def _data_uri(data: bytes) -> str:
+    mime = "image/png"
+    if data[:3] == b"\xff\xd8\xff":
+        mime = "image/jpeg"
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        mime = "image/webp"
+    elif data[:3] == b"GIF":
+        mime = "image/gif"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _table(header: list[str], rows: list[list[Any]], scroll: bool = False) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class=scroll>{table}</div>" if scroll else table
+
+
+def _fmt(value: Any) -> str:
+    """Escaped text of a cell: 3 decimals for floats, "–" for null and NaN."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return DASH
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return escape(str(value))

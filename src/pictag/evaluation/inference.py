@@ -1,0 +1,112 @@
+"""Inference over a loader: logits per head, kept apart from the metrics.
+
+As in airbench, one pass returns raw logits and the stacked targets; probabilities, metrics,
+threshold tuning and the report are computed from them afterwards, so each can be checked (and
+re-run) without touching the model again.
+
+Test-time augmentation (``tta``) averages the logits of each image and of its horizontal flip.
+That suits photos, whose content does not change when mirrored; it hurts on text, digits, road
+signs and anything else with a left and a right (a mirrored ``b`` is a ``d``): leave it off there.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pictag.heads import get_kind
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks the first GPU when there is one, else the CPU; any other name is kept."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def forward_logits(
+    model: nn.Module, images: torch.Tensor, tta: bool = False, channels_last: bool = False
+) -> dict[str, torch.Tensor]:
+    """Logits of one batch ``[B, 3, H, W]`` already on the model's device, in float32.
+
+    Args:
+        model: Returns ``{head: logits}``; it should be in eval mode.
+        images: Normalised images.
+        tta: Average with the logits of the horizontally flipped images.
+        channels_last: Feed the batch in channels-last memory format (faster convolutions;
+            convert the model with ``model.to(memory_format=torch.channels_last)`` as well).
+    """
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    logits = {name: value.float() for name, value in model(images).items()}
+    if tta:
+        flipped = model(images.flip(-1))
+        logits = {name: (value + flipped[name].float()) / 2 for name, value in logits.items()}
+    return logits
+
+
+def predict_logits(
+    model: nn.Module,
+    loader: Iterable,
+    device: str | torch.device = "cpu",
+    tta: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Run ``model`` over every batch of ``loader``.
+
+    Args:
+        model: Returns ``{head: logits}``; it is put in eval mode.
+        loader: Yields ``(images, {head: targets})`` as :class:`pictag.data.dataset.ImageDataset`
+            batches do, or bare image batches (the targets are then empty).
+        device: Where the model is; batches are moved there.
+        tta: Average the logits of each image and of its horizontal flip (photos only, see the
+            module notes).
+        channels_last: Feed batches channels-last (see :func:`forward_logits`).
+        progress: Show a progress bar over batches.
+
+    Returns:
+        ``({head: logits [N, C]}, {head: targets})``: float32 logits in loader order, and the
+        targets stacked as the loader gave them (``[N]`` class indices or ``[N, L]`` rows). An
+        empty loader gives two empty dicts.
+    """
+    model.eval()
+    device = torch.device(device)
+    logits: dict[str, list[np.ndarray]] = defaultdict(list)
+    targets: dict[str, list[np.ndarray]] = defaultdict(list)
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+        images, batch_targets = batch if isinstance(batch, (list, tuple)) else (batch, {})
+        images = images.to(device, non_blocking=True)
+        for name, value in forward_logits(model, images, tta, channels_last).items():
+            logits[name].append(value.cpu().numpy())
+        for name, value in batch_targets.items():
+            targets[name].append(np.asarray(value))
+    return _stack(logits), _stack(targets)
+
+
+def probabilities(
+    kind_by_head: Mapping[str, str], logits: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Logits -> probabilities with each head kind's activation (softmax or sigmoid).
+
+    Args:
+        kind_by_head: Head name -> ``multiclass`` or ``multilabel``.
+        logits: Head name -> logits ``[N, C]``.
+
+    Returns:
+        Head name -> float32 probabilities ``[N, C]``.
+    """
+    return {
+        name: get_kind(kind_by_head[name]).activate(torch.as_tensor(values)).numpy()
+        for name, values in logits.items()
+    }
+
+
+def _stack(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    return {name: np.concatenate(values) for name, values in parts.items()}

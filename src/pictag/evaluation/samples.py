@@ -1,0 +1,171 @@
+"""Which images an evaluation sees.
+
+By default a run is evaluated on its own split: the run's data config is read again and the
+images that ``RUN/splits.csv`` lists under the wanted split are taken, so evaluation and threshold
+tuning see exactly the images training set aside. ``data`` may instead name another split file
+(``image,split`` CSV) over the same source, or a YAML config for other data; a config without
+a split file or split column is split as training would split it, and ``split='all'`` takes
+every image (a separate test set).
+
+Only the chosen images are checked (decoded): images that became unreadable since training, or
+whose labels the model does not know, are left out with a warning rather than stopping the
+evaluation (``policy: strict`` in a given config stops instead).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pictag.config import Config, load_config
+from pictag.data.pipeline import SPLITS_FILE
+from pictag.data.report import sample_where
+from pictag.data.schema import Head, LabelError, Sample
+from pictag.data.sources import SourceResult, read_samples
+from pictag.data.splits import assign_splits, load_split_file
+from pictag.data.validate import DataCheckError, check_data, format_report
+from pictag.models.run import LoadedRun
+
+log = logging.getLogger(__name__)
+SPLIT_CHOICES = ("train", "val", "test", "all")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+SPLIT_FILE_SUFFIXES = (".csv", ".tsv")
+_SHOWN = 5  # left-out images named one by one in the log
+
+
+def eval_samples(
+    run: LoadedRun,
+    run_dir: Path,
+    data: str | Path | None = None,
+    split: str = "test",
+    progress: bool = True,
+) -> tuple[list[Sample], str]:
+    """The checked samples of ``split``, in source order, and the split actually used.
+
+    Args:
+        run: The loaded run (its config and heads).
+        run_dir: The run folder, for its ``splits.csv``.
+        data: None (the run's own data and split), a CSV split file, or a YAML config.
+        split: ``train``, ``val``, ``test`` or ``all``. ``test`` falls back to ``val``, with a
+            warning, when there are no test images.
+        progress: Show a progress bar while checking images.
+
+    Returns:
+        The samples (possibly empty) and the split name.
+
+    Raises:
+        FileNotFoundError: No split file for the run, or ``data`` does not exist.
+        ValueError: ``split`` or the kind of ``data`` is unknown.
+        DataCheckError: A given config has ``policy: strict`` and images fail the checks.
+    """
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"split must be one of {', '.join(SPLIT_CHOICES)}; got {split!r}")
+    config, split_file = _eval_config(run, run_dir, data)
+    source = read_samples(config.data, config.heads)
+    if split_file is not None:
+        by_split = _listed(source.samples, split_file)
+    else:
+        kept = _checked(source, source.samples, config, progress)
+        # 'all' skips the split: a separate test set may mark every image as test.
+        by_split = {"all": kept} if split == "all" else assign_splits(kept, run.heads, config.data)
+    if split == "test" and not by_split.get("test"):
+        log.warning("the run has no test images: evaluating on the validation split instead")
+        split = "val"
+    chosen = by_split.get(split, [])
+    if split_file is not None:
+        chosen = _checked(source, chosen, config, progress)
+    return _encodable(chosen, run.heads), split
+
+
+def _eval_config(
+    run: LoadedRun, run_dir: Path, data: str | Path | None
+) -> tuple[Config, Path | None]:
+    """The config to read the data with, and the split file to choose images by (if any)."""
+    config = copy.deepcopy(run.config)
+    config.data.policy = "skip"
+    if data is None:
+        split_file = Path(run_dir) / SPLITS_FILE
+        if not split_file.is_file():
+            raise FileNotFoundError(
+                f"{split_file} is missing, so the run's splits are unknown; pass --data with a "
+                "split file (image,split CSV) or a data config"
+            )
+        return config, split_file
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"--data {path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in SPLIT_FILE_SUFFIXES:
+        return config, path
+    if suffix not in CONFIG_SUFFIXES:
+        raise ValueError(
+            f"--data {path}: expected a YAML config (.yaml) or a split file (.csv, .tsv)"
+        )
+    given = load_config(path)
+    config.data = given.data
+    if given.heads:  # otherwise the run's head options (columns, separators) read the labels
+        config.heads = given.heads
+    split_file = Path(given.data.split_file) if given.data.split_file else None
+    return config, split_file
+
+
+def _listed(samples: Sequence[Sample], split_file: Path) -> dict[str, list[Sample]]:
+    """Samples per split (and ``all``) as ``split_file`` lists them, in source order; samples it
+    does not list are left out (training may have dropped them)."""
+    listed = load_split_file(split_file)
+    lookup: dict[str, str] = {}
+    for image, name in listed.items():
+        # As in data.split_file: paths as the source gave them, resolved, or relative to the file.
+        lookup.setdefault(image, name)
+        lookup.setdefault(str(Path(image).resolve()), name)
+        if not Path(image).is_absolute():
+            lookup.setdefault(str((split_file.parent / image).resolve()), name)
+    result: dict[str, list[Sample]] = {name: [] for name in SPLIT_CHOICES}
+    for sample in samples:
+        name = lookup.get(str(sample.path)) or lookup.get(str(Path(sample.path).resolve()))
+        if name is not None:
+            result[name].append(sample)
+            result["all"].append(sample)
+    return result
+
+
+def _checked(
+    source: SourceResult, samples: list[Sample], config: Config, progress: bool
+) -> list[Sample]:
+    """The samples that pass the file and label checks; the others are left out and logged."""
+    if not samples:
+        return []
+    subset = dataclasses.replace(source, samples=list(samples), problems=[])
+    report = check_data(subset, config.data, decode=True, progress=progress)
+    dropped = report.dropped()
+    if dropped and config.data.policy == "strict":
+        raise DataCheckError(format_report(report))
+    for sample, problems in dropped[:_SHOWN]:
+        log.warning("left out %s: %s", sample_where(sample), problems[0].message)
+    if len(dropped) > _SHOWN:
+        log.warning("... and %d more images left out", len(dropped) - _SHOWN)
+    # Errors about a head as a whole (one class in this subset) do not concern evaluation.
+    return report.kept()
+
+
+def _encodable(samples: list[Sample], heads: dict[str, Head]) -> list[Sample]:
+    """The samples whose labels the model's heads can encode; others are left out and logged."""
+    kept, unknown = [], []
+    for sample in samples:
+        try:
+            for name, head in heads.items():
+                head.encode(sample.labels.get(name))
+        except LabelError as err:
+            unknown.append(f"{sample_where(sample)}: {err}")
+            continue
+        kept.append(sample)
+    if unknown:
+        log.warning(
+            "left out %d images with labels the model does not know, e.g. %s",
+            len(unknown),
+            "; ".join(unknown[:_SHOWN]),
+        )
+    return kept

@@ -1,0 +1,129 @@
+"""The ``evaluate`` and ``predict`` commands end to end, on a tiny run that ``pictag train``
+writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pictag.cli import COMMANDS, build_parser, main
+
+FAST = [
+    "model.backbone=small_cnn",
+    "model.pretrained=none",
+    "model.image_size=16",
+    "train.batch_size=8",
+    "train.epochs=1",
+    "train.warmup_epochs=0",
+    "train.augment=none",
+    "data.val_fraction=0.25",
+    "data.test_fraction=0.25",
+]
+N_IMAGES = 24
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    rows = ["image,colour,tags"]
+    rng = np.random.default_rng(0)
+    for i in range(N_IMAGES):
+        pixels = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
+        pixels[..., i % 3] += 180
+        (root / "images").mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(root / "images" / f"{i:02d}.png")
+        rows.append(
+            f"images/{i:02d}.png,{('red', 'green', 'blue')[i % 3]},{('a b', 'b', 'c')[i % 3]}"
+        )
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    args = ["train", "--labels", str(root / "labels.csv"), "--out", str(root / "run")]
+    args += ["--head", "colour:multiclass", "--head", "tags:multilabel"]
+    assert main(args + [x for item in FAST for x in ("--set", item)]) == 0
+    return root / "run"
+
+
+def _images(run_dir: Path) -> Path:
+    return run_dir.parent / "images"
+
+
+def test_commands_table_lists_evaluate_and_predict():
+    assert {"evaluate", "predict"} <= set(COMMANDS)
+    assert "evaluate" in build_parser().format_help()
+
+
+def test_predict_table(run_dir, capsys):
+    first, second = sorted(_images(run_dir).glob("*.png"))[:2]
+    assert main(["predict", str(run_dir), str(first), str(second)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "colour", "tags"]
+    assert len(lines) == 3 and lines[1].startswith(str(first))
+    assert any(colour in lines[1] for colour in ("red", "green", "blue"))
+
+
+def test_predict_json_expands_folders_and_globs(run_dir, capsys):
+    images = _images(run_dir)
+    assert main(["predict", str(run_dir), str(images), "--format", "json", "--top-k", "2"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["source"] for d in data] == sorted(str(p) for p in images.glob("*.png"))
+    assert all(len(d["heads"]["colour"]["scores"]) == 2 for d in data)
+    assert all(len(d["heads"]["tags"]["labels"]) == 2 for d in data)
+    pattern = str(images / "0*.png")
+    assert main(["predict", str(run_dir), pattern, "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 10
+
+
+def test_predict_csv(run_dir, capsys):
+    image = sorted(_images(run_dir).glob("*.png"))[0]
+    assert main(["predict", str(run_dir), str(image), "--format", "csv", "--at-least-one"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 and rows[0]["image"] == str(image) and rows[0]["error"] == ""
+    assert rows[0]["colour"] in {"red", "green", "blue"}
+    assert rows[0]["tags"]  # at least one tag
+    scores = [float(rows[0][f"colour:{c}"]) for c in ("blue", "green", "red")]
+    assert sum(scores) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_unreadable_image_exits_1_and_keeps_going(run_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("<html>not found</html>")
+    good = sorted(_images(run_dir).glob("*.png"))[0]
+    args = ["predict", str(run_dir), str(broken), str(good), str(tmp_path / "none" / "*.png")]
+    assert main([*args, "--format", "json"]) == 1
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data[0]["error"] and data[1]["error"] is None and data[1]["heads"]
+    assert "broken.jpg" in captured.err and "HTML" in captured.err
+    assert "no image file matches" in captured.err
+
+
+def test_predict_show_writes_pictures(run_dir, tmp_path, capsys):
+    images = sorted(_images(run_dir).glob("*.png"))[:3]
+    out = tmp_path / "shown"
+    assert main(["predict", str(run_dir), *map(str, images), "--show", str(out)]) == 0
+    written = sorted(out.glob("*.png"))
+    assert [p.name for p in written] == [p.name for p in images]
+    with Image.open(written[0]) as picture:
+        assert picture.format == "PNG" and picture.width > picture.height / 2
+    assert f"3 pictures with their labels in {out}" in capsys.readouterr().err
+
+
+def test_evaluate_prints_the_summary_and_writes_reports(run_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["evaluate", str(run_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "test split" in printed
+    assert "colour" in printed and "multiclass" in printed and "mAP" in printed
+    assert str(out / "report.json") in printed and str(out / "report.html") in printed
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["heads"]) == {"colour", "tags"}
+
+
+def test_evaluate_a_missing_run_exits_2(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert "not a pictag run folder" in capsys.readouterr().err
