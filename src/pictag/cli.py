@@ -7,12 +7,16 @@
 | demo         | pictag.demo.run_demo                      |
 | evaluate     | pictag.evaluation.evaluate.evaluate_run   |
 | predict      | pictag.evaluation.predictor.Predictor     |
+| export       | pictag.export.export_run                  |
+| explain      | pictag.serving.explain.explain            |
+| serve        | pictag.serving.server.serve               |
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pictag`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Under torchrun the other ranks log warnings only, so messages are not printed N times.
+    quiet = os.environ.get("RANK", "0") != "0"
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     try:
         return args.handler(args)
     except DataCheckError as err:
@@ -116,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
         result = train(config_from_args(args), args.out)
-    print(f"best epoch {result.best_epoch}: score {result.best_score:.4f} -> {result.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"best epoch {result.best_epoch}: score {result.best_score:.4f} -> {result.run_dir}")
     return 0
 
 
@@ -199,6 +206,90 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pictag.export import ParityError, export_run
+
+    try:
+        result = export_run(args.run_dir, args.onnx, args.torchscript, args.tolerance)
+    except ParityError as err:
+        print(f"pictag export: parity check failed, file not kept:\n{err}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run folder written by `pictag train`")
+    parser.add_argument("--onnx", metavar="PATH", help="ONNX file (default RUN_DIR/model.onnx)")
+    parser.add_argument("--torchscript", metavar="PATH", help="also write a TorchScript file")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        help="max |probability difference| from PyTorch; a file above it is not kept",
+    )
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from pictag.evaluation.predictor import Predictor
+    from pictag.serving.explain import default_output, explain
+
+    predictor = Predictor.from_run(args.run_dir, args.device)
+    result = explain(predictor, args.image, args.head, args.label)
+    out = Path(args.out) if args.out else default_output(args.image, args.head, result.label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(result.png)
+    print(f"{result.caption} -> {out}")
+    return 0
+
+
+def _explain_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run folder written by `pictag train`")
+    parser.add_argument("image", help="image file")
+    parser.add_argument("--head", required=True, help="head to explain")
+    parser.add_argument("--label", help="label to explain (default: the most probable one)")
+    parser.add_argument(
+        "--out", help="PNG to write (default: <image stem>.gradcam-<head>-<label>.png here)"
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pictag.serving.limits import Limits
+    from pictag.serving.server import serve
+
+    for flag, value in (
+        ("--max-batch", args.max_batch),
+        ("--max-concurrency", args.max_concurrency),
+    ):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    limits = Limits(max_images=args.max_batch, max_concurrency=args.max_concurrency)
+    serve(args.run_dir, args.host, args.port, limits, args.device)
+    return 0
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    from pictag.serving.limits import Limits  # no web framework import: `pictag --help` stays fast
+
+    default = Limits()
+    parser.add_argument("run_dir", help="run folder written by `pictag train`")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface (0.0.0.0 opens it to the network)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="TCP port")
+    parser.add_argument(
+        "--max-batch", type=int, default=default.max_images, help="most images per request"
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=default.max_concurrency,
+        help="requests handled at once; more get 503",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {
     "check-data": (cmd_check_data, _check_args, "check images and labels before training"),
@@ -206,6 +297,9 @@ COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], st
     "demo": (cmd_demo, _demo_args, "build the built-in digits data and train on it"),
     "evaluate": (cmd_evaluate, _evaluate_args, "evaluate a run: report.json and report.html"),
     "predict": (cmd_predict, _predict_args, "label images with a trained run"),
+    "export": (cmd_export, _export_args, "export a run to ONNX (and TorchScript), checked"),
+    "explain": (cmd_explain, _explain_args, "save a Grad-CAM heat map of a label over an image"),
+    "serve": (cmd_serve, _serve_args, "serve a run over HTTP: JSON API and a web page"),
 }
 
 if __name__ == "__main__":

@@ -72,16 +72,15 @@ def make_loaders(
             "no validation images: validating on the training set (metrics will be optimistic)"
         )
         val_samples = train_samples
+    val_shard = val_samples[runtime.rank :: runtime.world_size]
     train_cache = _cache(train_samples, pre, train_cfg.cache, train_cfg.workers, progress)
-    val_cache = _cache(val_samples, pre, train_cfg.cache, train_cfg.workers, progress)
+    val_cache = _cache(val_shard, pre, train_cfg.cache, train_cfg.workers, progress)
     heads = data.heads
     train_set = ImageDataset(
         train_samples, heads, pre, train_transform(pre, train_cfg), train_cache
     )
     plain_set = ImageDataset(train_samples, heads, pre, eval_transform(pre), train_cache)
-    val_shard = val_samples[runtime.rank :: runtime.world_size]
-    val_cache_shard = val_cache if runtime.world_size == 1 else None
-    val_set = ImageDataset(val_shard, heads, pre, eval_transform(pre), val_cache_shard)
+    val_set = ImageDataset(val_shard, heads, pre, eval_transform(pre), val_cache)
     weights = _balance_weights(train_samples, heads) if train_cfg.balanced_sampling else None
     sampler = EpochSampler(len(train_set), train_cfg.seed, runtime, weights)
     common = {
@@ -91,8 +90,10 @@ def make_loaders(
         "persistent_workers": False,
     }
     return Loaders(
+        # A rank's epoch is len(sampler) images: drop the last partial batch only when that
+        # leaves at least one full batch.
         train=DataLoader(
-            train_set, sampler=sampler, drop_last=len(train_set) > train_cfg.batch_size, **common
+            train_set, sampler=sampler, drop_last=len(sampler) > train_cfg.batch_size, **common
         ),
         train_plain=DataLoader(plain_set, shuffle=False, **common),
         val=DataLoader(val_set, shuffle=False, **common),

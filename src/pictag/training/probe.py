@@ -8,6 +8,7 @@ fine-tuning (``probe-then-fine-tune``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from tqdm.auto import tqdm
 
 from pictag.fileio import atomic_write
 from pictag.models.classifier import Classifier
+from pictag.models.onnx_features import onnx_feature_extractor
 from pictag.training.loop import Objective
 from pictag.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -28,21 +32,61 @@ def extract_features(
     runtime: Runtime,
     channels_last: bool = True,
     progress: bool = True,
+    cache_dir: Path | None = None,
+    use_onnx: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Pooled features ``[N, F]`` and stacked targets of every image in ``loader``."""
+    """Pooled features ``[N, F]`` and stacked targets of every image in ``loader``.
+
+    On a CPU the backbone runs in ONNX Runtime (3-4x faster than eager PyTorch on Lite0) when
+    it is installed and the exported graph agrees with PyTorch; otherwise eager PyTorch runs,
+    in channels-last layout if ``channels_last`` (~1.7x faster on a CPU).
+
+    Args:
+        model: The classifier whose backbone gives the features.
+        loader: Batches of ``(images, {head: targets})``, all images of one size.
+        runtime: Device and autocast of the eager path.
+        channels_last: Run eager PyTorch in channels-last memory layout.
+        progress: Show a progress bar.
+        cache_dir: Folder to keep the exported ``.onnx`` in for the next call (None: not kept).
+        use_onnx: Allow ONNX Runtime on a CPU.
+    """
     model.eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    forward = None  # chosen at the first batch, whose image size the ONNX graph fixes
     features, targets = [], []
     for images, batch_targets in tqdm(loader, desc="features", leave=False, disable=not progress):
+        if forward is None:
+            onnx_ok = use_onnx and runtime.device.type == "cpu"
+            forward = _onnx_forward(model, images.shape[1:], cache_dir) if onnx_ok else None
+            forward = forward or _eager_forward(model, runtime, channels_last)
+        features.append(forward(images))
+        targets.append(batch_targets)
+    stacked = {k: torch.cat([t[k] for t in targets]) for k in targets[0]} if targets else {}
+    return torch.cat(features) if features else torch.zeros(0, model.num_features), stacked
+
+
+def _onnx_forward(
+    model: Classifier, image_shape: torch.Size, cache_dir: Path | None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    forward = onnx_feature_extractor(model.backbone, tuple(image_shape), cache_dir)
+    if forward is not None:
+        log.info("features: ONNX Runtime")
+    return forward
+
+
+def _eager_forward(
+    model: Classifier, runtime: Runtime, channels_last: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
         images = images.to(runtime.device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with runtime.autocast():
-            features.append(model.forward_features(images).float().cpu())
-        targets.append(batch_targets)
-    stacked = {k: torch.cat([t[k] for t in targets]) for k in targets[0]} if targets else {}
-    return torch.cat(features) if features else torch.zeros(0, model.num_features), stacked
+            return model.forward_features(images).float().cpu()
+
+    return forward
 
 
 def cached_features(

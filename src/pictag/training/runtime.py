@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.utils import distribute_bn
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,17 @@ def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Runtime(dev, choose_amp_dtype(dev, amp), rank, world_size, local_rank)
+    amp_dtype = choose_amp_dtype(dev, amp)
+    if world_size > 1:
+        amp_dtype = _rank0_choice(amp_dtype, dev)  # a timing probe may differ between ranks
+    return Runtime(dev, amp_dtype, rank, world_size, local_rank)
+
+
+def _rank0_choice(amp_dtype: torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    options = (None, torch.bfloat16, torch.float16)
+    code = torch.tensor([options.index(amp_dtype)], device=device)
+    dist.broadcast(code, src=0)
+    return options[int(code.item())]
 
 
 def choose_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -112,11 +123,41 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one rank's random streams in one epoch.
+
+    Reseeding each epoch from ``(seed, epoch, rank)`` alone lets a resumed run draw what the
+    uninterrupted one drew, on every rank: a checkpoint holds only rank 0's RNG states.
+    """
+    return int(np.random.SeedSequence([seed % 2**32, epoch, rank]).generate_state(1)[0])
+
+
 def all_reduce_sum(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """Sum a tensor over all ranks (a no-op in one process)."""
     if runtime.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def broadcast_from_main(module: torch.nn.Module, runtime: Runtime) -> None:
+    """Give every rank rank 0's parameters and buffers (a no-op in one process).
+
+    Each rank seeds its RNG with ``seed + rank`` (so augmentations differ), which also makes
+    freshly built models differ; DistributedDataParallel syncs them only when it wraps the model,
+    too late for an EMA copy or the linear probe's heads made before that.
+    """
+    if runtime.distributed:
+        for tensor in module.state_dict().values():  # detached views: in place updates the module
+            dist.broadcast(tensor, src=0)
+
+
+def average_batchnorm_stats(modules: list[torch.nn.Module | None], runtime: Runtime) -> None:
+    """Average BatchNorm running statistics over ranks (a no-op in one process), as timm's
+    train script does after each epoch: each rank's statistics followed only its own shard."""
+    if runtime.distributed:
+        for module in modules:
+            if module is not None:
+                distribute_bn(module, runtime.world_size, reduce=True)
 
 
 def cleanup(runtime: Runtime) -> None:

@@ -15,6 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pictag.config import Config, config_from_dict
 from pictag.data.pipeline import SPLITS_FILE, PreparedData, prepare_data
+from pictag.fileio import write_json
+from pictag.evaluation.evaluate import tune_run_thresholds
 from pictag.heads import LossOptions, get_kind, label_counts
 from pictag.models.classifier import Classifier
 from pictag.models.run import META_FILE, build_model, run_meta, save_model
@@ -30,7 +32,15 @@ from pictag.training.optim import (
     set_backbone_trainable,
 )
 from pictag.training.probe import cached_features, extract_features, fit_heads
-from pictag.training.runtime import Runtime, cleanup, seed_everything, setup_runtime
+from pictag.training.runtime import (
+    Runtime,
+    average_batchnorm_stats,
+    broadcast_from_main,
+    cleanup,
+    epoch_seed,
+    seed_everything,
+    setup_runtime,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,11 @@ def train(
 ) -> TrainResult:
     """Train a model as ``config`` says and write it to ``out_dir``.
 
+    Under torchrun ``train.batch_size`` is per process and every process takes its shard of
+    each epoch's shuffled order: N processes with batch b step over the same images as one
+    process with batch N*b (DistributedDataParallel averages the gradients), though BatchNorm
+    normalises each process's b images on their own. Only rank 0 writes to ``out_dir``.
+
     Args:
         config: The whole job.
         out_dir: Run folder: ``model.safetensors``, ``pictag.json``, ``metrics.jsonl``,
@@ -63,7 +78,12 @@ def train(
         config = _resumed_config(out_dir)
     runtime = setup_runtime(config.train.device, config.train.amp)
     try:
-        return _train(config, out_dir, runtime, resume, progress and runtime.is_main)
+        result = _train(config, out_dir, runtime, resume, progress and runtime.is_main)
+        if runtime.is_main and any(h.kind == "multilabel" for h in config.heads.values()):
+            # Per-label thresholds tuned on the validation split of the chosen model, stored in
+            # pictag.json for every prediction path.
+            tune_run_thresholds(out_dir, progress=progress, device=str(runtime.device))
+        return result
     finally:
         cleanup(runtime)
 
@@ -77,12 +97,11 @@ def _train(
     if not data.splits.get("train"):
         raise ValueError("no training images left after the checks and the split")
     if runtime.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.resolved.json").write_text(
-            json.dumps({"config": _config_dict(config)}, indent=2)
-        )
+        # atomic: a kill -9 while rewriting it on resume must not leave the run unresumable
+        write_json(out_dir / "config.resolved.json", {"config": _config_dict(config)})
     model, pre = build_model(config.model, data.heads, config.heads)
     model.to(runtime.device)
+    broadcast_from_main(model, runtime)  # one initial model, whatever each rank's seed drew
     if train_cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     objective = make_objective(config, data)
@@ -95,13 +114,14 @@ def _train(
             meta = run_meta(config, data.heads, pre, thresholds, extra)
             save_model(out_dir, state_model.state_dict(), meta)
 
+    probe = None
     if train_cfg.mode in ("linear-probe", "probe-then-fine-tune") and not resume:
-        metrics = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
-        save_best(model, metrics, 0)
+        probe = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
+        save_best(model, probe, 0)
         if train_cfg.mode == "linear-probe":
-            return TrainResult(out_dir, 0, metrics["score"], metrics, [{"epoch": 0, **metrics}])
+            return TrainResult(out_dir, 0, probe["score"], probe, [{"epoch": 0, **probe}])
     return fine_tune(
-        model, loaders, objective, runtime, config, out_dir, resume, save_best, progress
+        model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe
     )
 
 
@@ -137,7 +157,7 @@ def run_probe(
     features, targets = cached_features(
         cache / "train.safetensors" if cache else None,
         lambda: extract_features(
-            model, loaders.train_plain, runtime, train_cfg.channels_last, progress
+            model, loaders.train_plain, runtime, train_cfg.channels_last, progress, cache
         ),
     )
     fit_heads(
@@ -162,8 +182,13 @@ def fine_tune(
     resume: bool,
     save_best: Any,
     progress: bool,
+    probe: dict[str, float] | None = None,
 ) -> TrainResult:
-    """The epoch loop with warmup, freezing, EMA, early stopping and resumable checkpoints."""
+    """The epoch loop with warmup, freezing, EMA, early stopping and resumable checkpoints.
+
+    ``probe`` (the linear probe's validation metrics) is the best so far, as epoch 0: an epoch
+    that validates worse does not replace the probe's model.
+    """
     train_cfg = config.train
     optimizer = build_optimizer(model, train_cfg)
     steps = math.ceil(len(loaders.train) / train_cfg.accumulate)
@@ -176,27 +201,35 @@ def fine_tune(
         "bad_epochs": 0,
         "history": [],
     }
+    if probe is not None and not math.isnan(_monitored(probe, train_cfg.monitor)):
+        state.update(best_score=_monitored(probe, train_cfg.monitor), best_epoch=0)
+        state["best_metrics"] = probe
     start = 0
     if resume and has_last(out_dir):
         start, state = load_last(
             out_dir, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, scaler=scaler
         )
     logger = MetricsLog(out_dir, runtime.is_main, state["history"])
-    net = DistributedDataParallel(model) if runtime.distributed else model
+    net, trainable = model, None
     mixer = _make_mixer(objective, train_cfg) if train_cfg.mixup or train_cfg.cutmix else None
     pretrained = config.model.pretrained != "none"
     prepare = freeze_batchnorm if pretrained and train_cfg.freeze_bn else None
     for epoch in range(start, train_cfg.epochs):
+        seed_everything(epoch_seed(train_cfg.seed, epoch, runtime.rank))  # resume-proof streams
         loaders.set_epoch(epoch)
         if mixer is not None:
             mixer.generator = np.random.default_rng(train_cfg.seed * 1000 + epoch)
-        set_backbone_trainable(model, epoch >= train_cfg.freeze_epochs)
+        if trainable != (epoch >= train_cfg.freeze_epochs):
+            trainable = epoch >= train_cfg.freeze_epochs
+            set_backbone_trainable(model, trainable)
+            net = _wrap(model, runtime)
         fit = train_one_epoch(
             net, loaders.train, objective, optimizer, scheduler, runtime, epoch=epoch,
             accumulate=train_cfg.accumulate, clip_grad=train_cfg.clip_grad, mixer=mixer,
             ema=ema, scaler=scaler, channels_last=train_cfg.channels_last, prepare=prepare,
             progress=progress,
         )  # fmt: skip
+        average_batchnorm_stats([model, ema], runtime)  # so ranks validate what rank 0 saves
         eval_model = ema.module if ema is not None else model
         val = validate(eval_model, loaders.val, objective, runtime, train_cfg.channels_last)
         score = _monitored(val, train_cfg.monitor)
@@ -222,6 +255,12 @@ def fine_tune(
     logger.close()
     best = state.get("best_metrics", {})
     return TrainResult(out_dir, state["best_epoch"], state["best_score"], best, logger.history)
+
+
+def _wrap(model: Classifier, runtime: Runtime) -> torch.nn.Module:
+    # DDP syncs the gradients of the parameters that required grad when it was built: freezing
+    # or thawing the backbone needs a new wrapper (an old one fails on frozen parameters).
+    return DistributedDataParallel(model) if runtime.distributed else model
 
 
 def _monitored(metrics: dict[str, float], monitor: str) -> float:

@@ -1,0 +1,67 @@
+"""Linear probe features: ONNX Runtime on a CPU when it can, eager PyTorch otherwise, with the
+same features and targets either way."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pictag.models.backbone import create_backbone
+from pictag.models.classifier import Classifier
+from pictag.training.probe import extract_features
+from pictag.training.runtime import Runtime
+
+CPU = Runtime(torch.device("cpu"))
+
+
+def _model_and_loader() -> tuple[Classifier, list]:
+    torch.manual_seed(0)
+    backbone, _ = create_backbone("small_cnn")
+    model = Classifier(backbone, {"colour": 3, "tags": 2})
+    loader = [
+        (torch.randn(n, 3, 32, 32), {"colour": torch.arange(n) % 3, "tags": torch.ones(n, 2)})
+        for n in (4, 4, 3)
+    ]
+    return model, loader
+
+
+def _expected(model: Classifier, loader: list) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([model.eval().forward_features(images) for images, _ in loader])
+
+
+def test_onnx_features_match_eager_and_keep_their_graph(tmp_path: Path) -> None:
+    model, loader = _model_and_loader()
+    features, targets = extract_features(model, loader, CPU, progress=False, cache_dir=tmp_path)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".onnx"]  # ONNX Runtime ran
+    assert features.shape == (11, model.num_features)
+    assert torch.allclose(features, _expected(model, loader), atol=1e-5)
+    assert targets["colour"].tolist() == [0, 1, 2, 0, 0, 1, 2, 0, 0, 1, 2]
+    assert targets["tags"].shape == (11, 2)
+
+
+@pytest.mark.parametrize("block", ["use_onnx=False", "no onnxruntime"])
+def test_eager_channels_last_when_onnx_is_off_or_missing(
+    block: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model, loader = _model_and_loader()
+    expected = _expected(model, loader)
+    if block == "no onnxruntime":
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    use_onnx = block != "use_onnx=False"
+    features, _ = extract_features(
+        model, loader, CPU, progress=False, cache_dir=tmp_path, use_onnx=use_onnx
+    )
+    assert not list(tmp_path.iterdir())  # nothing exported
+    assert model.backbone.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(features, expected, atol=1e-5)
+
+
+def test_empty_loader_gives_no_features() -> None:
+    model, _ = _model_and_loader()
+    features, targets = extract_features(model, [], CPU, progress=False)
+    assert features.shape == (0, model.num_features)
+    assert targets == {}
