@@ -14,7 +14,7 @@ from pictag.data.builtin import describe as describe_builtin
 from pictag.data.builtin import make_builtin
 
 DEMO_TASKS = ("digits", "multilabel", "multioutput")
-IMAGE_SIZE = {"digits": 32, "multilabel": 48, "multioutput": 48}
+IMAGE_SIZE = {"digits": 32, "multilabel": 32, "multioutput": 32}
 
 
 def demo_config(task: str, data_dir: Path, epochs: int | None = None) -> Config:
