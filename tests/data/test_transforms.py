@@ -152,3 +152,19 @@ def test_hflip_zero_never_flips_and_one_always_flips() -> None:
     always = train_transform(SMALL, TrainConfig(augment="light", hflip=1.0))
     assert not any(_flipped(never(image)) for _ in range(20))
     assert all(_flipped(always(image)) for _ in range(20))
+
+
+def test_absurdly_elongated_images_are_refused_before_upscaling(tmp_path):
+    from PIL import Image
+
+    from pictag.data.images import ImageError
+    from pictag.data.transforms import Preprocess, decode_image
+
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (100_000, 1)).save(path)
+    pre = Preprocess((3, 224, 224), (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ImageError, match=r"strip\.png.*50:1") as info:
+        decode_image(path, pre)
+    assert info.value.reason == "too_elongated"
+    Image.new("RGB", (400, 20)).save(tmp_path / "wide.png")  # 20:1 is still fine
+    assert decode_image(tmp_path / "wide.png", pre).shape[-2] == pre.base_size

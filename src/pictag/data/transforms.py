@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from pictag.config import TrainConfig
-from pictag.data.images import DEFAULT_MAX_PIXELS, ImageSource, load_rgb
+from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_rgb
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -30,6 +30,7 @@ AUGMENTS = ("none", "light", "randaugment", "trivialaugment")
 # mostly fine-tunes pretrained backbones for a few epochs on small sets, where an 8% crop often
 # cuts away the object or a tag in a corner and so trains on a wrong label; a quarter of the
 # image at least keeps the labels true while still varying scale and position.
+MAX_ASPECT = 50  # longer side at most this many times the shorter one
 CROP_SCALE = (0.25, 1.0)
 
 
@@ -117,6 +118,17 @@ def decode_image(
     """
     base = pre.base_size
     image = F.pil_to_tensor(load_rgb(path_or_file, max_pixels=max_pixels, min_size=base))
+    short, long = sorted(image.shape[-2:])
+    if long > MAX_ASPECT * short:
+        # Scaling the shorter side up to the base size would blow a 100000x1 strip up to
+        # billions of pixels: refuse it, as the pixel limit refuses a decompression bomb.
+        name = getattr(path_or_file, "name", path_or_file)
+        raise ImageError(
+            f"{name}: a {image.shape[-1]}x{image.shape[-2]} image is more than {MAX_ASPECT}:1; "
+            "crop it to the part that matters or remove it",
+            str(name),
+            "too_elongated",
+        )
     # Antialias: downscaling photos several-fold without it aliases fine texture.
     return F.resize(image, base, interpolation=pre.mode, antialias=True)
 
