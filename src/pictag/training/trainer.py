@@ -15,8 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pictag.config import Config, config_from_dict
 from pictag.data.pipeline import SPLITS_FILE, PreparedData, prepare_data
-from pictag.fileio import write_json
 from pictag.evaluation.evaluate import tune_run_thresholds
+from pictag.fileio import write_json
 from pictag.heads import LossOptions, get_kind, label_counts
 from pictag.models.classifier import Classifier
 from pictag.models.run import META_FILE, build_model, run_meta, save_model
