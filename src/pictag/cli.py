@@ -180,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pictag.evaluation.predictor import Predictor
 
     files, failed = expand_inputs(args.images)
-    predictor = Predictor.from_run(args.run_dir, args.device)
+    predictor = Predictor.from_run(args.run_dir, args.device, args.backend)
     options = {"top_k": args.top_k, "at_least_one": args.at_least_one, "batch_size": args.batch}
     predictions = predictor.predict(files, **options, progress=len(files) > PROGRESS_FROM)
     print(format_predictions(predictions, predictor.heads, args.format, args.top_k))
@@ -204,6 +204,12 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show", metavar="OUT_DIR", help="save each image with its labels")
     parser.add_argument("--batch", type=int, default=32, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "onnxruntime", "torch"),
+        help="auto: ONNX Runtime on a CPU when RUN_DIR/model.onnx is up to date (pictag export)",
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:

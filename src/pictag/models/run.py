@@ -30,6 +30,17 @@ META_FILE = "pictag.json"
 
 
 @dataclass
+class RunInfo:
+    """Everything in a run folder's ``pictag.json``, without the model."""
+
+    heads: dict[str, Head]
+    preprocess: Preprocess
+    thresholds: dict[str, list[float]]
+    config: Config
+    meta: dict[str, Any]
+
+
+@dataclass
 class LoadedRun:
     """A model read back from a run folder."""
 
@@ -98,8 +109,9 @@ def save_model(
     write_json(run_dir / META_FILE, {**meta, "checkpoint_id": checkpoint_id})
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild the model of a run folder (no pretrained download: the weights are all here)."""
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read a run folder's ``pictag.json`` (heads, preprocessing, thresholds, config) without
+    building the model -- all that a caller running an exported copy of it needs."""
     run_dir = Path(run_dir)
     meta_path, weights_path = run_dir / META_FILE, run_dir / WEIGHTS_FILE
     if not meta_path.is_file() or not weights_path.is_file():
@@ -108,17 +120,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
             "(written by `pictag train --out RUN_DIR`)"
         )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    config = config_from_dict(meta["config"])
-    heads = {h["name"]: Head.from_dict(h) for h in meta["heads"]}
-    model, _ = build_model(config.model, heads, config.heads, pretrained="none")
-    state = safetensors.torch.load_file(str(weights_path), device=str(device))
-    model.load_state_dict(state)
-    model.to(device).eval()
-    return LoadedRun(
-        model=model,
-        heads=heads,
+    return RunInfo(
+        heads={h["name"]: Head.from_dict(h) for h in meta["heads"]},
         preprocess=Preprocess.from_dict(meta["preprocess"]),
         thresholds={k: list(v) for k, v in meta.get("thresholds", {}).items()},
-        config=config,
+        config=config_from_dict(meta["config"]),
         meta=meta,
     )
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run folder (no pretrained download: the weights are all here)."""
+    info = read_run_info(run_dir)
+    model, _ = build_model(info.config.model, info.heads, info.config.heads, pretrained="none")
+    state = safetensors.torch.load_file(str(Path(run_dir) / WEIGHTS_FILE), device=str(device))
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return LoadedRun(model=model, **vars(info))

@@ -1,0 +1,14 @@
+"""Export a run's model for use without pictag: ONNX with metadata, TorchScript, parity checks."""
+
+from pictag.export.formats import ExportError
+from pictag.export.parity import ParityError, ParityReport
+from pictag.export.run_export import DEFAULT_TOLERANCE, ExportResult, export_run
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "ExportError",
+    "ExportResult",
+    "ParityError",
+    "ParityReport",
+    "export_run",
+]

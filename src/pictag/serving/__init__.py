@@ -1,0 +1,1 @@
+"""Serving trained runs: the HTTP app, its web page and Grad-CAM explanations."""

@@ -1,0 +1,116 @@
+"""The JSON the server sends, as pydantic models: they document the API in ``/docs`` (OpenAPI)
+and the tests validate real responses against them, so the documentation cannot drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class HeadPredictionOut(BaseModel):
+    kind: str = Field(description="multiclass or multilabel")
+    labels: list[str] = Field(
+        description="The decision: the top class, or the tags over their thresholds"
+    )
+    scores: dict[str, float] = Field(description="Label -> probability, high to low")
+
+
+class PredictionOut(BaseModel):
+    source: str = Field(description="The uploaded file's name, or images[i] for base64 input")
+    heads: dict[str, HeadPredictionOut] = Field(description="Head name -> its prediction")
+    error: str | None = Field(None, description="Always null: a bad image fails the request")
+
+
+class ModelSummary(BaseModel):
+    name: str = Field(description="The run folder's name")
+    checkpoint_id: str | None = Field(None, description="Changes whenever the weights change")
+    version: str = Field(description="pictag version of the server")
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut] = Field(description="One per image, in request order")
+    model: ModelSummary
+
+
+class HeadInfo(BaseModel):
+    name: str
+    kind: str = Field(description="multiclass (softmax, one label) or multilabel (sigmoid, tags)")
+    labels: list[str]
+    thresholds: list[float] | None = Field(
+        None, description="Multilabel: per-label decision thresholds, in label order"
+    )
+
+
+class ModelInfo(ModelSummary):
+    backbone: str | None = None
+    backend: str = Field(description="What runs the model: onnxruntime or torch")
+    heads: list[HeadInfo]
+    preprocess: dict[str, Any] = Field(description="input_size, mean, std, interpolation, crop_pct")
+    limits: dict[str, int] = Field(description="What one request may hold")
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok")
+    active_requests: int
+    max_concurrency: int
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="Stable code, e.g. not_an_image, too_many_pixels, busy")
+    detail: str = Field(description="What is wrong and how to fix it")
+
+
+# The request bodies, written out because /predict reads its body itself (to accept both
+# multipart and JSON, and to give its own messages).
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["files"],
+                "properties": {
+                    "files": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "One or more images (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+                    }
+                },
+            }
+        },
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["images"],
+                "properties": {
+                    "images": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "byte"},
+                        "description": "Base64-encoded image files (a data: URL is accepted)",
+                    }
+                },
+            }
+        },
+    },
+}
+
+EXPLAIN_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "head"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "head": {"type": "string", "description": "The head to explain"},
+                    "label": {
+                        "type": "string",
+                        "description": "The label to explain (default: the most probable)",
+                    },
+                },
+            }
+        }
+    },
+}

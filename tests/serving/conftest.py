@@ -1,0 +1,60 @@
+"""The run folder for the server tests: one tiny trained multi-output run per session."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pictag.config import load_config
+from pictag.training.trainer import train
+
+COLOURS = ("red", "green", "blue")
+TAGS = {0: "warm", 1: "natural leafy", 2: "cool"}
+SIZE = 16  # network input side
+
+
+def colour_pixels(label: int, seed: int, size: int = 20) -> np.ndarray:
+    """A noisy image whose dominant channel is its class."""
+    pixels = np.random.default_rng(seed).integers(0, 60, (size, size, 3), dtype=np.uint8)
+    pixels[..., label] += 180
+    return pixels
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained small_cnn run: multiclass ``colour`` + multilabel ``tags``; its images are in
+    ``run.parent / 'images'``."""
+    root = tmp_path_factory.mktemp("serving")
+    rows = ["image,colour,tags"]
+    for i in range(36):
+        path = root / "images" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(colour_pixels(i % 3, seed=i)))
+        rows.append(f"images/{i:03d}.png,{COLOURS[i % 3]},{TAGS[i % 3]}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    overrides = [
+        f"data.labels={root / 'labels.csv'}",
+        "heads.colour.kind=multiclass",
+        "heads.tags.kind=multilabel",
+        "model.backbone=small_cnn",
+        "model.pretrained=none",
+        f"model.image_size={SIZE}",
+        "train.batch_size=8",
+        "train.lr=0.01",
+        "train.warmup_epochs=0",
+        "train.augment=none",
+        "train.epochs=2",
+        "data.val_fraction=0.25",
+    ]
+    train(load_config(overrides=overrides), root / "run", progress=False)
+    return root / "run"

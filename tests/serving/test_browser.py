@@ -1,0 +1,116 @@
+"""End to end in a real browser: start the server, open the page in headless Chromium, upload
+an image and read the labels the page shows.
+
+Needs Playwright for Python and Debian's Chromium at /usr/bin/chromium (Playwright's own
+browsers are never downloaded); skipped with a message when either is missing.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import uvicorn
+
+from pictag.evaluation.predictor import Predictor
+from pictag.serving.app import app_from_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 15_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (Debian: apt install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_run: Path) -> Iterator[str]:
+    """The app on a free loopback port, served by uvicorn on a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port meanwhile
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app_from_run(tiny_run, device="cpu"), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def _only_this_server(route, server_url: str, elsewhere: list[str]) -> None:
+    url = route.request.url
+    if urlparse(url).netloc == urlparse(server_url).netloc or url.startswith(("blob:", "data:")):
+        route.continue_()
+    else:
+        elsewhere.append(url)
+        route.abort()
+
+
+def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run):
+    image = sorted((tiny_run.parent / "images").glob("*.png"))[1]
+    expected = Predictor.from_run(tiny_run, "cpu").predict(str(image))[0]
+    elsewhere: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            # The page must be self-contained: note (and block) any request off this server.
+            page.route("**/*", lambda route: _only_this_server(route, server_url, elsewhere))
+            page.goto(server_url)
+            page.wait_for_function("document.getElementById('model').textContent.includes('run')")
+            page.set_input_files("#file", str(image))
+            page.wait_for_selector(".head[data-head='tags']")
+            for name, head in expected.heads.items():
+                card = page.locator(f".head[data-head='{name}']")
+                assert card.locator(".decided-label").all_text_contents() == head.labels
+                shown = card.locator(".row").evaluate_all("rows => rows.map(r => r.dataset.label)")
+                assert shown == list(head.scores)  # every label, highest score first
+                decided = card.locator(".row.decided").evaluate_all(
+                    "rows => rows.map(r => r.dataset.label)"
+                )
+                assert sorted(decided) == sorted(head.labels)
+            assert page.locator("#status").text_content().startswith(image.name)
+            assert not page.locator("#error").is_visible()
+
+            page.locator(".head[data-head='colour'] button.explain").click()
+            heat_map = page.locator(".head[data-head='colour'] img.cam-image")
+            heat_map.wait_for()
+            page.wait_for_function(
+                "document.querySelector(\".head[data-head='colour'] img.cam-image\").naturalWidth"
+                " > 0"
+            )
+
+            # A bad file is reported on the page, not silently dropped.
+            page.set_input_files(
+                "#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"}]
+            )
+            page.wait_for_selector("#error", state="visible")
+            assert "notes.txt" in page.locator("#error").text_content()
+        finally:
+            browser.close()
+    assert elsewhere == []
