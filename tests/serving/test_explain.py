@@ -12,53 +12,15 @@ from PIL import Image
 from torch import nn
 
 from pictag.cli import main
-from pictag.config import load_config
 from pictag.data.images import ImageError
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
 from pictag.evaluation.predictor import Predictor
 from pictag.models.classifier import Classifier
 from pictag.serving.explain import explain, grad_cam, overlay_png
-from pictag.training.trainer import train
 
 COLOURS = ("red", "green", "blue")
-TAGS = ("warm", "leafy natural", "cool")  # space-separated: 4 tags
-SIZE = 16  # network input side of the tiny run
-
-
-def write_colour_image(path: Path, label: int, seed: int, size: int = 20) -> None:
-    """A noisy image whose dominant channel is its class."""
-    pixels = np.random.default_rng(seed).integers(0, 60, (size, size, 3), dtype=np.uint8)
-    pixels[..., label] += 180
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small_cnn run with a multiclass ``colour`` and a multilabel ``tags`` head."""
-    root = tmp_path_factory.mktemp("explain")
-    rows = ["image,colour,tags"]
-    for i in range(36):
-        write_colour_image(root / "images" / f"{i:03d}.png", i % 3, seed=i)
-        rows.append(f"images/{i:03d}.png,{COLOURS[i % 3]},{TAGS[i % 3]}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    overrides = [
-        f"data.labels={root / 'labels.csv'}",
-        "heads.colour.kind=multiclass",
-        "heads.tags.kind=multilabel",
-        "model.backbone=small_cnn",
-        "model.pretrained=none",
-        f"model.image_size={SIZE}",
-        "train.batch_size=8",
-        "train.lr=0.01",
-        "train.warmup_epochs=0",
-        "train.augment=none",
-        "train.epochs=2",
-        "data.val_fraction=0.25",
-    ]
-    train(load_config(overrides=overrides), root / "run", progress=False)
-    return root / "run"
+SIZE = 16  # network input side of the tiny run (tests/serving/conftest.py: tiny_run)
 
 
 @pytest.fixture(scope="module")
