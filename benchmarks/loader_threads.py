@@ -6,9 +6,13 @@ tensor op (resize, crop, normalise) is split across torch's intra-op threads. Wh
 share the CPUs, a thread that is switched out stalls the op's barrier and the loader slows down
 far more than the model step does.
 
-Result (2-core Xeon, CIFAR-10 slice of 340 images, batch 32, image cache in memory, while other
-processes held 62-87% of the CPUs): at 224 px (Lite0's preprocessing) 62-121 ms an image with
-2 threads vs 1.4-3.3 ms with 1 thread; at 32 px (small_cnn) 0.59-0.65 vs 0.58-0.60 ms.
+Result (2-core Xeon, CIFAR-10 slice of 340 images, batch 32, image cache in memory; medians of
+3 alternating rounds):
+    quiet machine (others < 4% of the CPUs), 224 px: 0.72 ms an image with 2 threads, 0.95 with 1
+    others holding 62-87% of the CPUs,       224 px: 62-121 ms with 2 threads, 1.4-3.3 with 1
+    the same load,                            32 px: 0.59-0.65 ms with 2 threads, 0.58-0.60 with 1
+A quiet Lite0 training step costs ~50 ms an image, so the loader is cheap when the machine is
+quiet and as slow as the model itself when it is busy.
 
 Run from the repository root:
     python benchmarks/loader_threads.py --size 224
