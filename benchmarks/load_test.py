@@ -41,7 +41,7 @@ from bench_utils import MIML_TAGS, LoadMeter, dataset_dir, environment, write_re
 from pictag.config import config_from_dict
 from pictag.data.schema import Head
 from pictag.evaluation.predictor import Predictor
-from pictag.models.run import build_model, run_meta, save_model
+from pictag.run import build_model, run_meta, save_model
 from pictag.serving.limits import Limits
 
 HOST = "127.0.0.1"  # loopback only, by design
@@ -71,8 +71,7 @@ def default_run(folder: Path) -> Path:
     heads = {"tags": Head("tags", "multilabel", tuple(MIML_TAGS))}
     torch.manual_seed(0)
     model, pre = build_model(config.model, heads, config.heads)
-    thresholds = {"tags": [0.5] * len(MIML_TAGS)}
-    save_model(folder, model.state_dict(), run_meta(config, heads, pre, thresholds))
+    save_model(folder, model.state_dict(), run_meta(config, heads, pre))
     return folder
 
 

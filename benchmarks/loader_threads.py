@@ -31,7 +31,7 @@ import torch
 from bench_utils import LoadMeter, cifar_slice, dataset_dir, environment, write_result
 from pictag.config import config_from_dict
 from pictag.data.pipeline import prepare_data
-from pictag.models.run import build_model
+from pictag.run import build_model
 from pictag.training.loaders import make_loaders
 from pictag.training.runtime import setup_runtime
 

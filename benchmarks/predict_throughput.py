@@ -57,8 +57,7 @@ from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.predictor import Predictor
 from pictag.export import export_run
 from pictag.models.onnx_features import create_session
-from pictag.models.onnx_runner import ONNX_FILE
-from pictag.models.run import load_run
+from pictag.run import ONNX_FILE, load_run
 from pictag.training.trainer import train
 
 

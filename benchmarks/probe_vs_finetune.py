@@ -48,7 +48,7 @@ from bench_utils import (
 from pictag.config import Config, config_from_dict, config_to_dict
 from pictag.data.pipeline import SPLITS_FILE
 from pictag.data.transforms import decode_image, eval_transform
-from pictag.models.run import load_run
+from pictag.run import load_run
 from pictag.training.trainer import train
 
 MODES = ("linear-probe", "fine-tune", "probe-then-fine-tune")

@@ -24,7 +24,7 @@ from bench_utils import LoadMeter
 from pictag.config import Config
 from pictag.data.pipeline import prepare_data
 from pictag.data.schema import Head
-from pictag.models.run import build_model
+from pictag.run import build_model
 from pictag.training.loaders import make_loaders
 from pictag.training.loop import train_one_epoch
 from pictag.training.optim import build_optimizer, build_scheduler, freeze_batchnorm

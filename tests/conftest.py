@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 def write_image(path: Path, value: int, size: int = 24) -> None:
     """A small RGB image whose colour encodes its class, so a tiny model can learn it."""
-    rng = np.random.default_rng(value * 7919 + hash(path.name) % 1000)
+    # crc32, not hash(): str hashes change from process to process, and `% 1000` made two
+    # names of one class collide about every other run (identical images, a data error).
+    rng = np.random.default_rng([value, zlib.crc32(path.name.encode())])
     base = np.zeros((size, size, 3), dtype=np.uint8)
     base[..., value % 3] = 200
     noise = rng.integers(0, 40, (size, size, 3), dtype=np.uint8)

@@ -1,6 +1,23 @@
-import pytest
+import dataclasses
+import json
+import re
+import time
+from pathlib import Path
 
-from pictag.config import ConfigError, load_config
+import pytest
+import yaml
+
+from pictag.config import (
+    Config,
+    ConfigError,
+    HeadConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _write(tmp_path, text):
@@ -55,10 +72,102 @@ def test_wrong_types_are_named(tmp_path):
 def test_choices_are_checked():
     with pytest.raises(ConfigError, match=r"train.optimizer: must be one of adamw, sgd"):
         load_config(overrides=["train.optimizer=lion"])
-    with pytest.raises(ConfigError, match=r"heads.t.kind"):
-        load_config(overrides=["heads.t.kind=regression"])
-    with pytest.raises(ConfigError, match=r"columns.*multilabel"):
-        load_config(overrides=["heads.t.columns=[a, b]"])
+    with pytest.raises(ConfigError, match=r"heads.t.threshold_by: must be one of f1, precision"):
+        load_config(overrides=["heads.t.threshold_by=f2"])
+
+
+def test_head_kinds_and_losses_are_left_to_the_heads_package():
+    # pictag.heads owns the kinds and their rules; the config only carries the names.
+    config = load_config(overrides=["heads.t.kind=regression", "heads.t.loss=huber"])
+    assert (config.heads["t"].kind, config.heads["t"].loss) == ("regression", "huber")
+    config = load_config(overrides=["heads.t.columns=[a, b]", "heads.t.positive=1"])
+    assert config.heads["t"].columns == ["a", "b"]
+    assert config.heads["t"].positive == "1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.lr=-1"], "train.lr: must be > 0; got -1.0"),
+        (["train.epochs=0"], "train.epochs: must be >= 1; got 0"),
+        (["train.batch_size=0"], "train.batch_size: must be >= 1; got 0"),
+        (["train.momentum=1"], "train.momentum: must be >= 0 and < 1; got 1.0"),
+        (["train.hflip=1.5"], "train.hflip: must be >= 0 and <= 1; got 1.5"),
+        (["train.weight_decay=-0.1"], "train.weight_decay: must be >= 0; got -0.1"),
+        (["train.workers=-1"], "train.workers: must be >= 0; got -1"),
+        (["data.val_fraction=1"], "data.val_fraction: must be >= 0 and < 1; got 1.0"),
+        (["data.seed=-1"], "data.seed: must be >= 0 and <= 4294967295; got -1"),
+        (["data.max_pixels=0"], "data.max_pixels: must be >= 1; got 0"),
+        (["model.image_size=8"], "model.image_size: must be >= 16; got 8"),
+        (["model.drop_rate=1"], "model.drop_rate: must be >= 0 and < 1; got 1.0"),
+        (["heads.t.weight=-1"], "heads.t.weight: must be >= 0; got -1.0"),
+        (["heads.t.label_smoothing=1"], "heads.t.label_smoothing: must be >= 0 and < 1"),
+        (["heads.t.threshold_target=0"], "heads.t.threshold_target: must be > 0 and <= 1"),
+        (
+            ["heads.t.threshold_by=fixed", "heads.t.threshold_target=1.5"],
+            "heads.t.threshold_target: must be > 0 and <= 1; got 1.5",
+        ),
+        (["heads.t.min_count=-1"], "heads.t.min_count: must be >= 0; got -1"),
+        (["train.lr=.inf"], "train.lr: must be a finite number; got inf"),
+        (["heads.t.weight=.nan"], "heads.t.weight: must be a finite number"),
+    ],
+)
+def test_ranges_are_checked_and_named(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(overrides=overrides)
+
+
+def test_range_edges_and_unset_optionals_are_accepted():
+    config = load_config(
+        overrides=[
+            "data.val_fraction=0",
+            "train.hflip=1",
+            "train.ema=0",
+            "heads.t.threshold_target=1",
+            "model.image_size=16",
+        ]
+    )
+    assert config.data.val_fraction == 0.0
+    assert config.heads["t"].threshold_target == 1.0
+    assert load_config(overrides=["model.image_size=null"]).model.image_size is None
+
+
+def test_cross_field_rules_are_checked():
+    with pytest.raises(ConfigError, match=r"data.val_fraction \+ data.test_fraction: must be < 1"):
+        load_config(overrides=["data.val_fraction=0.5", "data.test_fraction=0.5"])
+    with pytest.raises(ConfigError, match=r"heads.age.bins: must be strictly ascending"):
+        load_config(overrides=["heads.age.bins=[30, 18]"])
+    with pytest.raises(ConfigError, match=r"at least one head needs a weight > 0"):
+        load_config(overrides=["heads.a.weight=0", "heads.b.weight=0"])
+    assert load_config(overrides=["heads.a.weight=0", "heads.b.weight=1"]).heads["a"].weight == 0
+
+
+def test_floats_written_without_a_dot_are_floats(tmp_path):
+    # YAML 1.1 (PyYAML) reads 5e-4 as the string '5e-4'.
+    config = load_config(overrides=["train.weight_decay=5e-4", "heads.t.bins=[1e3]"])
+    assert config.train.weight_decay == 0.0005
+    assert config.heads["t"].bins == [1000.0]
+    assert load_config(_write(tmp_path, "train: {lr: 3e-4}")).train.lr == 0.0003
+    with pytest.raises(ConfigError, match=r"train.lr: expected float, got 'fast'"):
+        load_config(overrides=["train.lr=fast"])
+
+
+def test_a_bad_config_fails_at_once(tmp_path):
+    path = _write(tmp_path, "heads: {tags: multilabel}\ntrain: {epochs: 50, lr: 0}\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"train.lr: must be > 0"):
+        load_config(path)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_sections_stay_plain_dataclasses():
+    head = HeadConfig(kind="multilabel")
+    assert dataclasses.replace(head, weight=2.0).weight == 2.0
+    head.hidden = 64
+    assert dataclasses.asdict(head)["hidden"] == 64
+    assert "positive" in [f.name for f in dataclasses.fields(HeadConfig)]
+    config = Config(heads={"tags": head}, train=TrainConfig(epochs=2))
+    assert config_from_dict(config_to_dict(config)) == config
 
 
 def test_set_overrides_parse_yaml_values(tmp_path):
@@ -94,3 +203,56 @@ def test_values_are_applied_as_typed_before_set_overrides():
     assert config.heads["age"].bins == [18.0]
     config = load_config(overrides=["heads.tags=multilabel", "heads.tags.separator=','"])
     assert config.heads["tags"].separator == ","
+
+
+def _cli_output(capsys, argv):
+    from pictag.cli import main
+
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_config_command_prints_the_checked_config_as_yaml(capsys):
+    assert yaml.safe_load(_cli_output(capsys, ["config"])) == config_to_dict(Config())
+    raw = yaml.safe_load(_cli_output(capsys, ["config", "--set", "train.amp=off"]))
+    assert raw["train"]["amp"] == "off"  # quoted on output, so YAML 1.1 reads it back as text
+
+
+def test_config_schema_has_types_defaults_choices_and_ranges(capsys):
+    schema = json.loads(_cli_output(capsys, ["config", "--schema"]))
+    sections = schema["properties"]
+    lr = sections["train"]["properties"]["lr"]
+    assert lr["type"] == "number"
+    assert lr["default"] == 1e-3
+    assert lr["exclusiveMinimum"] == 0
+    assert lr["description"]
+    fraction = sections["data"]["properties"]["val_fraction"]
+    assert (fraction["minimum"], fraction["exclusiveMaximum"]) == (0, 1)
+    assert sections["model"]["properties"]["image_size"]["type"] == ["integer", "null"]
+    head, shorthand = sections["heads"]["additionalProperties"]["anyOf"]
+    assert head["properties"]["threshold_by"]["enum"] == ["f1", "precision", "recall", "fixed"]
+    assert "enum" not in head["properties"]["kind"]  # kinds are pictag.heads' business
+    assert shorthand == {"type": "string", "description": shorthand["description"]}
+    assert schema["additionalProperties"] is False
+    for section in [head, *(sections[name] for name in ("data", "model", "train"))]:
+        assert section["additionalProperties"] is False
+        assert all(prop["description"] for prop in section["properties"].values())
+
+
+def test_example_configs_load():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        assert isinstance(load_config(path), Config), path.name
+
+
+def test_example_configs_validate_against_the_schema():
+    jsonschema = pytest.importorskip("jsonschema")
+    from pictag.config_schema import config_json_schema
+
+    validator = jsonschema.Draft202012Validator(config_json_schema())
+    examples = sorted(EXAMPLES.glob("*.yaml"))
+    assert examples
+    for path in examples:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert not list(validator.iter_errors(raw)), path.name
+    for broken in ("train: {lr: 0}", "train: {learning_rate: 0.1}", "heads: {t: {sep: ','}}"):
+        assert list(validator.iter_errors(yaml.safe_load(broken))), broken

@@ -1,37 +1,124 @@
 """pictag: image classification for every task kind -- multi-class, multi-label, multi-output.
 
-The Python API mirrors the command line::
+The Python API mirrors the command line; nothing needs importing from inner modules::
 
     import pictag
 
-    result = pictag.train("job.yaml", "runs/job")          # or a pictag.config.Config
-    result = pictag.train("job.yaml", "runs/job", resume=True)
+    config = pictag.load_config("job.yaml", ["train.epochs=5"])  # or a dict, or a YAML path
+    result = pictag.train(config, "runs/job")
+    report = pictag.evaluate("runs/job")                 # report.json + report.html
+    predictor = pictag.Predictor.from_run("runs/job")
+    labels = predictor.predict("photo.jpg")[0].heads["tags"].labels
+    pictag.export("runs/job")                            # runs/job/model.onnx, parity-checked
+
+Torch is imported only when one of these is used, so ``import pictag`` stays cheap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pictag.config import Config
+    from pictag.evaluation.predictor import Predictor
+    from pictag.export import ExportResult
     from pictag.training.trainer import TrainResult
 
 from pictag.version import __version__
 
-__all__ = ["__version__", "train"]
+__all__ = ["Predictor", "__version__", "evaluate", "export", "load_config", "train"]
+
+
+def load_config(
+    config: Config | Mapping[str, Any] | str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> Config:
+    """A checked config: every choice, range and cross-field rule, the head kinds' options and
+    ``train.monitor`` included, so a mistake fails here rather than after an epoch.
+
+    Args:
+        config: A YAML path, a dict shaped like the YAML file, a ``Config`` (checked as it is),
+            or None for the defaults.
+        overrides: ``section.key=value`` strings, as ``--set`` takes them.
+
+    Raises:
+        pictag.config.ConfigError: The message names the key and the valid values.
+    """
+    from pictag.config import config_from_dict, config_to_dict, set_key
+    from pictag.config import load_config as load_yaml
+    from pictag.heads import check_config
+
+    if config is None or isinstance(config, (str, Path)):
+        result = load_yaml(config, list(overrides))
+    else:
+        raw = dict(config) if isinstance(config, Mapping) else config_to_dict(config)
+        for item in overrides:
+            set_key(raw, item)
+        result = config_from_dict(raw)
+    check_config(result)
+    return result
 
 
 def train(
-    config: Config | str | Path, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    config: Config | Mapping[str, Any] | str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
 ) -> TrainResult:
-    """Train a model (see :func:`pictag.training.trainer.train`); ``config`` may be a YAML path.
+    """Train a model and write its run folder (see :func:`pictag.training.trainer.train`).
 
-    Torch is imported only when this is called, so ``import pictag`` stays cheap.
+    Args:
+        config: A ``Config``, a dict shaped like the YAML file, or a YAML path; it is checked
+            first and never changed. Ignored with ``resume`` (the run's own config is used).
+        out_dir: The run folder.
+        resume: Continue the run in ``out_dir`` from its last completed epoch.
+        progress: Show progress bars.
     """
-    from pictag.config import load_config
     from pictag.training.trainer import train as _train
 
-    if not resume and not hasattr(config, "train"):
+    if not resume:
         config = load_config(config)
     return _train(config, out_dir, resume=resume, progress=progress)  # type: ignore[arg-type]
+
+
+def evaluate(
+    run_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    tta: bool = False,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a run and write ``report.json`` and ``report.html`` (see
+    :func:`pictag.evaluation.evaluate.evaluate_run`); returns the report."""
+    from pictag.evaluation.evaluate import evaluate_run
+
+    options = {"split": split, "tta": tta, "out_dir": out_dir, "progress": progress}
+    return evaluate_run(run_dir, data, device=device, **options)
+
+
+def export(
+    run_dir: str | Path,
+    onnx_path: str | Path | None = None,
+    torchscript_path: str | Path | None = None,
+    **options: Any,
+) -> ExportResult:
+    """Export a run to ONNX (and TorchScript) with its labels and decisions in the file's
+    metadata, checked against PyTorch (see :func:`pictag.export.export_run`)."""
+    from pictag.export import export_run
+
+    return export_run(run_dir, onnx_path, torchscript_path, **options)
+
+
+def __getattr__(name: str) -> Any:
+    # `pictag.Predictor` without importing torch on `import pictag`.
+    if name == "Predictor":
+        from pictag.evaluation.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'pictag' has no attribute {name!r}")

@@ -2,6 +2,8 @@
 
 | command      | function                                  |
 |--------------|-------------------------------------------|
+| config       | pictag.config.load_config                 |
+| config --sch | pictag.config_schema.config_json_schema   |
 | check-data   | pictag.data.validate.check_data           |
 | train        | pictag.training.trainer.train             |
 | demo         | pictag.demo.run_demo                      |
@@ -15,13 +17,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pictag.config import Config, ConfigError, load_config
+from pictag.config import Config, ConfigError, config_to_dict, load_config
 from pictag.data.validate import DataCheckError
 
 
@@ -87,7 +90,30 @@ def config_from_args(args: argparse.Namespace) -> Config:
         values[f"heads.{name}.kind"] = kind or "multiclass"
         if separator:
             values[f"heads.{name}.separator"] = separator
-    return load_config(args.config, list(args.set), values)
+    config = load_config(args.config, list(args.set), values)
+    from pictag.heads import check_config  # deferred: the head kinds import torch
+
+    check_config(config)
+    return config
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pictag.config_schema import config_json_schema
+
+    if args.schema:
+        print(json.dumps(config_json_schema(), indent=2))
+    else:  # the defaults, or CONFIG with the flags applied: checked, as training would see it
+        print(yaml.safe_dump(config_to_dict(config_from_args(args)), sort_keys=False), end="")
+    return 0
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    _data_args(parser)
+    parser.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of config files (editors)"
+    )
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
@@ -298,6 +324,7 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 
 Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {
+    "config": (cmd_config, _config_args, "check a config and print it as YAML, or --schema"),
     "check-data": (cmd_check_data, _check_args, "check images and labels before training"),
     "train": (cmd_train, _train_args, "train a model and write a run folder"),
     "demo": (cmd_demo, _demo_args, "build the built-in digits data and train on it"),

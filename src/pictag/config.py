@@ -1,13 +1,22 @@
+# ruff: noqa: RUF009 -- `_f` returns dataclasses.field(...), which the rule cannot see
 """pictag's configuration: one YAML file with ``data``, ``heads``, ``model`` and ``train`` sections.
 
-Every section is a dataclass with a comment per field. Unknown keys and wrong types are errors
-that name the key (``train.lr``), so a typo never silently falls back to a default. ``--set
-key=value`` on the command line overrides any field, the value parsed as YAML.
+Every section is a dataclass whose fields carry a description and, where a range makes sense,
+limits (``gt``, ``ge``, ``lt``, ``le``) as field metadata. Loading checks every type, choice,
+range and cross-field rule at once, and each error names the key (``train.lr``) and what it
+accepts, so a typo costs a second instead of an epoch and never falls back to a default.
+``--set key=value`` on the command line overrides any field, the value parsed as YAML.
+Kind-specific rules (which losses a kind offers, ``columns`` needs a multilabel head) belong to
+:mod:`pictag.heads`; this module knows no kind names. :mod:`pictag.config_schema` turns the
+same metadata into a JSON Schema for editors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
+import operator
 import os
 import types
 import typing
@@ -18,127 +27,138 @@ from typing import Any
 import yaml
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit
+MAX_SEED = 2**32 - 1  # NumPy and the stratified splitter refuse larger (and negative) seeds
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
 
 
+def _f(default: Any, doc: str, **limits: float) -> Any:
+    """A dataclass field with its description and numeric limits as metadata.
+
+    Args:
+        default: The default value; a class (``list``, ``dict``, a section) is a default factory.
+        doc: One-line description, shown by editors through the JSON Schema.
+        **limits: ``gt``, ``ge``, ``lt``, ``le`` bounds, checked when a config is loaded.
+    """
+    metadata = {"doc": doc, **limits}
+    if isinstance(default, type):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class HeadConfig:
     """One named output of the model."""
 
-    kind: str = (
-        "multiclass"  # 'multiclass' (exactly one class) or 'multilabel' (any number of tags)
+    kind: str = _f("multiclass", "a head kind (see pictag.heads), e.g. multiclass or multilabel")
+    column: str | None = _f(None, "CSV column with the class name or tag list; default: head name")
+    columns: list[str] | None = _f(None, "CSV group of 0/1 columns, one per tag (multilabel heads)")
+    separator: str | None = _f(None, "tag separator in `column`; null: detect | ; , or spaces")
+    group: str | None = _f(None, "named group of data.pattern with this label; default: head name")
+    labels: list[str] | None = _f(None, "explicit label list (order kept); other labels are errors")
+    rename: dict[str, str] = _f(dict, "raw label -> label name")
+    bins: list[float] | None = _f(None, "ascending edges: year [2010] -> '<=2009', '>=2010'")
+    min_count: int = _f(0, "classes with fewer images are folded into `other_label`", ge=0)
+    other_label: str = _f("other", "the class that collects folded rare classes")
+    weight: float = _f(1.0, "weight of this head's loss in the summed objective", ge=0)
+    loss: str = _f("default", "'default' or a loss the head kind offers (see pictag.heads)")
+    label_smoothing: float = _f(0.0, "cross-entropy label smoothing", ge=0, lt=1)
+    balance: bool = _f(False, "class weights or positive weights from label counts")
+    hidden: int = _f(0, "width of an optional hidden layer before the linear layer; 0: none", ge=0)
+    threshold_by: str = _f(
+        "f1",
+        "decision threshold tuned on val (multilabel heads, two-class multiclass heads): "
+        "f1 | precision | recall | fixed",
     )
-    column: str | None = None  # CSV column with the class name or tag list; default: the head name
-    columns: list[str] | None = None  # CSV group of 0/1 columns, one per tag (multilabel heads)
-    separator: str | None = None  # tag separator in `column`; None: detect '|', ';', ',' or spaces
-    group: str | None = None  # named group of data.pattern holding this label; default: head name
-    labels: list[str] | None = None  # explicit label list (order kept); other labels are errors
-    rename: dict[str, str] = field(default_factory=dict)  # raw label -> label name
-    bins: list[float] | None = None  # numeric edges: year [2010] -> '<=2009', '>=2010'
-    min_count: int = 0  # multiclass classes with fewer images are folded into `other_label`
-    other_label: str = "other"  # the class that collects folded rare classes
-    weight: float = 1.0  # weight of this head's loss in the summed objective
-    # multiclass: default (cross-entropy) | focal; multilabel: default (BCE) | focal | asl
-    loss: str = "default"
-    label_smoothing: float = 0.0  # multiclass cross-entropy only
-    balance: bool = False  # class weights (multiclass) or pos_weight (multilabel) from label counts
-    hidden: int = 0  # width of an optional hidden layer before this head's linear layer
-    threshold_by: str = "f1"  # multilabel thresholds tuned on val: f1 | precision | recall | fixed
-    threshold_target: float = 0.5  # the precision/recall to reach, or the fixed threshold
+    threshold_target: float = _f(0.5, "precision/recall to reach or fixed threshold", gt=0, le=1)
+    positive: str | None = _f(None, "two-class multiclass: the positive class; default: 2nd label")
 
 
 @dataclass
 class DataConfig:
     """Where the images and labels are, and how to split and check them."""
 
-    format: str = "auto"  # auto | folder | csv | voc | coco | filename | builtin
-    images: list[str] = field(
-        default_factory=list
-    )  # image root(s); CSV ids resolve in each in turn
-    labels: str | None = None  # CSV/TSV label file, or COCO instances JSON
-    image_column: str | None = None  # CSV column with the image path or id; default: first column
-    pattern: str | None = None  # file-name regex with one named group per head (format filename)
-    keep_difficult: bool = False  # Pascal VOC: keep objects marked difficult
-    builtin: str = "multioutput"  # built-in demo task: digits | multilabel | multioutput
-    split_column: str | None = None  # CSV column with train/val/test per row
-    split_file: str | None = None  # CSV of image,split written by an earlier run or by hand
-    val_fraction: float = 0.15  # share of unsplit images held out for validation
-    test_fraction: float = 0.0  # share of unsplit images held out for testing
-    seed: int = 0  # seed of the automatic split
-    policy: str = "strict"  # strict: stop on problems; skip: drop bad rows and list them in a file
-    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused (decompression bombs)
-    min_per_label: int = 2  # labels with fewer images cannot be stratified and are reported
+    format: str = _f("auto", "auto | folder | csv | voc | coco | filename | builtin")
+    images: list[str] = _f(list, "image root(s); CSV ids resolve in each in turn")
+    labels: str | None = _f(None, "CSV/TSV label file, or COCO instances JSON")
+    image_column: str | None = _f(None, "CSV column with the image path or id; default: the first")
+    pattern: str | None = _f(None, "file-name regex, one named group per head (format filename)")
+    keep_difficult: bool = _f(False, "Pascal VOC: keep objects marked difficult")
+    builtin: str = _f("multioutput", "built-in demo task: digits | multilabel | multioutput")
+    split_column: str | None = _f(None, "CSV column with train/val/test per row")
+    split_file: str | None = _f(None, "CSV of image,split written by an earlier run or by hand")
+    val_fraction: float = _f(0.15, "share of unsplit images held out for validation", ge=0, lt=1)
+    test_fraction: float = _f(0.0, "share of unsplit images held out for testing", ge=0, lt=1)
+    seed: int = _f(0, "seed of the automatic split", ge=0, le=MAX_SEED)
+    policy: str = _f("strict", "strict: stop on problems; skip: drop bad rows, list them in a file")
+    max_pixels: int = _f(DEFAULT_MAX_PIXELS, "refuse larger images (decompression bombs)", ge=1)
+    min_per_label: int = _f(2, "labels with fewer images cannot be stratified; reported", ge=1)
 
 
 @dataclass
 class ModelConfig:
     """The backbone and how the heads sit on it."""
 
-    backbone: str = "tf_efficientnet_lite0"  # any timm model name, or 'small_cnn'
-    pretrained: str = "offline"  # offline (bundled Lite0) | hub | none | path to .safetensors/.pth
-    image_size: int | None = None  # input size; default: the backbone's own
-    drop_rate: float = 0.2  # dropout before each head
-    drop_path_rate: float = 0.0  # stochastic depth in the backbone
+    backbone: str = _f("tf_efficientnet_lite0", "any timm model name, or 'small_cnn'")
+    pretrained: str = _f("offline", "offline (bundled Lite0) | hub | none | .safetensors/.pth path")
+    image_size: int | None = _f(None, "input size in pixels; default: the backbone's own", ge=16)
+    drop_rate: float = _f(0.2, "dropout before each head", ge=0, lt=1)
+    drop_path_rate: float = _f(0.0, "stochastic depth in the backbone", ge=0, lt=1)
 
 
 @dataclass
 class TrainConfig:
     """The training loop."""
 
-    mode: str = "fine-tune"  # linear-probe | fine-tune | probe-then-fine-tune
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3  # learning rate of the heads
-    backbone_lr_scale: float = 0.1  # backbone learning rate = lr * this
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"  # adamw | sgd (with momentum)
-    momentum: float = 0.9
-    schedule: str = "cosine"  # cosine (after warmup) | onecycle | constant
-    warmup_epochs: float = 1.0
-    freeze_epochs: int = 0  # train only the heads for this many epochs, then unfreeze
-    freeze_bn: bool = (
-        True  # keep BatchNorm statistics frozen when fine-tuning a pretrained backbone
-    )
-    accumulate: int = 1  # gradient accumulation steps
-    clip_grad: float = 0.0  # max gradient norm; 0 disables
-    ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 disables
-    amp: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPUs without bf16) | off | bf16 | fp16
-    channels_last: bool = True
-    augment: str = "light"  # none | light | randaugment | trivialaugment
-    hflip: float = 0.5  # probability of a horizontal flip (0 for digits and text)
-    rotate: float = 0.0  # max rotation in degrees
-    color_jitter: float = 0.0  # brightness/contrast/saturation jitter strength
-    mixup: float = 0.0  # MixUp alpha; 0 disables
-    cutmix: float = 0.0  # CutMix alpha; 0 disables
-    balanced_sampling: bool = False  # sample images inversely to their class frequency
-    patience: int = 0  # stop after this many epochs without improvement; 0 disables
-    monitor: str = "auto"  # metric for best-checkpoint selection; auto: mean of head primaries
-    seed: int = 0
-    deterministic: bool = False
-    workers: int = 0  # DataLoader worker processes
-    cache: str = "auto"  # decode-once image cache: auto | memory | off
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    mode: str = _f("fine-tune", "linear-probe | fine-tune | probe-then-fine-tune")
+    epochs: int = _f(10, "passes over the training images", ge=1)
+    batch_size: int = _f(32, "images per step (per process under torchrun)", ge=1)
+    lr: float = _f(1e-3, "learning rate of the heads", gt=0)
+    backbone_lr_scale: float = _f(0.1, "backbone learning rate = lr * this", ge=0)
+    weight_decay: float = _f(0.05, "decoupled (adamw) or L2 (sgd) weight decay", ge=0)
+    optimizer: str = _f("adamw", "adamw | sgd (with momentum)")
+    momentum: float = _f(0.9, "sgd momentum", ge=0, lt=1)
+    schedule: str = _f("cosine", "cosine (after warmup) | onecycle | constant")
+    warmup_epochs: float = _f(1.0, "epochs of linear learning-rate warmup", ge=0)
+    freeze_epochs: int = _f(0, "train only the heads for this many epochs, then unfreeze", ge=0)
+    freeze_bn: bool = _f(True, "freeze BatchNorm statistics when fine-tuning a pretrained net")
+    accumulate: int = _f(1, "gradient accumulation steps", ge=1)
+    clip_grad: float = _f(0.0, "max gradient norm; 0 disables", ge=0)
+    ema: float = _f(0.0, "EMA decay of the weights (e.g. 0.999); 0 disables", ge=0, lt=1)
+    amp: str = _f("auto", "auto (bf16/fp16 on GPU, fp32 on CPUs without bf16) | off | bf16 | fp16")
+    channels_last: bool = _f(True, "channels-last memory format (faster convolutions on GPU)")
+    augment: str = _f("light", "none | light | randaugment | trivialaugment")
+    hflip: float = _f(0.5, "probability of a horizontal flip (0 for digits and text)", ge=0, le=1)
+    rotate: float = _f(0.0, "max rotation in degrees", ge=0)
+    color_jitter: float = _f(0.0, "brightness/contrast/saturation jitter strength", ge=0)
+    mixup: float = _f(0.0, "MixUp alpha; 0 disables", ge=0)
+    cutmix: float = _f(0.0, "CutMix alpha; 0 disables", ge=0)
+    balanced_sampling: bool = _f(False, "sample images inversely to their class frequency")
+    patience: int = _f(0, "stop after this many epochs without improvement; 0 disables", ge=0)
+    monitor: str = _f("auto", "metric for best-checkpoint selection; auto: mean of head primaries")
+    seed: int = _f(0, "seed of weights, augmentation and sampling", ge=0, le=MAX_SEED)
+    deterministic: bool = _f(False, "ask torch for deterministic kernels (slower)")
+    workers: int = _f(0, "DataLoader worker processes", ge=0)
+    cache: str = _f("auto", "decode-once image cache: auto | memory | off")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
 
 
 @dataclass
 class Config:
     """A whole pictag job."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    heads: dict[str, HeadConfig] = field(default_factory=dict)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = _f(DataConfig, "where the images and labels are, how to split them")
+    heads: dict[str, HeadConfig] = _f(dict, "named outputs: name -> head settings, or just a kind")
+    model: ModelConfig = _f(ModelConfig, "the backbone and how the heads sit on it")
+    train: TrainConfig = _f(TrainConfig, "the training loop")
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "folder", "csv", "voc", "coco", "filename", "builtin"),
     "data.builtin": ("digits", "multilabel", "multioutput"),
     "data.policy": ("strict", "skip"),
-    "heads.*.kind": ("multiclass", "multilabel"),
-    "heads.*.loss": ("default", "focal", "asl"),
     "heads.*.threshold_by": ("f1", "precision", "recall", "fixed"),
     "train.mode": ("linear-probe", "fine-tune", "probe-then-fine-tune"),
     "train.optimizer": ("adamw", "sgd"),
@@ -146,6 +166,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "train.augment": ("none", "light", "randaugment", "trivialaugment"),
     "train.cache": ("auto", "memory", "off"),
+}
+_LIMITS = {  # field metadata key -> (test, sign in messages); config_schema maps the same keys
+    "gt": (operator.gt, ">"),
+    "ge": (operator.ge, ">="),
+    "lt": (operator.lt, "<"),
+    "le": (operator.le, "<="),
 }
 
 
@@ -184,7 +210,7 @@ def load_config(
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from plain data (as read from YAML)."""
     config = _build(Config, raw, "")
-    _check_choices(config)
+    _check(config)
     return config
 
 
@@ -284,7 +310,13 @@ def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 5e-4 (no dot) as a string; Python's float() reads it as meant.
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: must be a finite number; got {value!r}")
             return float(value)
     elif hint is str:
         if isinstance(value, bool):
@@ -296,19 +328,27 @@ def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
 
 
-def _check_choices(config: Config) -> None:
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".", 1)
-        if section == "heads":
-            items = [(f"heads.{h}.{name[2:]}", hc) for h, hc in config.heads.items()]
-        else:
-            items = [(key, getattr(config, section))]
-        for full_key, obj in items:
-            value = getattr(obj, full_key.rsplit(".", 1)[1])
-            if value not in allowed:
-                raise ConfigError(f"{full_key}: must be one of {', '.join(allowed)}; got {value!r}")
-    if config.data.val_fraction + config.data.test_fraction >= 1:
-        raise ConfigError("data.val_fraction + data.test_fraction must be below 1")
+def _check(config: Config) -> None:
+    """Ranges, choices and cross-field rules; types were checked while building."""
+    sections = [(name, name, getattr(config, name)) for name in ("data", "model", "train")]
+    sections += [(f"heads.{name}", "heads.*", head) for name, head in config.heads.items()]
+    for where, pattern, section in sections:
+        for item in dataclasses.fields(section):
+            key, value = f"{where}.{item.name}", getattr(section, item.name)
+            limits = [(k, v) for k, v in item.metadata.items() if k in _LIMITS]
+            if value is not None and not all(_LIMITS[k][0](value, v) for k, v in limits):
+                rule = " and ".join(f"{_LIMITS[k][1]} {v}" for k, v in limits)
+                raise ConfigError(f"{key}: must be {rule}; got {value!r}")
+            allowed = CHOICES.get(f"{pattern}.{item.name}")
+            if allowed is not None and value not in allowed:
+                raise ConfigError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
+    val, test = config.data.val_fraction, config.data.test_fraction
+    if val + test >= 1:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction: must be < 1; got {val} + {test}"
+        )
     for name, head in config.heads.items():
-        if head.columns is not None and head.kind != "multilabel":
-            raise ConfigError(f"heads.{name}.columns (0/1 columns) needs kind: multilabel")
+        if head.bins and any(a >= b for a, b in zip(head.bins, head.bins[1:], strict=False)):
+            raise ConfigError(f"heads.{name}.bins: must be strictly ascending; got {head.bins}")
+    if config.heads and not any(head.weight > 0 for head in config.heads.values()):
+        raise ConfigError("heads.*.weight: at least one head needs a weight > 0")

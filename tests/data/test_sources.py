@@ -106,6 +106,10 @@ def test_folder_errors(tmp_path: Path) -> None:
     two = {"a": HeadConfig(), "b": HeadConfig()}
     with pytest.raises(ValueError, match="one head"):
         read_samples(DataConfig(images=[str(tmp_path)]), two)
+    _image(tmp_path / "cat" / "1.png")
+    tags = {"label": HeadConfig(kind="multilabel")}
+    with pytest.raises(ValueError, match=r"heads\.label\.kind must be multiclass for a folder"):
+        read_samples(DataConfig(images=[str(tmp_path)]), tags)
 
 
 def test_filename_pattern(tmp_path: Path) -> None:
@@ -137,6 +141,8 @@ def test_filename_pattern_heads_from_groups_and_errors(tmp_path: Path) -> None:
     result = read_samples(data, {})
     assert result.heads == {"colour": HeadConfig(), "kind": HeadConfig()}
     assert result.samples[0].labels == {"colour": "red", "kind": "car"}
+    tags = {"colour": HeadConfig(kind="multilabel", separator="-", group="colour")}
+    assert read_samples(data, tags).samples[0].labels == {"colour": ("red",)}
     with pytest.raises(ValueError, match="no group 'size'"):
         read_samples(data, {"size": HeadConfig()})
     with pytest.raises(ValueError, match="not a valid regular expression"):

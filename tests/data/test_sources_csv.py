@@ -228,6 +228,14 @@ def test_missing_column_is_an_error_listing_the_header(
     assert "'image', 'label', 'cat'" in str(info.value)
 
 
+def test_head_kind_must_fit_how_the_csv_gives_its_labels(tmp_path: Path) -> None:
+    labels = _csv(tmp_path / "labels.csv", "image,label,cat\na.png,x,1\n")
+    with pytest.raises(ValueError, match=r"heads\.t\.columns .* needs kind: multilabel"):
+        _read(labels, {"t": {"kind": "multiclass", "columns": ["cat"]}})
+    with pytest.raises(ValueError, match=r"heads\.label\.kind: must be one of .*'regression'"):
+        _read(labels, {"label": {"kind": "regression"}})
+
+
 def test_no_heads_and_text_columns_asks_for_heads(tmp_path: Path) -> None:
     labels = _csv(tmp_path / "labels.csv", "image,label\na.png,cat\n")
     with pytest.raises(ValueError, match="heads"):

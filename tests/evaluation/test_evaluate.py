@@ -19,12 +19,12 @@ from pictag.evaluation.evaluate import (
     evaluate_run,
     json_ready,
     summary_table,
-    tune_run_thresholds,
+    tune_run_params,
     worst_mistakes,
 )
 from pictag.evaluation.inference import predict_logits, probabilities
-from pictag.evaluation.thresholds import tune_thresholds
-from pictag.models.run import load_run
+from pictag.heads.thresholds import tune_thresholds
+from pictag.run import load_run
 
 
 def _split_rows(run_dir) -> list[tuple[str, str]]:
@@ -62,7 +62,7 @@ def test_report_json_has_every_head_and_the_documented_keys(tiny_run, report):
     assert sum(map(sum, colour["confusion"])) == colour["n"] <= n_test
     assert tags["kind"] == "multilabel" and len(tags["per_label"]) == 4
     assert {"thresholds", "metrics", "metrics_at_0.5", "per_label"} <= set(tags)
-    assert tags["thresholds"] == load_run(tiny_run).thresholds["tags"]
+    assert tags["thresholds"] == load_run(tiny_run).params["tags"]["thresholds"]
     assert 0.0 <= result["all_heads_correct"] <= 1.0
 
 
@@ -148,25 +148,30 @@ def test_bad_data_argument(tiny_run, tmp_path):
         evaluate_run(tiny_run, split="holdout", out_dir=tmp_path, progress=False)
 
 
-def test_tune_run_thresholds_rewrites_pictag_json(tiny_run, tmp_path):
+def test_tune_run_params_rewrites_pictag_json(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     meta_path = run_dir / "pictag.json"
     meta = json.loads(meta_path.read_text())
-    meta["thresholds"]["tags"] = [0.123] * 4
+    meta["decisions"]["tags"] = {"thresholds": [0.123] * 4}
     meta_path.write_text(json.dumps(meta))
 
-    tuned = tune_run_thresholds(run_dir, progress=False)
-    assert set(tuned) == {"tags"} and len(tuned["tags"]) == 4
+    tuned = tune_run_params(run_dir, progress=False)
+    assert set(tuned) == {"colour", "tags"} and len(tuned["tags"]["thresholds"]) == 4
+    assert tuned["colour"] == {}  # three classes: argmax, nothing to tune
     after = json.loads(meta_path.read_text())
-    assert after["thresholds"] == tuned
-    assert {k: v for k, v in after.items() if k != "thresholds"} == {
-        k: v for k, v in meta.items() if k != "thresholds"
+    assert after["decisions"] == tuned
+    # A new operating point is a new checkpoint: stale exports are recognised.
+    assert after["checkpoint_id"] != meta["checkpoint_id"]
+    assert after["weights_id"] == meta["weights_id"]
+    changed = {"decisions", "checkpoint_id"}
+    assert {k: v for k, v in after.items() if k not in changed} == {
+        k: v for k, v in meta.items() if k not in changed
     }
     # The same as tuning by hand on the validation images listed in splits.csv.
     run = load_run(run_dir)
     val = [Sample(p, {}) for p, s in _split_rows(run_dir) if s == "val"]
-    assert tuned["tags"] == pytest.approx(_tune_by_hand(run, tiny_run, val))
+    assert tuned["tags"]["thresholds"] == pytest.approx(_tune_by_hand(run, tiny_run, val))
 
 
 def _tune_by_hand(run, tiny_run, val_samples):
@@ -179,7 +184,7 @@ def _tune_by_hand(run, tiny_run, val_samples):
     heads = {"tags": run.heads["tags"]}
     dataset = ImageDataset(samples, heads, run.preprocess, eval_transform(run.preprocess))
     logits, targets = predict_logits(run.model, DataLoader(dataset, batch_size=8))
-    probs = probabilities({"colour": "multiclass", "tags": "multilabel"}, logits)
+    probs = probabilities(run.heads, logits)
     return tune_thresholds(probs["tags"], targets["tags"], "f1")
 
 
@@ -189,8 +194,8 @@ def test_tune_follows_the_head_config(tiny_run, tmp_path):
     meta = json.loads((run_dir / "pictag.json").read_text())
     meta["config"]["heads"]["tags"].update(threshold_by="fixed", threshold_target=0.3)
     (run_dir / "pictag.json").write_text(json.dumps(meta))
-    assert tune_run_thresholds(run_dir, progress=False) == {"tags": [0.3] * 4}
-    assert load_run(run_dir).thresholds["tags"] == [0.3] * 4
+    assert tune_run_params(run_dir, progress=False)["tags"] == {"thresholds": [0.3] * 4}
+    assert load_run(run_dir).params["tags"] == {"thresholds": [0.3] * 4}
 
 
 def test_worst_mistakes_ranks_wrong_images_by_loss():
@@ -207,7 +212,8 @@ def test_worst_mistakes_ranks_wrong_images_by_loss():
         "c": np.array([0, 0, 0, -100]),
         "t": np.array([[1, 0], [1, 0], [1, 0], [1, -1]], dtype=np.float32),
     }
-    mistakes = worst_mistakes(heads, {"t": None}, samples, probs, targets)
+    params = {"c": {}, "t": {}}
+    mistakes = worst_mistakes(heads, params, samples, probs, targets)
     # Image 0 is right; 2 is more wrong than 1; 3 is right on every known entry.
     assert [m["image"] for m in mistakes] == ["2.png", "1.png"]
     expected_loss = -math.log(0.05) - (math.log(0.9) + math.log(0.8)) / 2
@@ -215,7 +221,7 @@ def test_worst_mistakes_ranks_wrong_images_by_loss():
     assert mistakes[0]["true"] == {"c": "a", "t": ["x"]}
     assert mistakes[0]["pred"] == {"c": "b", "t": ["x"]}
     assert mistakes[0]["scores"] == {"c": pytest.approx(0.95), "t": [pytest.approx(0.9)]}
-    [worst] = worst_mistakes(heads, {"t": None}, samples, probs, targets, limit=1)
+    [worst] = worst_mistakes(heads, params, samples, probs, targets, limit=1)
     assert worst["image"] == "2.png"
 
 

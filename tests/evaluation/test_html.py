@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pictag.evaluation import plots
+from pictag import figures as plots
 from pictag.evaluation.html import render_html
 
 TAGS = ["desert", "mountain", "<b>&", "sea", "never"]
@@ -211,9 +211,9 @@ def test_training_curves_need_a_loss_or_score():
 
 def test_pr_curves_only_where_the_report_has_them(tmp_path):
     report = _report(tmp_path)
-    assert plots.pr_curves_png(report["heads"]["digit"]) is None
+    assert plots.binary_curves_png(report["heads"]["digit"]) is None
     no_curves = {**report["heads"]["tags"], "per_label": [{"label": "x", "pr_curve": None}]}
-    assert plots.pr_curves_png(no_curves) is None
+    assert plots.label_pr_png(no_curves) is None
 
 
 def test_label_bars_sort_worst_first_with_undefined_last():
@@ -231,6 +231,6 @@ def test_many_labels_keep_figures_bounded():
     rows = [{"label": label, "ap": float(rng.random()), "f1": 0.5, "pr_curve": _pr_curve(0.5)}
             for label in labels]  # fmt: skip
     section = {"kind": "multilabel", "labels": labels, "per_label": rows}
-    bars = Image.open(io.BytesIO(plots.label_bars_png(section)))
+    bars = Image.open(io.BytesIO(plots.label_bars_png(section, "ap", "f1")))
     assert bars.size[1] <= 1600
-    assert plots.pr_curves_png(section).startswith(b"\x89PNG")
+    assert plots.label_pr_png(section).startswith(b"\x89PNG")

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pictag.data.dataset import ImageDataset
-from pictag.data.schema import Sample
+from pictag.data.schema import Head, Sample
 from pictag.data.transforms import eval_transform
 from pictag.evaluation.inference import (
     forward_logits,
@@ -14,7 +14,7 @@ from pictag.evaluation.inference import (
     probabilities,
     resolve_device,
 )
-from pictag.models.run import load_run
+from pictag.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +70,14 @@ def test_empty_loader_gives_empty_dicts(loaded):
 
 def test_probabilities_use_each_head_kind():
     logits = {"a": np.array([[2.0, 0.0, -1.0]]), "b": np.array([[0.0, 3.0]])}
-    probs = probabilities({"a": "multiclass", "b": "multilabel"}, logits)
+    heads = {
+        "a": Head("a", "multiclass", ("x", "y", "z")),
+        "b": Head("b", "multilabel", ("u", "v")),
+    }
+    probs = probabilities(heads, logits)
     np.testing.assert_allclose(probs["a"].sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(probs["a"], torch.softmax(torch.tensor(logits["a"]), 1), rtol=1e-6)
     np.testing.assert_allclose(probs["b"], 1 / (1 + np.exp(-logits["b"])), rtol=1e-6)
-    with pytest.raises(ValueError, match="unknown head kind"):
-        probabilities({"a": "regression"}, {"a": logits["a"]})
 
 
 def test_resolve_device():

@@ -14,7 +14,7 @@ from pictag.data.schema import Sample
 from pictag.data.transforms import eval_transform
 from pictag.evaluation.inference import predict_logits, probabilities
 from pictag.evaluation.predictor import HeadPrediction, Prediction, Predictor
-from pictag.models.run import load_run
+from pictag.run import load_run
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_decisions_and_scores(predictor, images):
     assert values == sorted(values, reverse=True) and sum(values) == pytest.approx(1.0, abs=1e-5)
     assert colour.labels == [next(iter(colour.scores))]  # top-1
     assert tags.kind == "multilabel" and len(tags.scores) == 4
-    labels, cuts = predictor.heads["tags"].labels, predictor.thresholds["tags"]
+    labels, cuts = predictor.heads["tags"].labels, predictor.params["tags"]["thresholds"]
     thresholds = dict(zip(labels, cuts, strict=True))
     assert tags.labels == [k for k, v in tags.scores.items() if v >= thresholds[k]]
 
@@ -105,7 +105,7 @@ def test_predictions_match_the_evaluation_pipeline(tiny_run, predictor, images):
     samples = [Sample(path, {}) for path in images]
     dataset = ImageDataset(samples, run.heads, run.preprocess, eval_transform(run.preprocess))
     logits, _ = predict_logits(run.model, DataLoader(dataset, batch_size=3))
-    probs = probabilities({n: h.kind for n, h in run.heads.items()}, logits)
+    probs = probabilities(run.heads, logits)
     results = predictor.predict(images, batch_size=3)
     for row, result in enumerate(results):
         for name, head in run.heads.items():
@@ -119,7 +119,7 @@ def test_thresholds_come_from_pictag_json(tiny_run, images, tmp_path):
 
     def with_thresholds(value: float) -> Predictor:
         meta = json.loads((run_dir / "pictag.json").read_text())
-        meta["thresholds"]["tags"] = [value] * 4
+        meta["decisions"]["tags"] = {"thresholds": [value] * 4}
         (run_dir / "pictag.json").write_text(json.dumps(meta))
         return Predictor.from_run(run_dir)
 

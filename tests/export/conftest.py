@@ -22,7 +22,7 @@ from pictag.config import Config, HeadConfig, ModelConfig
 from pictag.data.schema import Head
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.export import ExportResult, export_run
-from pictag.models.run import build_model, run_meta, save_model
+from pictag.run import build_model, run_meta, save_model
 
 COLOURS = ("red", "green", "blue")
 TAGS = {0: ("warm",), 1: ("leafy", "natural"), 2: ("cool",)}
@@ -64,9 +64,9 @@ def make_run(root: Path, head_names: list[str], seed: int = 0) -> Path:
     images = write_images(root / "images", seed=seed)
     _fit_heads(model, heads, pre, images)
     config = Config(heads=head_cfgs, model=model_cfg)
-    thresholds = {"tags": TAG_THRESHOLDS} if "tags" in heads else {}
+    params = {"tags": {"thresholds": TAG_THRESHOLDS}} if "tags" in heads else {}
     run_dir = root / "run"
-    save_model(run_dir, model.state_dict(), run_meta(config, heads, pre, thresholds))
+    save_model(run_dir, model.state_dict(), run_meta(config, heads, pre, params))
     splits = ["image,split"] + [
         f"{path},{('train', 'val', 'test')[i % 3]}" for i, path in enumerate(images)
     ]

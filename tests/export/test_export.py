@@ -15,7 +15,7 @@ import torch
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.export import ExportError, ParityError, export_run, formats, run_export
 from pictag.export.formats import TORCHSCRIPT_EXTRA
-from pictag.models.run import load_run
+from pictag.run import load_run
 from pictag.version import __version__
 
 

@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
+from sklearn.metrics import accuracy_score, f1_score, recall_score, top_k_accuracy_score
 
-from pictag.heads import MISSING_CLASS, MULTICLASS
+from pictag.config import HeadConfig
+from pictag.heads import MISSING_CLASS, MULTICLASS, resolve_head
+from pictag.heads.multiclass_report import METRIC_NAMES
 
 
 def test_activate_is_softmax_in_float32() -> None:
@@ -18,14 +20,48 @@ def test_activate_is_softmax_in_float32() -> None:
     assert torch.equal(probs.argmax(1), logits.float().argmax(1))
 
 
-def test_decode_top_k_best_first() -> None:
+def test_decide_argmax_one_class_per_row() -> None:
     probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.4, 0.4, 0.2]])
-    np.testing.assert_array_equal(MULTICLASS.decode(probs), [[1], [0], [0]])  # tie: lower index
-    np.testing.assert_array_equal(MULTICLASS.decode(probs, top_k=2), [[1, 2], [0, 2], [0, 1]])
-    assert MULTICLASS.decode(probs, top_k=10).shape == (3, 3)
-    assert MULTICLASS.decode(torch.tensor(probs)).dtype == np.int64
-    with pytest.raises(ValueError, match="top_k"):
-        MULTICLASS.decode(probs, top_k=0)
+    decided = MULTICLASS.decide(probs, {})
+    np.testing.assert_array_equal(decided.argmax(1), [1, 0, 0])  # tie: lower index
+    assert decided.dtype == bool and (decided.sum(1) == 1).all()
+
+
+def _binary_head(positive: str | None = None, by: str = "f1", target: float = 0.5):
+    head = resolve_head("sick", "multiclass", ["no", "yes"])
+    return head, HeadConfig(positive=positive, threshold_by=by, threshold_target=target)
+
+
+def test_binary_head_names_its_positive_class_and_threshold() -> None:
+    head, cfg = _binary_head()
+    assert MULTICLASS.default_params(head, cfg) == {"positive": 1, "threshold": 0.5}
+    head, cfg = _binary_head(positive="no", by="fixed", target=0.3)
+    params = MULTICLASS.default_params(head, cfg)
+    assert params == {"positive": 0, "threshold": 0.3}
+    probs = np.array([[0.35, 0.65], [0.25, 0.75]])
+    # P(no) = 0.35 >= 0.3 -> "no", though "yes" is more probable; 0.25 < 0.3 -> "yes".
+    np.testing.assert_array_equal(MULTICLASS.decide(probs, params).argmax(1), [0, 1])
+    with pytest.raises(ValueError, match=r"heads.sick.positive: 'maybe'"):
+        MULTICLASS.default_params(head, HeadConfig(positive="maybe"))
+    three = resolve_head("c", "multiclass", ["a", "b", "c"])
+    assert MULTICLASS.default_params(three, HeadConfig()) == {}
+
+
+def test_binary_threshold_tuned_for_recall_reaches_it() -> None:
+    rng = np.random.default_rng(3)
+    targets = rng.integers(0, 2, 400)
+    score = np.clip(0.35 * targets + rng.random(400) * 0.65, 0, 1)
+    probs = np.stack([1 - score, score], axis=1)
+    targets[:10] = MISSING_CLASS
+    head, cfg = _binary_head(by="recall", target=0.9)
+    params = MULTICLASS.tune(probs, targets, head, cfg)
+    assert params["positive"] == 1 and params["threshold"] < 0.5
+    chosen = MULTICLASS.decide(probs, params).argmax(1)
+    known = targets >= 0
+    recall = recall_score(targets[known], chosen[known])
+    assert recall >= 0.9
+    at_half = recall_score(targets[known], probs[known].argmax(1))
+    assert at_half < 0.9  # the tuning made the difference
 
 
 def test_mix_targets_one_hot_and_missing_rows() -> None:
@@ -60,32 +96,32 @@ def _random_problem(num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.nda
 @pytest.mark.parametrize("num_classes", [3, 7])
 def test_metrics_match_sklearn_on_known_rows(num_classes: int) -> None:
     probs, targets = _random_problem(num_classes)
-    result = MULTICLASS.metrics(probs, targets)
+    result = MULTICLASS.metrics(probs, targets, {})
     keep = targets != MISSING_CLASS
     truth, scores = targets[keep], probs[keep]
     predicted = scores.argmax(1)
     assert num_classes - 1 not in predicted and num_classes - 1 in truth
     assert result["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
-    assert result["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert result["f1_macro"] == pytest.approx(f1_score(truth, predicted, average="macro"))
     if num_classes > 5:
         expected = top_k_accuracy_score(truth, scores, k=5, labels=range(num_classes))
         assert result["top5_accuracy"] == pytest.approx(expected)
     else:
-        assert "top5_accuracy" not in result
+        assert math.isnan(result["top5_accuracy"])  # 5 or fewer classes: 1 by construction
     assert all(type(value) is float for value in result.values())
-    assert MULTICLASS.primary_metric in result
+    assert tuple(result) == METRIC_NAMES and MULTICLASS.primary_metric in result
 
 
 def test_metrics_are_nan_without_known_rows() -> None:
-    result = MULTICLASS.metrics(np.full((4, 7), 1 / 7), np.full(4, MISSING_CLASS))
-    assert set(result) == {"accuracy", "top5_accuracy", "macro_f1"}
+    result = MULTICLASS.metrics(np.full((4, 7), 1 / 7), np.full(4, MISSING_CLASS), {})
+    assert tuple(result) == METRIC_NAMES
     assert all(math.isnan(value) for value in result.values())
 
 
 def test_metrics_top5_uses_all_classes_when_targets_cover_few() -> None:
     scores = np.linspace(0.2, 0.05, 7)  # class 0 ranks first, class 6 last
     probs = np.tile(scores / scores.sum(), (3, 1))
-    result = MULTICLASS.metrics(probs, np.array([0, 1, 6]))
+    result = MULTICLASS.metrics(probs, np.array([0, 1, 6]), {})
     assert result["top5_accuracy"] == pytest.approx(2 / 3)
     assert result["accuracy"] == pytest.approx(1 / 3)
 

@@ -8,7 +8,7 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss
 
 from pictag.heads import MISSING_TAG, MULTILABEL
-from pictag.heads.multilabel import average_precisions
+from pictag.heads.multilabel_report import METRIC_NAMES, average_precisions
 
 PROBS = np.array(
     [
@@ -26,31 +26,31 @@ def test_activate_is_sigmoid_in_float32() -> None:
     torch.testing.assert_close(probs, torch.sigmoid(logits.float()))
 
 
-def test_decode_with_one_threshold_and_per_label_thresholds() -> None:
+def test_decide_with_default_and_per_label_thresholds() -> None:
     expected = [[True, False, True], [False, False, False], [True, True, False]]
-    np.testing.assert_array_equal(MULTILABEL.decode(PROBS), expected)  # >= 0.5 is on
-    per_label = MULTILABEL.decode(PROBS, thresholds=np.array([0.95, 0.25, 0.1]))
+    np.testing.assert_array_equal(MULTILABEL.decide(PROBS, {}), expected)  # >= 0.5 is on
+    per_label = MULTILABEL.decide(PROBS, {"thresholds": [0.95, 0.25, 0.1]})
     np.testing.assert_array_equal(
         per_label, [[False, False, True], [False, True, True], [False, True, True]]
     )
-    with pytest.raises(ValueError, match="3 values"):
-        MULTILABEL.decode(PROBS, thresholds=np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="2 thresholds for 3 labels"):
+        MULTILABEL.decide(PROBS, {"thresholds": [0.5, 0.5]})
 
 
-def test_decode_top_k_ignores_thresholds() -> None:
-    chosen = MULTILABEL.decode(PROBS, thresholds=0.99, top_k=2)
+def test_decide_top_k_ignores_thresholds() -> None:
+    chosen = MULTILABEL.decide(PROBS, {"thresholds": [0.99] * 3, "top_k": 2})
     np.testing.assert_array_equal(
         chosen, [[True, False, True], [False, True, True], [True, True, False]]
     )
-    assert MULTILABEL.decode(PROBS, top_k=5).all()
+    assert MULTILABEL.decide(PROBS, {"top_k": 5}).all()
     with pytest.raises(ValueError, match="top_k"):
-        MULTILABEL.decode(PROBS, top_k=0)
+        MULTILABEL.decide(PROBS, {"top_k": 0})
 
 
-def test_decode_at_least_one_turns_on_the_best_label_of_empty_rows() -> None:
-    chosen = MULTILABEL.decode(PROBS, at_least_one=True)
+def test_decide_at_least_one_turns_on_the_best_label_of_empty_rows() -> None:
+    chosen = MULTILABEL.decide(PROBS, {"at_least_one": True})
     np.testing.assert_array_equal(chosen[1], [False, True, False])  # was empty
-    np.testing.assert_array_equal(chosen[[0, 2]], MULTILABEL.decode(PROBS)[[0, 2]])
+    np.testing.assert_array_equal(chosen[[0, 2]], MULTILABEL.decide(PROBS, {})[[0, 2]])
 
 
 def test_mix_targets_missing_where_either_side_is() -> None:
@@ -78,46 +78,55 @@ def _random_problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_metrics_match_sklearn() -> None:
     probs, targets = _random_problem()
-    result = MULTILABEL.metrics(probs, targets)
+    result = MULTILABEL.metrics(probs, targets, {})
     precisions = []
     for label in (0, 1, 2, 4):
         known = targets[:, label] >= 0
         precisions.append(average_precision_score(targets[known, label], probs[known, label]))
     assert result["mAP"] == pytest.approx(np.mean(precisions))
     assert math.isnan(average_precisions(probs, targets)[3])
-    complete = (targets >= 0).all(1)
+    known, predicted = targets >= 0, probs >= 0.5
+    # Micro F1 pools every known entry; each label's F1 uses its own known entries.
+    assert result["f1_micro"] == pytest.approx(f1_score(targets[known], predicted[known]))
+    per_label = [f1_score(targets[known[:, i], i], predicted[known[:, i], i]) for i in (0, 1, 2, 4)]
+    assert not (predicted[:, 3] & known[:, 3]).any()  # label 3: no positive, no prediction
+    assert result["f1_macro"] == pytest.approx(np.mean(per_label))
+    complete = known.all(1)
     assert 0 < complete.sum() < 49
-    truth, predicted = targets[complete], probs[complete] >= 0.5
-    assert result["f1_micro"] == pytest.approx(f1_score(truth, predicted, average="micro"))
-    # Label 3 has neither a positive nor a prediction in the complete rows: left out of macro F1.
-    assert not predicted[:, 3].any()
-    macro = f1_score(truth[:, [0, 1, 2, 4]], predicted[:, [0, 1, 2, 4]], average="macro")
-    assert result["f1_macro"] == pytest.approx(macro)
-    assert result["hamming_loss"] == pytest.approx(hamming_loss(truth, predicted))
+    truth = targets[complete]
+    assert result["hamming_loss"] == pytest.approx(hamming_loss(truth, predicted[complete]))
     assert all(type(value) is float for value in result.values())
-    assert MULTILABEL.primary_metric in result
+    assert tuple(result) == METRIC_NAMES and MULTILABEL.primary_metric in result
+
+
+def test_metrics_use_the_thresholds_of_params() -> None:
+    probs, targets = _random_problem()
+    low = MULTILABEL.metrics(probs, targets, {"thresholds": [0.1] * 5})
+    high = MULTILABEL.metrics(probs, targets, {"thresholds": [0.9] * 5})
+    assert low["mAP"] == high["mAP"]  # threshold-free
+    assert low["cardinality_pred"] > high["cardinality_pred"]
 
 
 def test_metrics_use_probabilities_not_decisions_for_map() -> None:
     targets = np.array([[1.0], [0.0], [1.0], [0.0]])
-    ranked = MULTILABEL.metrics(np.array([[0.4], [0.1], [0.3], [0.2]]), targets)
+    ranked = MULTILABEL.metrics(np.array([[0.4], [0.1], [0.3], [0.2]]), targets, {})
     assert ranked["mAP"] == pytest.approx(1.0)  # all below 0.5, yet perfectly ranked
     assert ranked["f1_micro"] == 0.0  # while thresholded decisions find nothing
     assert ranked["f1_macro"] == 0.0 and ranked["hamming_loss"] == 0.5
 
 
 def test_metrics_are_nan_when_undefined() -> None:
-    missing = MULTILABEL.metrics(np.full((3, 2), 0.5), np.full((3, 2), MISSING_TAG))
-    assert set(missing) == {"mAP", "f1_micro", "f1_macro", "hamming_loss"}
+    missing = MULTILABEL.metrics(np.full((3, 2), 0.5), np.full((3, 2), MISSING_TAG), {})
+    assert tuple(missing) == METRIC_NAMES
     assert all(math.isnan(value) for value in missing.values())
-    all_negative = MULTILABEL.metrics(np.full((3, 2), 0.2), np.zeros((3, 2)))
-    assert math.isnan(all_negative["mAP"]) and math.isnan(all_negative["f1_micro"])
+    all_negative = MULTILABEL.metrics(np.full((3, 2), 0.2), np.zeros((3, 2)), {})
+    assert math.isnan(all_negative["mAP"]) and math.isnan(all_negative["f1_macro"])
     assert all_negative["hamming_loss"] == 0.0
 
 
 def test_metrics_reject_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="differ"):
-        MULTILABEL.metrics(np.zeros((3, 2)), np.zeros((3, 3)))
+        MULTILABEL.metrics(np.zeros((3, 2)), np.zeros((3, 3)), {})
 
 
 def test_count_labels_skips_missing() -> None:

@@ -20,7 +20,7 @@ from pictag.cli import main
 from pictag.config import HeadConfig, ModelConfig, load_config
 from pictag.data.schema import Head
 from pictag.evaluation.predictor import Predictor
-from pictag.models.run import build_model, run_meta, save_model
+from pictag.run import build_model, run_meta, save_model
 from pictag.serving import server
 from pictag.serving.app import app_from_run, create_app
 from pictag.serving.limits import Limits
@@ -55,10 +55,12 @@ def write_untrained_run(run_dir: Path, heads: dict[str, tuple[str, tuple[str, ..
     model, pre = build_model(
         ModelConfig(backbone="small_cnn", pretrained="none", image_size=SIZE), specs, head_cfgs
     )
-    thresholds = {
-        name: [0.4] * len(labels) for name, (kind, labels) in heads.items() if kind == "multilabel"
+    params = {
+        name: {"thresholds": [0.4] * len(labels)}
+        for name, (kind, labels) in heads.items()
+        if kind == "multilabel"
     }
-    save_model(run_dir, model.state_dict(), run_meta(config, specs, pre, thresholds))
+    save_model(run_dir, model.state_dict(), run_meta(config, specs, pre, params))
     return run_dir
 
 
@@ -148,7 +150,9 @@ def test_model_describes_heads_thresholds_preprocessing_and_limits(client, predi
     assert heads["colour"].labels == list(predictor.heads["colour"].labels)
     assert heads["colour"].thresholds is None
     assert heads["tags"].kind == "multilabel"
-    assert heads["tags"].thresholds == pytest.approx(predictor.thresholds["tags"])
+    assert heads["tags"].thresholds == pytest.approx(predictor.params["tags"]["thresholds"])
+    assert heads["tags"].decision["activation"] == "sigmoid"
+    assert heads["colour"].decision == {"activation": "softmax", "decision": "argmax"}
     assert body.preprocess == predictor.preprocess.to_dict()
     assert body.limits == Limits().to_dict()
 

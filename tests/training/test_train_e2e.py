@@ -10,7 +10,7 @@ import torch
 
 from pictag.cli import main
 from pictag.config import load_config
-from pictag.models.run import load_run
+from pictag.run import load_run
 from pictag.training.trainer import train
 
 FAST = [
@@ -77,9 +77,13 @@ def test_python_api_multi_output_with_missing_labels_learns(multi_csv, tmp_path)
     run = load_run(tmp_path / "run")
     assert run.heads["tags"].labels == ("cool", "leafy", "natural", "warm")
     # Thresholds were tuned on the validation split at the end of training and stored.
-    assert set(run.thresholds) == {"tags"} and len(run.thresholds["tags"]) == 4
-    assert all(0.0 <= t <= 1.0 for t in run.thresholds["tags"])
-    assert run.thresholds["tags"] != [0.5] * 4
+    thresholds = run.params["tags"]["thresholds"]
+    assert set(run.params) == {"colour", "tags"} and len(thresholds) == 4
+    assert all(0.0 <= t <= 1.0 for t in thresholds)
+    assert thresholds != [0.5] * 4
+    assert run.params["colour"] == {}  # three classes: argmax
+    # Tuned in memory from the chosen epoch's saved validation outputs, not a re-run.
+    assert (tmp_path / "run" / "val_outputs.safetensors").is_file()
 
 
 @pytest.mark.parametrize("mode", ["linear-probe", "probe-then-fine-tune"])
@@ -110,7 +114,7 @@ def test_top_level_api_takes_a_yaml_path_and_early_stopping_stops(folder_tree, t
     lines = [
         f"data: {{images: {folder_tree}}}",
         "model: {backbone: small_cnn, pretrained: none, image_size: 16}",
-        "train: {epochs: 6, lr: 0.0, patience: 2, batch_size: 8, augment: none}",
+        "train: {epochs: 6, lr: 1.0e-12, patience: 2, batch_size: 8, augment: none}",
     ]
     job.write_text("\n".join(lines) + "\n", encoding="utf-8")
     config = load_config(job)

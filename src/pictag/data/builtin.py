@@ -20,16 +20,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pictag.data.schema import natural_key, split_tags
+from pictag.data.schema import natural_key
+from pictag.heads import get_kind
 
 TASKS = ("digits", "multilabel", "multioutput")
 
-_HEADS = {
+_HEADS = {  # not a head kind: keyed by demo task (head name -> kind)
     "digits": {"digit": "multiclass"},
     "multilabel": {"digits": "multilabel"},
     "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
 }
-_DEFAULT_N = {"digits": 1797, "multilabel": 2000, "multioutput": 2000}
+_DEFAULT_N = {"digits": 1797, "multilabel": 2000, "multioutput": 2000}  # not a head kind
 # Bump when the drawing changes, so folders made by an older version are regenerated.
 _FORMAT = 1
 _META = "meta.json"
@@ -123,14 +124,15 @@ def describe(ds: BuiltinDataset) -> str:
 
 
 def _describe_head(head: str, kind: str, cells: list[str]) -> list[str]:
-    if kind == "multilabel":
-        tag_lists = [split_tags(cell, None) for cell in cells]
+    spec = get_kind(kind)
+    if spec.tags:
+        tag_lists = [spec.parse(cell, None) for cell in cells]
         counts = Counter(tag for tags in tag_lists for tag in tags)
         mean = sum(map(len, tag_lists)) / max(len(tag_lists), 1)
-        title = f"  head '{head}' (multilabel, {len(counts)} labels, {mean:.2f} per image):"
+        title = f"  head '{head}' ({kind}, {len(counts)} labels, {mean:.2f} per image):"
     else:
         counts = Counter(cell for cell in cells if cell)
-        title = f"  head '{head}' (multiclass, {len(counts)} classes):"
+        title = f"  head '{head}' ({kind}, {len(counts)} classes):"
     labels = sorted(counts, key=natural_key)
     width = max((len(label) for label in labels), default=0)
     lines = [title, *(f"    {label:>{width}}: {counts[label]}" for label in labels)]
@@ -160,7 +162,7 @@ def _label_cells(task: str, digits: list[int]) -> list[str]:
     if task == "digits":
         return [str(digits[0])]
     present = " ".join(str(d) for d in sorted(set(digits)))
-    if task == "multilabel":
+    if task == "multilabel":  # not a head kind: the demo task
         return [present]
     return [present, str(len(digits)), str(max(digits))]
 

@@ -16,6 +16,8 @@ from pictag.config import HeadConfig
 from pictag.data.problems import Problem
 from pictag.data.report import EXAMPLES, Findings, sample_where
 from pictag.data.schema import Head, LabelError, RawLabel, Sample, resolve_head
+from pictag.data.sources_common import kind_names
+from pictag.heads import KINDS, get_kind
 
 if TYPE_CHECKING:
     from pictag.data.sources import SourceResult
@@ -131,7 +133,8 @@ def _state(raw: RawLabel, kind: str) -> str:
         return "missing"
     if len(raw) if isinstance(raw, (tuple, list)) else str(raw).strip():
         return "labelled"
-    return "empty" if kind == "multilabel" else "missing"
+    known = KINDS.get(kind)  # an unknown kind is reported by resolve_heads
+    return "empty" if known is not None and known.tags else "missing"
 
 
 def check_rare(
@@ -143,11 +146,13 @@ def check_rare(
 ) -> None:
     """Report single-class heads, and labels with fewer than ``least`` images."""
     for name, head in heads.items():
-        if head.kind == "multiclass" and head.num_labels < 2:
+        kind = get_kind(head.kind)
+        if kind.exclusive and head.num_labels < 2:
             message = (
                 f"head {name!r} has a single class ({head.labels[0]!r}): nothing to tell apart"
             )
-            fix = f"add images of other classes, or make it heads.{name}.kind: multilabel"
+            other = kind_names(lambda k: not k.exclusive)
+            fix = f"add images of other classes, or make it heads.{name}.kind: {other}"
             found.add(Problem("single_class", f"heads.{name}", message, fix))
             continue
         for label, count in labels.counts[name].items():
@@ -162,7 +167,7 @@ def check_rare(
             )
             fold = f"fold rare classes with heads.{name}.min_count: {least}, "
             fix = (
-                f"add images of it, {fold if head.kind == 'multiclass' else ''}or merge it into "
+                f"add images of it, {fold if 'min_count' in kind.options else ''}or merge it into "
                 f"another label with heads.{name}.rename: {{{label}: OTHER}}"
             )
             path = rows[0].path if count == 1 else None
@@ -174,15 +179,19 @@ def check_rare(
 def check_separators(
     samples: Sequence[Sample], configs: dict[str, HeadConfig], found: Findings
 ) -> None:
-    """Warn when values look split wrongly: tag lists in a multiclass head, or a multilabel
-    separator that never splits anything while another character would."""
+    """Warn when values look split wrongly: tag lists in a head whose labels are not tag lists,
+    or a tag separator that never splits anything while another character would."""
     for name, config in configs.items():
+        kind = KINDS.get(config.kind)
+        if kind is None:
+            continue  # an unknown kind is reported by resolve_heads
         values = [(s, s.labels.get(name)) for s in samples if s.labels.get(name) is not None]
-        if config.kind == "multiclass":
+        if not kind.tags:
             texts = [(s, v.strip()) for s, v in values if isinstance(v, str) and v.strip()]
             chars: Sequence[str] = _SEPARATORS
-            advice = f"heads.{name}.kind: multilabel and heads.{name}.separator: SEP"
-            what = "they look like tag lists, but the head is multiclass"
+            tagged = kind_names(lambda k: k.tags and "separator" in k.options)
+            advice = f"heads.{name}.kind: {tagged} and heads.{name}.separator: SEP"
+            what = f"they look like tag lists, but the head is {kind.name}"
         elif config.separator is not None:
             tags = [(s, (v,) if isinstance(v, str) else tuple(v)) for s, v in values]
             if any(len(t) > 1 for _, t in tags):

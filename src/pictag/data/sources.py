@@ -17,11 +17,12 @@ from pathlib import Path
 from pictag.config import DataConfig, HeadConfig
 from pictag.data.builtin import make_builtin
 from pictag.data.problems import Problem
-from pictag.data.schema import RawLabel, Sample, split_tags
+from pictag.data.schema import RawLabel, Sample
 from pictag.data.sources_annotations import is_voc_root, read_coco, read_voc
 from pictag.data.sources_common import (
     IMAGE_EXTENSIONS,
     SourceResult,
+    head_kind,
     is_image_name,
     list_images,
     normalize_split,
@@ -30,6 +31,7 @@ from pictag.data.sources_common import (
     split_note,
 )
 from pictag.data.sources_csv import read_csv
+from pictag.heads import HeadKind, get_kind
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -100,7 +102,9 @@ def read_folder(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     Raises:
         ValueError: no roots, a root that is not a folder, or no images in class folders.
     """
-    name, head = single_head(heads, "label", "multiclass", "a folder tree (one class per folder)")
+    name, head = single_head(
+        heads, "label", "multiclass", "a folder tree (one class per folder)", tags=False
+    )
     roots = _roots(data, "the folder with one subfolder per class")
     samples: list[Sample] = []
     problems: list[Problem] = []
@@ -160,6 +164,7 @@ def read_filenames(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResu
     pattern = _compile(data.pattern or "")
     heads = dict(heads) or {g: HeadConfig() for g in pattern.groupindex}
     groups = {name: head.group or name for name, head in heads.items()}
+    kinds = {name: head_kind(name, head) for name, head in heads.items()}
     for name, group in groups.items():
         if group not in pattern.groupindex:
             known = ", ".join(pattern.groupindex) or "none"
@@ -172,7 +177,7 @@ def read_filenames(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResu
             if match is None:
                 problems.append(_no_match(path, pattern.pattern))
                 continue
-            labels = {n: _group_label(match[groups[n]], heads[n]) for n in heads}
+            labels = {n: _group_label(match[groups[n]], kinds[n], heads[n]) for n in heads}
             samples.append(Sample(path, labels, split_from_folders(path, root), str(path)))
     text = f"file names under {', '.join(data.images)}: {total:,} images, "
     text += f"{len(samples):,} match {pattern.pattern!r}{split_note(samples)}"
@@ -189,10 +194,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return compiled
 
 
-def _group_label(value: str | None, head: HeadConfig) -> RawLabel:
+def _group_label(value: str | None, kind: HeadKind, head: HeadConfig) -> RawLabel:
     if not value:
         return None  # an optional group that did not take part
-    return split_tags(value, head.separator) if head.kind == "multilabel" else value
+    return kind.parse(value, head.separator)
 
 
 def _no_match(path: Path, pattern: str) -> Problem:
@@ -219,7 +224,7 @@ def _read_builtin(data: DataConfig, heads: dict[str, HeadConfig], workdir: Path)
     for name, kind in dataset.heads.items():
         if heads and name not in heads:
             continue  # configuring some heads selects them
-        separator = " " if kind == "multilabel" else None
+        separator = " " if get_kind(kind).tags else None  # the built-in sets join tags by spaces
         used[name] = dataclasses.replace(
             heads.get(name, HeadConfig()), kind=kind, separator=separator
         )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pictag.config import HeadConfig
 from pictag.data.problems import Problem
 from pictag.data.schema import Sample
+from pictag.heads import KINDS, HeadKind
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -75,24 +77,50 @@ def split_from_folders(path: Path, root: Path) -> str | None:
     return None
 
 
+def kind_names(test: Callable[[HeadKind], bool]) -> str:
+    """The names of the head kinds that pass ``test``, for messages (``a``, ``a or b``)."""
+    return " or ".join(kind.name for kind in KINDS.values() if test(kind))
+
+
+def head_kind(name: str, head: HeadConfig) -> HeadKind:
+    """The kind of head ``name``.
+
+    Raises:
+        ValueError: the kind is unknown; the message names the key and the known kinds.
+    """
+    kind = KINDS.get(head.kind)
+    if kind is None:
+        raise ValueError(f"heads.{name}.kind: must be one of {', '.join(KINDS)}; got {head.kind!r}")
+    return kind
+
+
 def single_head(
-    heads: dict[str, HeadConfig], default_name: str, kind: str, source: str
+    heads: dict[str, HeadConfig], default_name: str, default_kind: str, source: str, *, tags: bool
 ) -> tuple[str, HeadConfig]:
     """The one head of a source that gives one label per image, with its config.
+
+    Args:
+        heads: The configured heads; none gives ``default_name`` of kind ``default_kind``.
+        default_name: The head's name when none is configured.
+        default_kind: The head's kind when none is configured.
+        source: The source, for messages (``a Pascal VOC folder``).
+        tags: Whether the source gives tag lists; the head's kind must read labels as such.
 
     Raises:
         ValueError: more than one head is configured, or the configured kind does not fit.
     """
     if not heads:
-        return default_name, HeadConfig(kind=kind)
+        return default_name, HeadConfig(kind=default_kind)
     if len(heads) > 1:
         raise ValueError(
             f"{source} gives one head, but {len(heads)} are configured ({', '.join(heads)}); "
             "configure one head, or use a CSV with one column per head"
         )
     name, head = next(iter(heads.items()))
-    if head.kind != kind:
-        raise ValueError(f"heads.{name}.kind must be {kind} for {source}, got {head.kind!r}")
+    kind = KINDS.get(head.kind)
+    if kind is None or kind.tags != tags:
+        fits = kind_names(lambda k: k.tags == tags)
+        raise ValueError(f"heads.{name}.kind must be {fits} for {source}, got {head.kind!r}")
     return name, head
 
 

@@ -14,15 +14,18 @@ from pathlib import Path
 
 from pictag.config import DataConfig, HeadConfig
 from pictag.data.problems import Problem
-from pictag.data.schema import RawLabel, Sample, split_tags
+from pictag.data.schema import RawLabel, Sample
 from pictag.data.sources_common import (
     ImageFinder,
     SourceResult,
+    head_kind,
+    kind_names,
     normalize_split,
     split_from_folders,
     split_note,
 )
 from pictag.data.sources_table import Table, read_table
+from pictag.heads import HeadKind
 
 TAG_SEPARATORS = ("|", ";", ",")  # tried in this order; none found -> whitespace
 _TRUE = {"1", "true", "yes"}
@@ -34,11 +37,11 @@ class HeadReader:
     """Reads one head's raw label from a row."""
 
     name: str
-    kind: str
+    kind: HeadKind
     indexes: list[int]  # one column, or the 0/1 group
     names: list[str]
     group: bool  # True: `columns` (0/1 group); False: `column`
-    separator: str | None = None  # multilabel `column` only; None splits on whitespace
+    separator: str | None = None  # tag-list `column` only; None splits on whitespace
 
     def read(self, cells: list[str]) -> RawLabel:
         """The raw label; ValueError (message only) when a 0/1 cell is something else."""
@@ -47,7 +50,7 @@ class HeadReader:
         value = cells[self.indexes[0]]
         if value == "":
             return None
-        return split_tags(value, self.separator) if self.kind == "multilabel" else value
+        return self.kind.parse(value, self.separator)
 
     def _read_group(self, cells: list[str]) -> RawLabel:
         values = [cells[i] for i in self.indexes]
@@ -121,19 +124,21 @@ def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
 
 
 def _head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
+    kind = head_kind(name, head)
     if head.columns is not None:
-        if head.kind != "multilabel":
-            raise ValueError(f"heads.{name}.columns (0/1 columns) needs kind: multilabel")
+        if not kind.tags:
+            fits = kind_names(lambda k: k.tags)
+            raise ValueError(f"heads.{name}.columns (0/1 columns) needs kind: {fits}")
         if not head.columns:
             raise ValueError(f"heads.{name}.columns is empty: list the 0/1 columns, one per tag")
         indexes = [table.column(c, f"heads.{name}.columns") for c in head.columns]
-        return HeadReader(name, head.kind, indexes, list(head.columns), group=True)
+        return HeadReader(name, kind, indexes, list(head.columns), group=True)
     column = head.column or name
     index = table.column(column, f"heads.{name}.column")
     separator = head.separator
-    if head.kind == "multilabel" and separator is None:
+    if kind.tags and separator is None:
         separator = detect_separator(table.cells(index))
-    return HeadReader(name, head.kind, [index], [column], group=False, separator=separator)
+    return HeadReader(name, kind, [index], [column], group=False, separator=separator)
 
 
 def detect_separator(cells: list[str]) -> str | None:
@@ -144,7 +149,7 @@ def detect_separator(cells: list[str]) -> str | None:
 def _head_note(reader: HeadReader) -> str:
     if reader.group:
         return f"head {reader.name!r} from {len(reader.indexes)} 0/1 columns"
-    if reader.kind == "multilabel":
+    if reader.kind.tags:
         split = "spaces" if reader.separator is None else repr(reader.separator)
         return f"head {reader.name!r} from column {reader.names[0]!r} (tags split on {split})"
     return f"head {reader.name!r} from column {reader.names[0]!r}"

@@ -31,6 +31,7 @@ from pictag.data.split_file import (
     names_from_split_file,
     save_splits,
 )
+from pictag.heads import get_kind
 
 __all__ = [
     "SPLITS",
@@ -156,14 +157,15 @@ def _sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]
 
 
 def _strata(samples: list[Sample], heads: dict[str, Head]) -> np.ndarray | None:
-    """What to stratify on: class indices (1-D, -1 = missing) for one multiclass head, else a
-    concatenated one-hot/multi-hot matrix (missing = zeros); None without heads."""
+    """What to stratify on: class indices (1-D, -1 = missing) for one head of an exclusive kind
+    (one class per image), else a concatenated one-hot/multi-hot matrix (missing = zeros); None
+    without heads."""
     if not heads:
         return None
     encoded = {
         name: [_encode(head, s.labels.get(name)) for s in samples] for name, head in heads.items()
     }
-    if len(heads) == 1 and next(iter(heads.values())).kind == "multiclass":
+    if len(heads) == 1 and get_kind(next(iter(heads.values())).kind).exclusive:
         return np.array([-1 if v is None else v for v in next(iter(encoded.values()))])
     blocks = []
     for name, head in heads.items():

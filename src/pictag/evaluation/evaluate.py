@@ -1,10 +1,10 @@
 """``pictag evaluate``: a run on its test split -> ``report.json`` and a self-contained
-``report.html``; and the tuning of multilabel thresholds on the validation split.
+``report.html``; and the tuning of decision parameters on the validation split.
 
-The report has one section per head (metrics at the run's tuned thresholds and at 0.5,
-per-label tables and curves), the share of images on which every head is right, and the worst
-mistakes. Thresholds tuned here are written into ``pictag.json``, which prediction, export and
-serving read, so every consumer decides the same way.
+The report has one section per head, written by the head's kind (metrics at the run's tuned
+decision parameters, per-label tables and curves), the share of images on which every head is
+right, and the worst mistakes. Parameters tuned here are written into ``pictag.json``, which
+prediction, export and serving read, so every consumer decides the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,28 +21,23 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pictag.config import HeadConfig
+from pictag.config import Config, HeadConfig
 from pictag.data.dataset import ImageDataset
 from pictag.data.schema import Head, Sample
 from pictag.data.transforms import eval_transform
 from pictag.evaluation.html import render_html
 from pictag.evaluation.inference import predict_logits, probabilities, resolve_device
-from pictag.evaluation.metrics import all_heads_correct, decisions, head_report
+from pictag.evaluation.metrics import all_heads_correct, head_report
 from pictag.evaluation.samples import eval_samples
-from pictag.evaluation.thresholds import tune_thresholds
 from pictag.fileio import write_json, write_text
-from pictag.models.run import META_FILE, LoadedRun, load_run
+from pictag.heads import Params, get_kind
+from pictag.run import LoadedRun, load_run, write_params
 
 log = logging.getLogger(__name__)
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 HISTORY_FILE = "metrics.jsonl"
 MAX_MISTAKES = 24
-_EPS = 1e-7  # keeps log(0) finite in the per-image loss
-SUMMARY_METRICS = {
-    "multiclass": ("accuracy", "f1_macro", "roc_auc_ovr", "ece"),
-    "multilabel": ("mAP", "f1_micro", "f1_macro", "subset_accuracy"),
-}
 
 
 def evaluate_run(
@@ -85,7 +81,7 @@ def evaluate_run(
         "n_images": len(samples),
         "tta": tta,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **build_sections(run.heads, run.thresholds, samples, probs, targets),
+        **build_sections(run.heads, run.params, samples, probs, targets),
     }
     report = json_ready(report)
     write_json(out_dir / REPORT_JSON, report)
@@ -93,127 +89,107 @@ def evaluate_run(
     return report
 
 
-def tune_run_thresholds(
+def tune_run_params(
     run_dir: str | Path, progress: bool = True, device: str = "auto"
-) -> dict[str, list[float]]:
-    """Tune every multilabel head's thresholds on the run's validation split and store them.
+) -> dict[str, Params]:
+    """Tune every head's decision parameters on the run's validation split and store them.
 
-    Each head uses its config's ``threshold_by`` and ``threshold_target``. The ``thresholds``
-    field of ``pictag.json`` is rewritten atomically; everything else in the file is kept.
+    Each head's kind tunes with the head's config (``threshold_by``, ``threshold_target``).
+    Training tunes in memory on the chosen epoch's validation outputs
+    (:func:`pictag.training.trainer.train`); this re-runs the model, for a run whose outputs
+    are gone or whose split changed.
 
     Returns:
-        Head name -> tuned thresholds (empty without multilabel heads). Without validation
-        images the stored thresholds are returned unchanged.
+        Head name -> tuned parameters. Without validation images the stored ones are returned
+        unchanged.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir, resolve_device(device))
-    tuned_heads = {name: head for name, head in run.heads.items() if head.kind == "multilabel"}
-    if not tuned_heads:
-        return {}
     samples, _ = eval_samples(run, run_dir, None, "val", progress)
     if not samples:
-        log.warning("no validation images: multilabel thresholds are left as they are")
-        return {name: run.thresholds.get(name, []) for name in tuned_heads}
+        log.warning("no validation images: decision thresholds are left as they are")
+        return run.params
     probs, targets = _infer(run, samples, False, progress)
-    tuned = {}
-    for name in tuned_heads:
-        options = run.config.heads.get(name, HeadConfig(kind="multilabel"))
-        tuned[name] = tune_thresholds(
-            probs[name], targets[name], options.threshold_by, options.threshold_target
-        )
-    meta_path = run_dir / META_FILE
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["thresholds"] = {**meta.get("thresholds", {}), **tuned}
-    write_json(meta_path, meta)
+    tuned = tune_params(run.heads, run.config, probs, targets)
+    write_params(run_dir, tuned)
     return tuned
+
+
+def tune_params(
+    heads: Mapping[str, Head],
+    config: Config,
+    probs: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
+) -> dict[str, Params]:
+    """Each head's decision parameters chosen by its kind on validation outputs."""
+    return {
+        name: get_kind(head.kind).tune(
+            probs[name], targets[name], head, config.heads.get(name, HeadConfig())
+        )
+        for name, head in heads.items()
+    }
 
 
 def build_sections(
     heads: dict[str, Head],
-    thresholds: dict[str, list[float]],
+    params: Mapping[str, Params],
     samples: list[Sample],
     probs: dict[str, np.ndarray],
     targets: dict[str, np.ndarray],
 ) -> dict[str, Any]:
     """The ``heads``, ``all_heads_correct`` (several heads) and ``mistakes`` of a report."""
-    cut = {name: thresholds.get(name) for name, h in heads.items() if h.kind == "multilabel"}
     sections = {
-        name: head_report(head.kind, probs[name], targets[name], list(head.labels), cut.get(name))
+        name: head_report(head, probs[name], targets[name], params[name])
         for name, head in heads.items()
     }
     result: dict[str, Any] = {"heads": sections}
     if len(heads) > 1:
-        kinds = {name: head.kind for name, head in heads.items()}
-        known = {name: value for name, value in cut.items() if value is not None}
-        result["all_heads_correct"] = all_heads_correct(kinds, probs, targets, known)
-    result["mistakes"] = worst_mistakes(heads, cut, samples, probs, targets)
+        result["all_heads_correct"] = all_heads_correct(heads, probs, targets, params)
+    result["mistakes"] = worst_mistakes(heads, params, samples, probs, targets)
     return result
 
 
 def worst_mistakes(
-    heads: dict[str, Head],
-    thresholds: dict[str, list[float] | None],
+    heads: Mapping[str, Head],
+    params: Mapping[str, Params],
     samples: list[Sample],
-    probs: dict[str, np.ndarray],
-    targets: dict[str, np.ndarray],
+    probs: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
     limit: int = MAX_MISTAKES,
 ) -> list[dict[str, Any]]:
     """Images with a wrong head, highest loss (lowest probability of the truth) first.
 
-    The loss of an image is the sum over heads of the cross-entropy of the true class
-    (multiclass) or the mean binary cross-entropy over the known entries (multilabel).
+    The loss of an image is the sum over heads of each kind's per-image loss (cross-entropy of
+    the true class, mean binary cross-entropy over the known tags).
     """
     loss, wrong = np.zeros(len(samples)), np.zeros(len(samples), dtype=bool)
+    decided = {}
     for name, head in heads.items():
-        cut = thresholds.get(name)
-        head_loss, head_wrong = _loss_and_wrong(head.kind, probs[name], targets[name], cut)
-        loss += head_loss
-        wrong |= head_wrong
+        kind = get_kind(head.kind)
+        decided[name] = kind.decide(probs[name], params[name])
+        known, right = kind.judge(decided[name], targets[name])
+        loss += kind.image_loss(probs[name], targets[name])
+        wrong |= known & ~right
     order = [i for i in np.argsort(-loss, kind="stable") if wrong[i]][:limit]
-    return [_mistake(i, heads, thresholds, samples, probs, targets, loss[i]) for i in order]
-
-
-def _loss_and_wrong(
-    kind: str, probs: np.ndarray, targets: np.ndarray, thresholds: list[float] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image loss and whether the decision is wrong, for one head."""
-    p = np.clip(probs.astype(np.float64), _EPS, 1 - _EPS)
-    decided = decisions(kind, probs, thresholds)
-    if kind == "multiclass":
-        known = targets >= 0
-        truth_p = p[np.arange(len(p)), np.clip(targets, 0, None)]
-        return np.where(known, -np.log(truth_p), 0.0), known & (decided != targets)
-    entries, truth = targets >= 0, targets >= 0.5
-    bce = -np.where(truth, np.log(p), np.log(1 - p)) * entries
-    loss = bce.sum(axis=1) / np.maximum(entries.sum(axis=1), 1)
-    return loss, ((decided != truth) & entries).any(axis=1)
+    return [_mistake(i, heads, decided, samples, probs, targets, loss[i]) for i in order]
 
 
 def _mistake(
     row: int,
-    heads: dict[str, Head],
-    thresholds: dict[str, list[float] | None],
+    heads: Mapping[str, Head],
+    decided: Mapping[str, np.ndarray],
     samples: list[Sample],
-    probs: dict[str, np.ndarray],
-    targets: dict[str, np.ndarray],
+    probs: Mapping[str, np.ndarray],
+    targets: Mapping[str, np.ndarray],
     loss: float,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"image": str(samples[row].path), "where": samples[row].where}
     entry.update(loss=float(loss), true={}, pred={}, scores={})
     for name, head in heads.items():
-        p, target = probs[name][row], targets[name][row]
-        decided = decisions(head.kind, p[None, :], thresholds.get(name))[0]
-        if head.kind == "multiclass":
-            entry["true"][name] = head.labels[target] if target >= 0 else None
-            entry["pred"][name] = head.labels[decided]
-            entry["scores"][name] = float(p[decided])
-        else:
-            on = np.flatnonzero(decided)
-            known = target >= 0
-            truth = [head.labels[i] for i in np.flatnonzero(known & (target >= 0.5))]
-            entry["true"][name] = truth if known.any() else None
-            entry["pred"][name] = [head.labels[i] for i in on]
-            entry["scores"][name] = [float(p[i]) for i in on]
+        true, pred, scores = get_kind(head.kind).describe(
+            head, probs[name][row], np.asarray(targets[name][row]), decided[name][row]
+        )
+        entry["true"][name], entry["pred"][name], entry["scores"][name] = true, pred, scores
     return entry
 
 
@@ -236,8 +212,7 @@ def _infer(
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
     logits, targets = predict_logits(run.model, loader, device, tta, channels_last, progress)
-    kinds = {name: head.kind for name, head in run.heads.items()}
-    return probabilities(kinds, logits), targets
+    return probabilities(run.heads, logits), targets
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
@@ -268,7 +243,7 @@ def summary_table(report: dict[str, Any]) -> str:
     title = f"{report['run']}: {report['split']} split, {report['n_images']} images{tta}"
     rows = [["head", "kind", "n", "metrics"]]
     for name, section in report["heads"].items():
-        keys = SUMMARY_METRICS.get(section["kind"], ())
+        keys = get_kind(section["kind"]).summary_metrics
         values = section.get("metrics", {})
         shown = "  ".join(f"{key} {_number(values.get(key))}" for key in keys if key in values)
         rows.append([name, section["kind"], str(section.get("n", "")), shown])

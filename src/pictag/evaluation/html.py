@@ -9,18 +9,17 @@ data (run, label and head names, paths) is HTML-escaped; undefined metrics print
 
 from __future__ import annotations
 
-import base64
 import io
-import math
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from pictag.evaluation import plots
+from pictag import figures
+from pictag.heads import HeadKind, get_kind
+from pictag.htmlparts import DASH, data_uri, figure, fmt, table
 
-DASH = "–"
 THUMB_PX = 160
 SUMMARY_KEYS = ("mAP", "accuracy", "f1_macro", "f1_micro", "roc_auc_macro", "roc_auc_ovr", "ece")
 
@@ -69,7 +68,7 @@ def render_html(
     sections = [
         _header(report, heads, bool(mistakes)),
         _summary(report, heads),
-        _curves(history or []),
+        _curves(history or [], heads),
         *(_head(i, name, section) for i, (name, section) in enumerate(heads.items())),
         _mistakes(mistakes, thumbnails),
     ]
@@ -90,7 +89,7 @@ def _header(report: dict, heads: dict, has_mistakes: bool) -> str:
     ]
     if report.get("tta"):
         facts.append(("TTA", "on"))
-    meta = " · ".join(f"{k}: <b>{_fmt(v)}</b>" for k, v in facts)
+    meta = " · ".join(f"{k}: <b>{fmt(v)}</b>" for k, v in facts)
     links = [f'<a href="#head-{i}">{escape(name)}</a>' for i, name in enumerate(heads)]
     if has_mistakes:
         links.append('<a href="#mistakes">mistakes</a>')
@@ -105,85 +104,29 @@ def _summary(report: dict, heads: dict) -> str:
         metrics = section.get("metrics") or {}
         cells = [name, section.get("kind"), section.get("n"), len(section.get("labels") or [])]
         rows.append(cells + [metrics.get(k) if k in metrics else "" for k in keys])
-    parts = ["<h2>Summary</h2>", _table(header, rows)]
+    parts = ["<h2>Summary</h2>", table(header, rows)]
     if "all_heads_correct" in report:
-        share = _fmt(report["all_heads_correct"])
+        share = fmt(report["all_heads_correct"])
         parts.append(f"<p>Images with every head right: <b>{share}</b></p>")
     return "".join(parts)
 
 
-def _curves(history: list[dict]) -> str:
-    png = plots.training_curves_png(history)
-    return "" if png is None else f"<h2>Training</h2>{_figure(png, 'training curves')}"
+def _curves(history: list[dict], heads: dict) -> str:
+    primary = [f"{name}/{_kind(section).primary_metric}" for name, section in heads.items()]
+    png = figures.training_curves_png(history, primary)
+    return "" if png is None else f"<h2>Training</h2>{figure(png, 'training curves')}"
 
 
 def _head(index: int, name: str, section: dict) -> str:
     kind = section.get("kind", "")
     labels = section.get("labels") or []
-    info = f"{escape(str(kind))}, {_fmt(section.get('n'))} images, {len(labels)} labels"
-    parts = [f'<h2 id="head-{index}">{escape(name)} <span class=kind>({info})</span></h2>']
-    bars = plots.label_bars_png(section)
-    parts.append(f"<div class=row>{_metrics_table(section)}{_figure(bars, 'per-label bars')}</div>")
-    curves = plots.pr_curves_png(section)
-    if kind == "multilabel":
-        parts.append("<h3>Per-label thresholds and 2x2 counts</h3>")
-        parts.append(f"<div class=row>{_threshold_table(section)}{_counts_table(section)}</div>")
-        if curves is not None:
-            parts.append("<h3>Precision-recall</h3>" + _figure(curves, "precision-recall curves"))
-        return "\n".join(parts)
-    heatmap = None
-    if section.get("confusion"):
-        heatmap = plots.confusion_png(section["confusion"], labels, f"{name}: confusion")
-    parts.append("<h3>Confusion and per-class metrics</h3>")
-    heatmap_html = _figure(heatmap, "confusion matrix")
-    parts.append(f"<div class=row>{heatmap_html}<div>{_class_table(section)}</div></div>")
-    if curves is not None:
-        parts.append("<h3>Precision-recall and ROC</h3>" + _figure(curves, "PR and ROC curves"))
-    return "\n".join(parts)
+    info = f"{escape(str(kind))}, {fmt(section.get('n'))} images, {len(labels)} labels"
+    heading = f'<h2 id="head-{index}">{escape(name)} <span class=kind>({info})</span></h2>'
+    return heading + "\n" + _kind(section).html(name, section)
 
 
-def _metrics_table(section: dict) -> str:
-    metrics = section.get("metrics") or {}
-    at_half = section.get("metrics_at_0.5")
-    if not at_half:
-        return _table(["metric", "value"], [[k, v] for k, v in metrics.items()])
-    rows = [[k, v, at_half.get(k, "")] for k, v in metrics.items()]
-    note = "<p class=dim>mAP and ROC-AUC do not depend on the thresholds.</p>"
-    return f"<div>{_table(['metric', 'tuned thresholds', 'at 0.5'], rows)}{note}</div>"
-
-
-def _threshold_table(section: dict) -> str:
-    header = ["label", "threshold", "precision", "recall", "F1", "AP", "support"]
-    rows = [
-        [r.get("label"), r.get("threshold"), r.get("precision"), r.get("recall"), r.get("f1"),
-         r.get("ap"), r.get("support")]
-        for r in section.get("per_label") or []
-    ]  # fmt: skip
-    return _table(header, rows, scroll=True)
-
-
-def _counts_table(section: dict) -> str:
-    rows = []
-    for r in section.get("per_label") or []:
-        cells = r.get("confusion") or [[None, None], [None, None]]
-        (tn, fp), (fn, tp) = cells
-        rows.append([r.get("label"), tp, fp, fn, tn])
-    return _table(["label", "TP", "FP", "FN", "TN"], rows, scroll=True)
-
-
-def _class_table(section: dict) -> str:
-    header = ["class", "support", "precision", "recall", "F1", "ROC-AUC"]
-    rows = [
-        [r.get("label"), r.get("support"), r.get("precision"), r.get("recall"), r.get("f1"),
-         r.get("roc_auc")]
-        for r in section.get("per_label") or []
-    ]  # fmt: skip
-    point = (section.get("binary") or {}).get("operating_point")
-    table = _table(header, rows, scroll=True)
-    if point:
-        keys = ["threshold", "precision", "recall", "tpr", "fpr"]
-        table += "<h3>Operating point</h3>" + _table(keys, [[point.get(k) for k in keys]])
-    return table
+def _kind(section: dict) -> HeadKind:
+    return get_kind(str(section.get("kind", "")))
 
 
 def _mistakes(mistakes: list[dict], thumbnails: dict[str, bytes] | None) -> str:
@@ -201,7 +144,7 @@ def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     path = str(mistake.get("image", ""))
     data = thumbnails.get(path) if thumbnails is not None else _thumbnail(path)
     image = (
-        f'<img src="{_data_uri(data)}" alt="{escape(path)}">'
+        f'<img src="{data_uri(data)}" alt="{escape(path)}">'
         if data
         else "<div class=noimg>no image</div>"
     )
@@ -209,7 +152,7 @@ def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
         image,
         f'<div class=path title="{escape(path)}">{escape(Path(path).name)}</div>',
         f"<div class=dim>{escape(str(mistake.get('where') or ''))} · loss "
-        f"{_fmt(mistake.get('loss'))}</div>",
+        f"{fmt(mistake.get('loss'))}</div>",
     ]
     true, pred = mistake.get("true") or {}, mistake.get("pred") or {}
     scores = mistake.get("scores") or {}
@@ -224,7 +167,7 @@ def _verdict(head: str, true: Any, pred: Any, score: Any) -> str:
     else:
         true_text = DASH if true is None else escape(str(true))
         pred_text = DASH if pred is None else _mark(pred, true is not None and pred != true)
-        pred_text += "" if score is None else f" {_fmt(score)}"
+        pred_text += "" if score is None else f" {fmt(score)}"
     return (
         f"<div><b>{escape(head)}</b>: true {true_text}<br>"
         f"<span class=dim>pred</span> {pred_text}</div>"
@@ -237,7 +180,7 @@ def _tag_texts(true: list | None, pred: list, scores: Any) -> tuple[str, str]:
         scores = [None] * len(pred)
     true_set, pred_set = set(true or []), set(pred)
     shown_pred = [
-        _mark(p, true is not None and p not in true_set) + ("" if s is None else f" {_fmt(s)}")
+        _mark(p, true is not None and p not in true_set) + ("" if s is None else f" {fmt(s)}")
         for p, s in zip(pred, scores, strict=True)
     ]
     shown_true = [_mark(t, t not in pred_set, "miss") for t in true or []]
@@ -262,34 +205,3 @@ def _thumbnail(path: str) -> bytes | None:
             return buffer.getvalue()
     except (OSError, ValueError):
         return None
-
-
-def _figure(png: bytes | None, alt: str) -> str:
-    return f'<figure><img src="{_data_uri(png)}" alt="{escape(alt)}"></figure>' if png else ""
-
-
-def _data_uri(data: bytes) -> str:
-    mime = "image/png"
-    if data[:3] == b"\xff\xd8\xff":
-        mime = "image/jpeg"
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime = "image/webp"
-    elif data[:3] == b"GIF":
-        mime = "image/gif"
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _table(header: list[str], rows: list[list[Any]], scroll: bool = False) -> str:
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    return f"<div class=scroll>{table}</div>" if scroll else table
-
-
-def _fmt(value: Any) -> str:
-    """Escaped text of a cell: 3 decimals for floats, "–" for null and NaN."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return DASH
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return escape(str(value))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pictag.heads import get_kind
+from pictag.heads import Head, get_kind
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -91,19 +91,19 @@ def predict_logits(
 
 
 def probabilities(
-    kind_by_head: Mapping[str, str], logits: Mapping[str, np.ndarray]
+    heads: Mapping[str, Head], logits: Mapping[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Logits -> probabilities with each head kind's activation (softmax or sigmoid).
+    """Logits -> probabilities with each head kind's activation.
 
     Args:
-        kind_by_head: Head name -> ``multiclass`` or ``multilabel``.
+        heads: Head name -> head (its kind decides the activation).
         logits: Head name -> logits ``[N, C]``.
 
     Returns:
         Head name -> float32 probabilities ``[N, C]``.
     """
     return {
-        name: get_kind(kind_by_head[name]).activate(torch.as_tensor(values)).numpy()
+        name: get_kind(heads[name].kind).activate(torch.as_tensor(values)).numpy()
         for name, values in logits.items()
     }
 

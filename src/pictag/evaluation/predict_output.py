@@ -59,8 +59,8 @@ def format_predictions(
 ) -> str:
     """Predictions as ``table`` (decisions with their scores), ``json`` or ``csv`` (every score).
 
-    In the table a multiclass head shows its top class, or its ``top_k`` best classes when
-    ``top_k`` is given; a multilabel head shows the labels it decided on.
+    In the table each head shows the labels it decided on, or its ``top_k`` best scores when
+    ``top_k`` is given.
     """
     if fmt == "json":
         return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False)
@@ -79,7 +79,7 @@ def _table(predictions: Sequence[Prediction], heads: dict[str, Head], top_k: int
             continue
         cells = []
         for head in prediction.heads.values():
-            shown = head.scores if head.kind == "multiclass" and top_k else head.labels
+            shown = head.scores if top_k else head.labels
             cells.append(", ".join(f"{label} {head.scores[label]:.3f}" for label in shown) or "-")
         rows.append([prediction.source, *cells])
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(rows[0]))]

@@ -17,7 +17,7 @@ export``) is up to date with the run -- 3-4x faster than eager PyTorch for Effic
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +32,12 @@ from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess, decode_image, eval_transform
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
-from pictag.heads import get_kind
-from pictag.models.onnx_runner import ONNX_FILE, OnnxRunner, run_onnx_runner
-from pictag.models.run import load_run, read_run_info
+from pictag.heads import Params, get_kind
+from pictag.models.onnx_runner import OnnxRunner
+from pictag.run import ONNX_FILE, load_run, read_run_info, run_onnx_runner
 
-__all__ = ["DEFAULT_THRESHOLD", "HeadPrediction", "ImageInput", "Prediction", "Predictor"]
+__all__ = ["HeadPrediction", "ImageInput", "Prediction", "Predictor"]
 
-DEFAULT_THRESHOLD = 0.5  # a multilabel head without a stored threshold
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 BACKENDS = ("auto", "onnxruntime", "torch")
 
@@ -49,8 +48,9 @@ class HeadPrediction:
 
     Attributes:
         kind: ``multiclass`` or ``multilabel``.
-        labels: The decision, most probable first: the top class (multiclass), or the labels
-            passing their thresholds (multilabel).
+        labels: The decision, most probable first: the labels the head's kind chose (the top
+            class, or a binary head's class by its threshold, or the tags over their
+            thresholds).
         scores: Label -> probability, high to low (only the best ``top_k`` when it is given).
     """
 
@@ -92,7 +92,8 @@ class Predictor:
         model: Returns ``{head: logits}``; None with ``load_model``.
         heads: Head name -> head (kinds and label names).
         preprocess: The run's preprocessing.
-        thresholds: Multilabel head name -> per-label thresholds (missing heads use 0.5).
+        params: Head name -> decision parameters (thresholds); heads left out use their
+            kind's defaults.
         device: Where ``model`` is.
         max_pixels: Larger images are refused (decompression bombs).
         runner: An exported copy of the model to run instead (CPU only).
@@ -109,7 +110,7 @@ class Predictor:
         model: torch.nn.Module | None,
         heads: dict[str, Head],
         preprocess: Preprocess,
-        thresholds: dict[str, list[float]] | None = None,
+        params: Mapping[str, Params] | None = None,
         device: str | torch.device = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
         runner: OnnxRunner | None = None,
@@ -127,7 +128,10 @@ class Predictor:
         self._model_lock = threading.Lock()
         self.heads = heads
         self.preprocess = preprocess
-        self.thresholds = dict(thresholds or {})
+        self.params = {
+            name: dict((params or {}).get(name) or get_kind(head.kind).default_params(head, None))
+            for name, head in heads.items()
+        }
         self.max_pixels = max_pixels
         self.transform = eval_transform(preprocess)
 
@@ -147,7 +151,7 @@ class Predictor:
     def from_run(
         cls, run_dir: str | Path, device: str | torch.device = "cpu", backend: str = "auto"
     ) -> Predictor:
-        """Load the model, heads, preprocessing and tuned thresholds of a run folder.
+        """Load the model, heads, preprocessing and tuned decisions of a run folder.
 
         Args:
             run_dir: Folder with ``model.safetensors`` and ``pictag.json``.
@@ -178,7 +182,7 @@ class Predictor:
             model,
             info.heads,
             info.preprocess,
-            info.thresholds,
+            info.params,
             device,
             info.config.data.max_pixels,
             runner,
@@ -197,10 +201,10 @@ class Predictor:
 
         Args:
             images: A path, a PIL image, encoded bytes or a binary file object, or a list of them.
-            top_k: Keep only the ``top_k`` best scores per head; a multilabel head then also
-                decides exactly its ``top_k`` most probable labels, whatever the thresholds.
-            at_least_one: Multilabel heads: when no label passes its threshold, take the most
-                probable one.
+            top_k: Keep only the ``top_k`` best scores per head; a tag head (multilabel) then
+                also decides exactly its ``top_k`` most probable labels, whatever the
+                thresholds.
+            at_least_one: Tag heads: when no label passes its threshold, take the most probable.
             batch_size: Images per forward pass.
             progress: Show a progress bar (on stderr).
 
@@ -262,25 +266,18 @@ class Predictor:
         if self.runner is not None:
             return self.runner(images)
         logits = forward_logits(self.model, images.to(self.device), False, True)
-        kinds = {name: head.kind for name, head in self.heads.items()}
-        return probabilities(kinds, {k: v.cpu().numpy() for k, v in logits.items()})
+        return probabilities(self.heads, {k: v.cpu().numpy() for k, v in logits.items()})
 
     def _head(
         self, name: str, probs: np.ndarray, top_k: int | None, at_least_one: bool
     ) -> HeadPrediction:
         head = self.heads[name]
+        params = {**self.params[name], "top_k": top_k, "at_least_one": at_least_one}
+        decided = get_kind(head.kind).decide(probs[None, :], params)[0]
         order = np.argsort(-probs, kind="stable")
-        if head.kind == "multiclass":
-            chosen = order[:1]
-        else:
-            thresholds = self.thresholds.get(name) or [DEFAULT_THRESHOLD] * head.num_labels
-            decided = get_kind(head.kind).decode(
-                probs[None, :], np.asarray(thresholds), top_k=top_k, at_least_one=at_least_one
-            )[0]
-            chosen = [i for i in order if decided[i]]
         shown = order if top_k is None else order[:top_k]
         return HeadPrediction(
             kind=head.kind,
-            labels=[head.labels[i] for i in chosen],
+            labels=[head.labels[i] for i in order if decided[i]],
             scores={head.labels[i]: float(probs[i]) for i in shown},
         )

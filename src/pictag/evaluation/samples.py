@@ -27,7 +27,7 @@ from pictag.data.schema import Head, LabelError, Sample
 from pictag.data.sources import SourceResult, read_samples
 from pictag.data.splits import assign_splits, load_split_file
 from pictag.data.validate import DataCheckError, check_data, format_report
-from pictag.models.run import LoadedRun
+from pictag.run import LoadedRun
 
 log = logging.getLogger(__name__)
 SPLIT_CHOICES = ("train", "val", "test", "all")

@@ -9,10 +9,18 @@ of it (read it with ``json.loads``)::
                     "interpolation": "bicubic", "crop_pct": 0.875, "resize_shorter_to": 256},
      "heads": [{"name": "brand", "kind": "multiclass", "output": "brand",
                 "activation": "softmax", "decision": "argmax", "labels": [...]},
+               {"name": "sick", "kind": "multiclass", "output": "sick",
+                "activation": "softmax", "decision": "threshold", "labels": ["no", "yes"],
+                "positive": "yes", "positive_index": 1, "threshold": 0.31},
                {"name": "tags", "kind": "multilabel", "output": "tags",
                 "activation": "sigmoid", "decision": "threshold", "labels": [...],
                 "thresholds": [...]}],
      "thresholds": {"tags": [...]}}
+
+Each head's entry is written by its kind (``export_meta``): the activation that turned logits
+into the output's probabilities, and the decision rule with its tuned parameters. A two-class
+head with a threshold chooses ``positive`` when its probability is at least ``threshold``.
+``thresholds`` repeats the per-label thresholds of tag heads (pictag-onnx/1 consumers read it).
 
 A few flat keys repeat the essentials for tools that show ``metadata_props`` as a table (e.g.
 Netron): ``pictag_version``, ``heads``, ``input_size``, ``mean``, ``std``, ``interpolation``,
@@ -27,6 +35,7 @@ centre-crop ``H x W``, scale to [0, 1], subtract ``mean`` and divide by ``std`` 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +44,11 @@ import torch
 
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
+from pictag.heads import Params, get_kind
 from pictag.models.onnx_features import OPSET
 from pictag.models.onnx_runner import METADATA_FORMAT, METADATA_KEY
 from pictag.version import __version__
 
-DEFAULT_THRESHOLD = 0.5  # a multilabel head without a stored threshold (as Predictor uses)
-ACTIVATIONS = {"multiclass": "softmax", "multilabel": "sigmoid"}
-DECISIONS = {"multiclass": "argmax", "multilabel": "threshold"}
 INPUT_NAME = "images"
 
 
@@ -56,7 +63,7 @@ def input_name(heads: dict[str, Head]) -> str:
 def build_metadata(
     heads: dict[str, Head],
     preprocess: Preprocess,
-    thresholds: dict[str, list[float]],
+    params: Mapping[str, Params],
     checkpoint_id: str | None,
 ) -> dict[str, Any]:
     """The ``pictag`` document of an export (see the module notes for its layout).
@@ -64,27 +71,18 @@ def build_metadata(
     Args:
         heads: Head name -> head, in output order.
         preprocess: The run's preprocessing.
-        thresholds: Tuned thresholds of multilabel heads; missing ones are filled with 0.5.
+        params: Head name -> the run's decision parameters; a head left out gets its kind's
+            defaults (argmax, 0.5 thresholds).
         checkpoint_id: The run's checkpoint id, so a stale export can be recognised.
     """
-    filled = {
-        name: [float(v) for v in thresholds.get(name) or [DEFAULT_THRESHOLD] * head.num_labels]
-        for name, head in heads.items()
-        if head.kind == "multilabel"
-    }
     entries = []
     for name, head in heads.items():
-        entry = {
-            "name": name,
-            "kind": head.kind,
-            "output": name,
-            "activation": ACTIVATIONS[head.kind],
-            "decision": DECISIONS[head.kind],
-            "labels": list(head.labels),
-        }
-        if name in filled:
-            entry["thresholds"] = filled[name]
+        entry = {"name": name, "kind": head.kind, "output": name}
+        entry.update(get_kind(head.kind).export_meta(head, params.get(name, {})))
+        entry["labels"] = list(head.labels)
         entries.append(entry)
+    # Per-label thresholds of every head that has them, as pictag-onnx/1 consumers read them.
+    filled = {e["name"]: e["thresholds"] for e in entries if "thresholds" in e}
     return {
         "format": METADATA_FORMAT,
         "pictag_version": __version__,

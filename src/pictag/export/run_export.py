@@ -32,8 +32,7 @@ from pictag.export.formats import (
 from pictag.export.metadata import build_metadata
 from pictag.export.parity import ParityError, ParityReport, check_parity, parity_inputs
 from pictag.fileio import atomic_write
-from pictag.models.onnx_runner import ONNX_FILE
-from pictag.models.run import load_run
+from pictag.run import ONNX_FILE, load_run
 
 DEFAULT_TOLERANCE = 1e-4  # max |probability difference|; fp32 graphs agree to ~1e-6
 MAX_REAL_IMAGES = 16  # validation/test images compared; enough to meet real activations
@@ -92,9 +91,7 @@ def export_run(
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
     model = ProbabilityModel(run.model, run.heads).eval()
-    metadata = build_metadata(
-        run.heads, run.preprocess, run.thresholds, run.meta.get("checkpoint_id")
-    )
+    metadata = build_metadata(run.heads, run.preprocess, run.params, run.checkpoint_id)
     check = _Check(eager_runner(model), parity_inputs(run_dir, run.preprocess, max_real), tolerance)
     size = run.preprocess.input_size
     result = ExportResult()

@@ -1,18 +1,37 @@
-"""Head kinds: what a ``multiclass`` or ``multilabel`` head means for loss, activation,
-decoding, MixUp targets and validation metrics.
+"""Head kinds: what a ``multiclass`` or ``multilabel`` head means at every stage, from reading a
+label to training, deciding, scoring, reporting and exporting.
 
-Callers ask the kind instead of branching on it::
+Callers ask the kind instead of branching on its name::
 
     kind = get_kind(head.kind)
     loss_fn = kind.make_loss(LossOptions(name="asl", balance=True), counts, n_samples)
-    loss = loss_fn(logits, targets)
     probs = kind.activate(logits)
+    params = kind.tune(probs, targets, head, head_config)
+    decided = kind.decide(probs, params)
+    scores = kind.metrics(probs, targets, params)
 """
 
-from pictag.heads.kinds import MISSING_CLASS, MISSING_TAG, HeadKind, LossFn, LossOptions
+from pictag.heads.kinds import (
+    MISSING_CLASS,
+    MISSING_TAG,
+    HeadKind,
+    LossFn,
+    LossOptions,
+    Params,
+)
+from pictag.heads.labels import Head, resolve_head
+from pictag.heads.labeltext import LabelError, RawLabel
 from pictag.heads.multiclass import MULTICLASS
 from pictag.heads.multilabel import MULTILABEL
-from pictag.heads.registry import KINDS, get_kind, label_counts
+from pictag.heads.registry import (
+    KINDS,
+    check_config,
+    check_head_config,
+    check_monitor,
+    get_kind,
+    higher_is_better,
+    label_counts,
+)
 
 __all__ = [
     "KINDS",
@@ -20,9 +39,18 @@ __all__ = [
     "MISSING_TAG",
     "MULTICLASS",
     "MULTILABEL",
+    "Head",
     "HeadKind",
+    "LabelError",
     "LossFn",
     "LossOptions",
+    "Params",
+    "RawLabel",
+    "check_config",
+    "check_head_config",
+    "check_monitor",
     "get_kind",
+    "higher_is_better",
     "label_counts",
+    "resolve_head",
 ]

@@ -1,8 +1,8 @@
-"""What a head kind is: the options of its loss and the functions that make up the kind.
+"""What a head kind is: the protocol every kind implements, and the options of its loss.
 
-A :class:`HeadKind` bundles everything that differs between a ``multiclass`` and a
-``multilabel`` head (loss, activation, decoding, MixUp target mixing, validation metrics), so the
-rest of pictag asks the kind instead of branching on ``if multi_label:``.
+A :class:`HeadKind` bundles everything that differs between kinds, from how a label is read to
+how a decision is drawn in the report, so the rest of pictag asks the kind instead of branching
+on its name.
 """
 
 from __future__ import annotations
@@ -56,34 +56,95 @@ class LossOptions:
             raise ValueError(f"asl_clip must be in [0, 1), got {self.asl_clip}")
 
 
+Params = dict[str, Any]  # a head's decision parameters, JSON-ready (stored in pictag.json)
+
+
 @dataclass(frozen=True)
 class HeadKind:
-    """The functions that make a head kind.
+    """Everything a head kind decides, from reading a label to drawing a report section.
+
+    The rest of pictag loops over heads and asks their kind; nothing outside ``pictag.heads``
+    compares kind names. ``head`` arguments are :class:`pictag.heads.labels.Head` objects and
+    ``cfg`` arguments :class:`pictag.config.HeadConfig`.
 
     Attributes:
-        name: ``multiclass`` or ``multilabel``.
-        make_loss: ``(options, counts=None, n_samples=None) -> loss_fn(logits, targets)``, where
-            ``counts`` are positives per class/label in the training set (from
-            :func:`pictag.heads.label_counts`) and ``n_samples`` the number of training samples
-            with a known target (an int, or per label for multilabel heads). The loss is a scalar
-            mean over the images with present targets; hard or MixUp-soft targets are both accepted.
-        activate: Logits -> probabilities (softmax or sigmoid), in float32.
-        decode: Probabilities -> decisions; see the kind's module for its keyword options.
+        name: The kind's name in configs and run folders.
+        tags: Raw labels are tag lists: a CSV cell is split on a separator, a group of 0/1
+            columns may feed the head, and an empty list is a label ("no tags"), not a gap.
+        exclusive: Exactly one label per image: a split stratifies on the class, and a head
+            with one class has nothing to tell apart.
+        options: Head options (``heads.NAME.<option>``) that only some kinds take and this kind
+            accepts, e.g. ``bins`` or ``columns``.
+        losses: Loss names accepted in ``heads.NAME.loss``.
+        parse: ``(text, separator) -> raw label`` of one non-empty CSV cell or file-name group.
+        normalize: ``(head, raw) -> value``: renames, bins and folding applied, not yet checked
+            against the head's labels; None for a missing label.
+        to_target: ``(encoded, num_labels) -> target``: an encoded label (class index, tuple of
+            tag indices, or None for missing) as the training target array.
+        count_labels: ``(targets, num_labels)`` -> positives per class/label, missing skipped.
+        count_known: ``targets -> n_samples`` for ``make_loss``: images (or, per label, entries)
+            with a known target.
+        sample_weights: ``(targets, num_labels) -> [N]`` sampling weights inversely
+            proportional to label frequency (balanced sampling), unnormalised.
+        make_loss: ``(options, counts=None, n_samples=None) -> loss_fn(logits, targets)``; the
+            loss is a scalar mean over the images with present targets; hard or MixUp-soft
+            targets are both accepted.
+        activate: Logits -> probabilities, in float32.
         mix_targets: ``(targets_a, targets_b, lam, num_labels)`` -> soft targets for MixUp and
             CutMix, missing wherever either side is missing.
-        metrics: ``(probs [N, C], targets)`` -> named float metrics for validation.
-        primary_metric: The metric to select checkpoints and stop early on (higher is better).
-        count_labels: ``(targets, num_labels)`` -> positives per class/label, missing skipped.
+        default_params: ``(head, cfg) -> params``: the decision before any tuning.
+        tune: ``(probs, targets, head, cfg) -> params`` chosen on validation outputs.
+        decide: ``(probs [N, C], params) -> bool [N, C]``: the labels chosen for each image.
+            ``params`` may also hold the prediction-time keys ``top_k`` and ``at_least_one``.
+        metric_names: The names ``metrics`` returns, in order (``train.monitor`` takes
+            ``HEAD/NAME``).
+        primary_metric: Selects checkpoints and stops early when ``train.monitor`` is auto.
+        lower_is_better: Metric names where lower is better.
+        summary_metrics: The few metrics shown in terminal summaries.
+        metrics: ``(probs, targets, params) -> {name: float}``, the one implementation used by
+            validation, ``report.json``, the HTML report and the benchmarks; ``nan`` where
+            undefined.
+        section: ``(probs, targets, labels, params) -> dict``, the head's ``report.json``
+            section; its ``metrics`` are ``metrics(...)``.
+        image_loss: ``(probs, targets) -> [N]`` per-image loss for ranking mistakes (0 where
+            the target is missing).
+        judge: ``(decided, targets) -> (known [N], right [N])``: which images have a target and
+            whether the decision matches it.
+        describe: ``(head, probs_row, target_row, decided_row) -> (true, pred, scores)`` of one
+            image, in label names, for the mistakes grid.
+        html: ``(name, section) -> str``, the head's part of ``report.html``.
+        export_meta: ``(head, params) -> dict``: what an exported model's consumer needs to
+            decide as pictag does (activation, decision rule, its parameters).
     """
 
     name: str
+    tags: bool
+    exclusive: bool
+    options: frozenset[str]
+    losses: tuple[str, ...]
+    parse: Callable[[str, str | None], Any]
+    normalize: Callable[[Any, Any], Any]
+    to_target: Callable[[Any, int], np.ndarray]
+    count_labels: Callable[[np.ndarray, int], np.ndarray]
+    count_known: Callable[[np.ndarray], Any]
+    sample_weights: Callable[[np.ndarray, int], np.ndarray]
     make_loss: Callable[..., LossFn]
     activate: Callable[[Tensor], Tensor]
-    decode: Callable[..., np.ndarray]
     mix_targets: Callable[[Tensor, Tensor, Any, int], Tensor]
-    metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+    default_params: Callable[[Any, Any], Params]
+    tune: Callable[[np.ndarray, np.ndarray, Any, Any], Params]
+    decide: Callable[[np.ndarray, Params], np.ndarray]
+    metric_names: tuple[str, ...]
     primary_metric: str
-    count_labels: Callable[[np.ndarray, int], np.ndarray]
+    lower_is_better: frozenset[str]
+    summary_metrics: tuple[str, ...]
+    metrics: Callable[[np.ndarray, np.ndarray, Params], dict[str, float]]
+    section: Callable[[np.ndarray, np.ndarray, list[str], Params], dict[str, Any]]
+    image_loss: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    judge: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+    describe: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any]]
+    html: Callable[[str, dict[str, Any]], str]
+    export_meta: Callable[[Any, Params], dict[str, Any]]
 
 
 def check_loss_name(options: LossOptions, kind: str, valid: tuple[str, ...]) -> None:

@@ -1,33 +1,39 @@
-"""The ``multiclass`` head kind: exactly one class per image, softmax, cross-entropy, argmax.
+"""The ``multiclass`` head kind: exactly one class per image, softmax, cross-entropy, argmax
+(a two-class head: a tuned threshold on its positive class).
 
 Targets are int64 class indices ``[B]`` with ``MISSING_CLASS`` (-100) where unknown; after MixUp
-they are class probabilities ``[B, C]`` with a missing row all negative.
+they are class probabilities ``[B, C]`` with a missing row all negative. This module holds the
+reading and training side and assembles :data:`MULTICLASS`; decisions, metrics and the report
+live in ``multiclass_decide``, ``multiclass_report`` and ``multiclass_html``.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 from torch import Tensor
 
+from pictag.heads import multiclass_decide as decide_
+from pictag.heads import multiclass_html, multiclass_report
 from pictag.heads.kinds import (
+    MISSING_CLASS,
     MISSING_TAG,
     HeadKind,
     LossFn,
     LossOptions,
     as_counts,
-    as_probs,
     check_loss_name,
     lam_column,
 )
+from pictag.heads.labeltext import as_number, bin_label
 from pictag.heads.losses import hard_cross_entropy, soft_cross_entropy
 
 LOSSES = ("default", "focal")
-TOP_K = 5  # top-k accuracy is reported only for heads with more than this many classes
+# Head options that only some kinds take; these are a multiclass head's.
+OPTIONS = frozenset({"bins", "min_count", "other_label", "label_smoothing", "positive"})
 
 
 def class_weights(counts: np.ndarray) -> np.ndarray:
@@ -82,23 +88,6 @@ def activate(logits: Tensor) -> Tensor:
     return logits.float().softmax(dim=-1)
 
 
-def decode(probs: np.ndarray, top_k: int = 1) -> np.ndarray:
-    """The ``top_k`` most probable classes per row, best first (ties: lower index first).
-
-    Args:
-        probs: Probabilities ``[N, C]`` (a CPU tensor works too).
-        top_k: How many classes per row; more than ``C`` gives all ``C``.
-
-    Returns:
-        Class indices ``[N, min(top_k, C)]``, int64.
-    """
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    probs = as_probs(probs)
-    order = np.argsort(-probs, axis=1, kind="stable")
-    return order[:, :top_k].astype(np.int64)
-
-
 def to_soft(targets: Tensor, num_classes: int) -> Tensor:
     """Class indices ``[B]`` -> one-hot float ``[B, C]`` (missing rows all ``MISSING_TAG``).
 
@@ -133,37 +122,40 @@ def mix_targets(
     return mixed.masked_fill(missing, MISSING_TAG)
 
 
-def metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Validation metrics from probabilities, over the rows whose class is known.
+def parse(text: str, separator: str | None) -> str:
+    """A class name is the cell as it is (no tag splitting)."""
+    del separator
+    return text
 
-    ``macro_f1`` averages over the classes that occur in the targets or the predictions
-    (scikit-learn's default); ``top5_accuracy`` is present only when there are more than 5
-    classes. Every value is ``nan`` when no row has a known class.
 
-    Args:
-        probs: Probabilities ``[N, C]``.
-        targets: Class indices ``[N]``, negative where unknown.
+def normalize(head: Any, raw: Any) -> str | None:
+    """Strip, bin (numeric ``bins``), rename and fold a raw class; None when empty."""
+    value = raw.strip() if isinstance(raw, str) else str(raw)
+    if value == "":
+        return None
+    if head.bins:
+        value = bin_label(as_number(value, head.name), head.bins)
+    value = head.rename.get(value, value)
+    return head.other_label if value in head.folded else value
 
-    Returns:
-        ``accuracy``, ``top5_accuracy`` (C > 5) and ``macro_f1`` as floats.
-    """
-    probs = as_probs(probs)
+
+def to_target(encoded: Any, num_labels: int) -> np.ndarray:
+    """The class index as an int64 scalar array; ``MISSING_CLASS`` when unknown."""
+    del num_labels
+    return np.asarray(MISSING_CLASS if encoded is None else encoded, dtype=np.int64)
+
+
+def count_known(targets: np.ndarray) -> int:
+    """Images with a known class."""
+    return int((np.asarray(targets) >= 0).sum())
+
+
+def sample_weights(targets: np.ndarray, num_labels: int) -> np.ndarray:
+    """``1 / count`` of each image's class (0 where unknown), for balanced sampling."""
     targets = np.asarray(targets).reshape(-1).astype(np.int64)
-    if len(targets) != len(probs):
-        raise ValueError(f"{len(probs)} rows of probabilities but {len(targets)} targets")
-    num_classes = probs.shape[1]
-    names = ["accuracy", *(["top5_accuracy"] if num_classes > TOP_K else []), "macro_f1"]
-    known = targets >= 0
-    if not known.any():
-        return dict.fromkeys(names, math.nan)
-    truth, scores = targets[known], probs[known]
-    predicted = scores.argmax(axis=1)
-    result = {"accuracy": float(accuracy_score(truth, predicted))}
-    if num_classes > TOP_K:
-        labels = np.arange(num_classes)
-        result["top5_accuracy"] = float(top_k_accuracy_score(truth, scores, k=TOP_K, labels=labels))
-    result["macro_f1"] = float(f1_score(truth, predicted, average="macro", zero_division=0))
-    return result
+    valid = targets >= 0
+    counts = np.bincount(targets[valid], minlength=num_labels).astype(float)
+    return np.where(valid, 1.0 / np.maximum(counts[np.clip(targets, 0, None)], 1), 0.0)
 
 
 def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
@@ -177,11 +169,31 @@ def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
 
 MULTICLASS = HeadKind(
     name="multiclass",
+    tags=False,
+    exclusive=True,
+    options=OPTIONS,
+    losses=LOSSES,
+    parse=parse,
+    normalize=normalize,
+    to_target=to_target,
+    count_labels=count_labels,
+    count_known=count_known,
+    sample_weights=sample_weights,
     make_loss=make_loss,
     activate=activate,
-    decode=decode,
     mix_targets=mix_targets,
-    metrics=metrics,
+    default_params=decide_.default_params,
+    tune=decide_.tune,
+    decide=decide_.decide,
+    metric_names=multiclass_report.METRIC_NAMES,
     primary_metric="accuracy",
-    count_labels=count_labels,
+    lower_is_better=frozenset({"ece"}),
+    summary_metrics=("accuracy", "f1_macro", "roc_auc_ovr", "ece"),
+    metrics=multiclass_report.metrics,
+    section=multiclass_report.section,
+    image_loss=decide_.image_loss,
+    judge=decide_.judge,
+    describe=decide_.describe,
+    html=multiclass_html.html,
+    export_meta=decide_.export_meta,
 )

@@ -1,33 +1,37 @@
 """The ``multilabel`` head kind: any number of tags per image, sigmoid, BCE, thresholds.
 
 Targets are float multi-hot vectors ``[B, L]`` with ``MISSING_TAG`` (-1) in each entry whose
-value is unknown (a whole missing row is all -1); after MixUp entries are in [0, 1].
+value is unknown (a whole missing row is all -1); after MixUp entries are in [0, 1]. This module
+holds the reading and training side and assembles :data:`MULTILABEL`; decisions, metrics and the
+report live in ``multilabel_decide``, ``multilabel_report`` and ``multilabel_html``.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, f1_score, hamming_loss
 from torch import Tensor
 
+from pictag.heads import multilabel_decide as decide_
+from pictag.heads import multilabel_html, multilabel_report
 from pictag.heads.kinds import (
     MISSING_TAG,
     HeadKind,
     LossFn,
     LossOptions,
     as_counts,
-    as_probs,
     check_loss_name,
     lam_column,
 )
+from pictag.heads.labeltext import split_tags
 from pictag.heads.losses import asymmetric_loss, binary_cross_entropy
 
 LOSSES = ("default", "focal", "asl")
 MAX_POS_WEIGHT = 100.0  # a label seen once in 10,000 images should not swamp the others
-METRIC_THRESHOLD = 0.5  # the fixed threshold of the validation F1 and Hamming loss
+# Head options that only some kinds take; these are a multilabel head's.
+OPTIONS = frozenset({"columns", "separator"})
 
 
 def pos_weights(counts: np.ndarray, n_samples: int | np.ndarray) -> np.ndarray:
@@ -96,42 +100,6 @@ def activate(logits: Tensor) -> Tensor:
     return logits.float().sigmoid()
 
 
-def decode(
-    probs: np.ndarray,
-    thresholds: float | np.ndarray = 0.5,
-    top_k: int | None = None,
-    at_least_one: bool = False,
-) -> np.ndarray:
-    """Which labels are on: ``probs >= thresholds``, or the ``top_k`` most probable.
-
-    Args:
-        probs: Probabilities ``[N, L]`` (a CPU tensor works too).
-        thresholds: One threshold, or one per label ``[L]``.
-        top_k: When given, exactly the ``min(top_k, L)`` most probable labels of each row are on,
-            whatever the thresholds (ties: lower index first).
-        at_least_one: When no label of a row passes its threshold, turn on the most probable.
-
-    Returns:
-        Decisions ``[N, L]``, bool.
-    """
-    probs = as_probs(probs)
-    if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-        best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        chosen = np.zeros(probs.shape, dtype=bool)
-        np.put_along_axis(chosen, best, True, axis=1)
-        return chosen
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    if thresholds.ndim > 1 or (thresholds.ndim == 1 and len(thresholds) != probs.shape[1]):
-        raise ValueError(f"thresholds must be one float or {probs.shape[1]} values")
-    chosen = probs >= thresholds
-    if at_least_one:
-        empty = np.flatnonzero(~chosen.any(axis=1))
-        chosen[empty, probs[empty].argmax(axis=1)] = True
-    return chosen
-
-
 def mix_targets(
     targets_a: Tensor, targets_b: Tensor, lam: float | Tensor, num_labels: int
 ) -> Tensor:
@@ -158,54 +126,38 @@ def mix_targets(
     return mixed.masked_fill((soft_a < 0) | (soft_b < 0), MISSING_TAG)
 
 
-def average_precisions(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Average precision per label over its known entries; ``nan`` for a label whose known
-    entries lack a positive or a negative (AP is undefined or trivially 1 there)."""
-    probs, targets = _checked(probs, targets)
-    result = np.full(probs.shape[1], math.nan)
-    for label in range(probs.shape[1]):
-        known = targets[:, label] >= 0
-        truth = targets[known, label] >= 0.5
-        if truth.any() and not truth.all():
-            result[label] = average_precision_score(truth, probs[known, label])
-    return result
+def parse(text: str, separator: str | None) -> tuple[str, ...]:
+    """A tag list: the cell split on ``separator`` (None: whitespace), empty tags dropped."""
+    return split_tags(text, separator)
 
 
-def metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Validation metrics from probabilities.
+def normalize(head: Any, raw: Any) -> tuple[str, ...]:
+    """Tags (a tuple, or a string split on whitespace) renamed, duplicates dropped."""
+    tags = raw if isinstance(raw, tuple) else split_tags(raw, None)
+    return tuple(dict.fromkeys(head.rename.get(t, t) for t in tags))
 
-    ``mAP`` is the mean AP over labels with at least one known positive and one known negative
-    (others are left out; see :func:`average_precisions`), each label using its known entries.
-    ``f1_micro``, ``f1_macro`` and ``hamming_loss`` use the threshold 0.5 on the rows with no
-    missing entry; ``f1_macro`` leaves out labels with neither a positive nor a prediction in
-    those rows. An undefined metric is ``nan``.
 
-    Args:
-        probs: Probabilities ``[N, L]``.
-        targets: Multi-hot targets ``[N, L]``, negative where unknown.
+def to_target(encoded: Any, num_labels: int) -> np.ndarray:
+    """A float32 multi-hot vector; all ``MISSING_TAG`` when the tag list is unknown."""
+    if encoded is None:
+        return np.full(num_labels, MISSING_TAG, dtype=np.float32)
+    vector = np.zeros(num_labels, dtype=np.float32)
+    vector[list(encoded)] = 1.0
+    return vector
 
-    Returns:
-        ``mAP``, ``f1_micro``, ``f1_macro`` and ``hamming_loss`` as floats.
-    """
-    probs, targets = _checked(probs, targets)
-    precisions = average_precisions(probs, targets)
-    found = ~np.isnan(precisions)
-    result = {"mAP": float(precisions[found].mean()) if found.any() else math.nan}
-    complete = (targets >= 0).all(axis=1)
-    if not complete.any():
-        return {**result, "f1_micro": math.nan, "f1_macro": math.nan, "hamming_loss": math.nan}
-    truth = targets[complete] >= 0.5
-    predicted = probs[complete] >= METRIC_THRESHOLD
-    # Binary scores on columns, not sklearn's multilabel path: that reads an [N, 1] array (a
-    # one-tag head) as a binary column and would score the negatives as a class too.
-    result["f1_micro"] = float(f1_score(truth.ravel(), predicted.ravel(), zero_division=np.nan))
-    per_label = np.array(
-        [f1_score(t, p, zero_division=np.nan) for t, p in zip(truth.T, predicted.T, strict=True)]
-    )
-    defined = ~np.isnan(per_label)
-    result["f1_macro"] = float(per_label[defined].mean()) if defined.any() else math.nan
-    result["hamming_loss"] = float(hamming_loss(truth.ravel(), predicted.ravel()))
-    return result
+
+def count_known(targets: np.ndarray) -> np.ndarray:
+    """Known entries per label (entries may be missing label by label)."""
+    return (np.asarray(targets) >= 0).sum(axis=0)
+
+
+def sample_weights(targets: np.ndarray, num_labels: int) -> np.ndarray:
+    """``1 / count`` of each image's rarest tag; images with no tag get ``1 / N``."""
+    del num_labels
+    targets = np.asarray(targets, dtype=np.float64)
+    counts = np.clip(targets, 0, None).sum(0)
+    inverse = np.where(targets > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    return np.where(inverse.max(1) > 0, inverse.max(1), 1.0 / max(len(targets), 1))
 
 
 def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
@@ -219,21 +171,33 @@ def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
     return (targets >= 0.5).sum(axis=0).astype(np.int64)
 
 
-def _checked(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    probs = as_probs(probs)
-    targets = np.asarray(targets, dtype=np.float64)
-    if targets.shape != probs.shape:
-        raise ValueError(f"targets {targets.shape} and probabilities {probs.shape} differ")
-    return probs, targets
-
-
 MULTILABEL = HeadKind(
     name="multilabel",
+    tags=True,
+    exclusive=False,
+    options=OPTIONS,
+    losses=LOSSES,
+    parse=parse,
+    normalize=normalize,
+    to_target=to_target,
+    count_labels=count_labels,
+    count_known=count_known,
+    sample_weights=sample_weights,
     make_loss=make_loss,
     activate=activate,
-    decode=decode,
     mix_targets=mix_targets,
-    metrics=metrics,
+    default_params=decide_.default_params,
+    tune=decide_.tune,
+    decide=decide_.decide,
+    metric_names=multilabel_report.METRIC_NAMES,
     primary_metric="mAP",
-    count_labels=count_labels,
+    lower_is_better=frozenset({"hamming_loss"}),
+    summary_metrics=("mAP", "f1_micro", "f1_macro", "subset_accuracy"),
+    metrics=multilabel_report.metrics,
+    section=multilabel_report.section,
+    image_loss=decide_.image_loss,
+    judge=decide_.judge,
+    describe=decide_.describe,
+    html=multilabel_html.html,
+    export_meta=decide_.export_meta,
 )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,8 +32,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from pictag.data.images import ImageError
-from pictag.evaluation.predictor import DEFAULT_THRESHOLD, Predictor
-from pictag.models.run import META_FILE
+from pictag.evaluation.predictor import Predictor
+from pictag.heads import get_kind
+from pictag.run import read_run_info
 from pictag.serving.errors import InputError, install_handlers
 from pictag.serving.explain import Explanation, explain
 from pictag.serving.limits import BodySizeLimit, Limits
@@ -151,12 +151,15 @@ def model_info(predictor: Predictor, limits: Limits, info: Mapping[str, Any]) ->
     """What ``GET /model`` returns (see :class:`pictag.serving.schemas.ModelInfo`)."""
     heads = []
     for name, head in predictor.heads.items():
-        thresholds = None
-        if head.kind == "multilabel":
-            stored = predictor.thresholds.get(name)
-            thresholds = [float(t) for t in stored or [DEFAULT_THRESHOLD] * head.num_labels]
+        decision = get_kind(head.kind).export_meta(head, predictor.params[name])
         heads.append(
-            {"name": name, "kind": head.kind, "labels": list(head.labels), "thresholds": thresholds}
+            {
+                "name": name,
+                "kind": head.kind,
+                "labels": list(head.labels),
+                "thresholds": decision.get("thresholds"),
+                "decision": decision,
+            }
         )
     return {
         "name": info.get("name", "model"),
@@ -173,12 +176,11 @@ def model_info(predictor: Predictor, limits: Limits, info: Mapping[str, Any]) ->
 def run_info(run_dir: str | Path) -> dict[str, Any]:
     """Name, checkpoint id and backbone of a run folder, from its ``pictag.json``."""
     run_dir = Path(run_dir)
-    meta = json.loads((run_dir / META_FILE).read_text(encoding="utf-8"))
-    backbone = meta.get("config", {}).get("model", {}).get("backbone")
+    info = read_run_info(run_dir)
     return {
         "name": run_dir.resolve().name,
-        "checkpoint_id": meta.get("checkpoint_id"),
-        "backbone": backbone,
+        "checkpoint_id": info.checkpoint_id,
+        "backbone": info.config.model.backbone,
     }
 
 

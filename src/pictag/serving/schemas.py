@@ -40,6 +40,11 @@ class HeadInfo(BaseModel):
     thresholds: list[float] | None = Field(
         None, description="Multilabel: per-label decision thresholds, in label order"
     )
+    decision: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How the head decides, as its kind exports it: activation, decision rule "
+        "and parameters (e.g. a binary head's positive class and threshold)",
+    )
 
 
 class ModelInfo(ModelSummary):

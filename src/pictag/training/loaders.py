@@ -15,6 +15,7 @@ from pictag.data.dataset import ImageDataset
 from pictag.data.pipeline import PreparedData
 from pictag.data.schema import Head, Sample
 from pictag.data.transforms import Preprocess, eval_transform, train_transform
+from pictag.heads import get_kind
 from pictag.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,9 @@ def _cache(
 
 
 def _balance_weights(samples: list[Sample], heads: dict[str, Head]) -> np.ndarray:
-    """Sampling probability per image, inversely proportional to the frequency of its class in
-    the first head (for a multilabel head: of its rarest tag)."""
+    """Sampling probability per image, inversely proportional to the frequency of its label in
+    the first head, as the head's kind weighs it (a class; a tag list: its rarest tag)."""
     name, head = next(iter(heads.items()))
     targets = np.stack([head.target(s.labels.get(name)) for s in samples])
-    if head.kind == "multiclass":
-        valid = targets >= 0
-        counts = np.bincount(targets[valid], minlength=head.num_labels).astype(float)
-        weights = np.where(valid, 1.0 / np.maximum(counts[np.clip(targets, 0, None)], 1), 0.0)
-    else:
-        counts = np.clip(targets, 0, None).sum(0)
-        inverse = np.where(targets > 0, 1.0 / np.maximum(counts, 1), 0.0)
-        weights = np.where(inverse.max(1) > 0, inverse.max(1), 1.0 / len(samples))
-    weights = weights.astype(np.float64)
+    weights = get_kind(head.kind).sample_weights(targets, head.num_labels).astype(np.float64)
     return weights / weights.sum() if weights.sum() > 0 else np.full(len(samples), 1 / len(samples))

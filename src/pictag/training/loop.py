@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from pictag.heads import HeadKind
+from pictag.heads import HeadKind, Params
 from pictag.training.mix import Mixer
 from pictag.training.runtime import Runtime, all_reduce_sum
 
@@ -23,12 +23,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class Objective:
-    """Per-head kinds, loss functions and weights."""
+    """Per-head kinds, loss functions, weights, sizes, and the decision parameters validation
+    scores with (the kinds' defaults: thresholds are tuned once training has chosen a model)."""
 
     kinds: dict[str, HeadKind]
     losses: dict[str, LossFn]
     weights: dict[str, float]
     sizes: dict[str, int]
+    params: dict[str, Params] = field(default_factory=dict)
 
     def __call__(
         self, logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
@@ -161,24 +163,34 @@ def predict_probs(
     return local[0], local[1], {"loss": loss_sum / max(seen, 1)}
 
 
+@dataclass
+class Validation:
+    """One validation pass: the metrics, and the outputs they came from (for tuning)."""
+
+    metrics: dict[str, float]
+    probs: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+
 def validate(
     model: nn.Module,
     loader: Iterable,
     objective: Objective,
     runtime: Runtime,
     channels_last: bool = False,
-) -> dict[str, float]:
-    """Validation metrics: ``loss``, ``HEAD/METRIC`` for each head, and ``score``, the mean of
-    the heads' primary metrics (accuracy for multiclass, mAP for multilabel)."""
+) -> Validation:
+    """Validation metrics: ``loss``, ``HEAD/METRIC`` for each head (its kind's metrics at the
+    objective's decision parameters), and ``score``, the mean of the heads' primary metrics."""
     probs, targets, result = predict_probs(model, loader, objective, runtime, channels_last)
     primaries = []
     for name, kind in objective.kinds.items():
-        for metric, value in kind.metrics(probs[name], targets[name]).items():
+        params = objective.params.get(name, {})
+        for metric, value in kind.metrics(probs[name], targets[name], params).items():
             result[f"{name}/{metric}"] = value
         primaries.append(result.get(f"{name}/{kind.primary_metric}", math.nan))
     finite = [p for p in primaries if not math.isnan(p)]
     result["score"] = float(np.mean(finite)) if finite else math.nan
-    return result
+    return Validation(result, probs, targets)
 
 
 def _concat(parts: list[np.ndarray], width: int | None) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import logging
 import math
@@ -15,15 +17,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pictag.config import Config, config_from_dict
 from pictag.data.pipeline import SPLITS_FILE, PreparedData, prepare_data
-from pictag.evaluation.evaluate import tune_run_thresholds
+from pictag.evaluation.evaluate import tune_params, tune_run_params
 from pictag.fileio import write_json
-from pictag.heads import LossOptions, get_kind, label_counts
+from pictag.heads import LossOptions, check_config, check_monitor, get_kind, higher_is_better
 from pictag.models.classifier import Classifier
-from pictag.models.run import META_FILE, build_model, run_meta, save_model
+from pictag.run import (
+    META_FILE,
+    build_model,
+    default_params,
+    read_run_info,
+    read_val_outputs,
+    run_meta,
+    save_model,
+    write_params,
+)
 from pictag.training.checkpoint import has_last, load_last, save_last
 from pictag.training.loaders import Loaders, make_loaders
 from pictag.training.logs import MetricsLog
-from pictag.training.loop import Objective, train_one_epoch, validate
+from pictag.training.loop import Objective, Validation, train_one_epoch, validate
 from pictag.training.mix import Mixer
 from pictag.training.optim import (
     build_optimizer,
@@ -74,18 +85,34 @@ def train(
         progress: Show progress bars.
     """
     out_dir = Path(out_dir)
-    if resume:
-        config = _resumed_config(out_dir)
+    # A copy: the run may fill in or change fields, and the caller's object must stay as given.
+    config = _resumed_config(out_dir) if resume else copy.deepcopy(config)
+    check_config(config)
     runtime = setup_runtime(config.train.device, config.train.amp)
     try:
         result = _train(config, out_dir, runtime, resume, progress and runtime.is_main)
-        if runtime.is_main and any(h.kind == "multilabel" for h in config.heads.values()):
-            # Per-label thresholds tuned on the validation split of the chosen model, stored in
-            # pictag.json for every prediction path.
-            tune_run_thresholds(out_dir, progress=progress, device=str(runtime.device))
+        if runtime.is_main:
+            tune_decisions(out_dir, config, progress, str(runtime.device))
         return result
     finally:
         cleanup(runtime)
+
+
+def tune_decisions(out_dir: Path, config: Config, progress: bool, device: str) -> None:
+    """Tune every head's decision parameters (thresholds) on the chosen model's validation
+    outputs, kept in memory and saved with the model, and store them in ``pictag.json`` for
+    every prediction path. Without saved outputs (a run from before they were kept) the model
+    is run over the validation split again."""
+    outputs = read_val_outputs(out_dir)
+    if outputs is None:
+        tune_run_params(out_dir, progress=progress, device=device)
+        return
+    probs, targets = outputs
+    info = read_run_info(out_dir)
+    if not all(len(targets[name]) for name in info.heads):
+        log.warning("no validation images: decision thresholds keep their defaults")
+        return
+    write_params(out_dir, tune_params(info.heads, config, probs, targets))
 
 
 def _train(
@@ -96,6 +123,7 @@ def _train(
     data = prepare_data(config, out_dir if runtime.is_main else None, progress=progress)
     if not data.splits.get("train"):
         raise ValueError("no training images left after the checks and the split")
+    check_monitor(train_cfg.monitor, {name: head.kind for name, head in data.heads.items()})
     if runtime.is_main:
         # atomic: a kill -9 while rewriting it on resume must not leave the run unresumable
         write_json(out_dir / "config.resolved.json", {"config": _config_dict(config)})
@@ -106,20 +134,20 @@ def _train(
         model.to(memory_format=torch.channels_last)
     objective = make_objective(config, data)
     loaders = make_loaders(data, pre, config, runtime, progress)
-    thresholds = {n: [0.5] * h.num_labels for n, h in data.heads.items() if h.kind == "multilabel"}
 
-    def save_best(state_model: torch.nn.Module, metrics: dict, epoch: int) -> None:
+    def save_best(state_model: torch.nn.Module, val: Validation, epoch: int) -> None:
         if runtime.is_main:
-            extra = {"metrics": metrics, "epoch": epoch, "mode": train_cfg.mode}
-            meta = run_meta(config, data.heads, pre, thresholds, extra)
-            save_model(out_dir, state_model.state_dict(), meta)
+            extra = {"metrics": val.metrics, "epoch": epoch, "mode": train_cfg.mode}
+            meta = run_meta(config, data.heads, pre, objective.params, extra)
+            save_model(out_dir, state_model.state_dict(), meta, (val.probs, val.targets))
 
     probe = None
     if train_cfg.mode in ("linear-probe", "probe-then-fine-tune") and not resume:
         probe = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
         save_best(model, probe, 0)
         if train_cfg.mode == "linear-probe":
-            return TrainResult(out_dir, 0, probe["score"], probe, [{"epoch": 0, **probe}])
+            found = probe.metrics
+            return TrainResult(out_dir, 0, found["score"], found, [{"epoch": 0, **found}])
     return fine_tune(
         model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe
     )
@@ -133,14 +161,13 @@ def make_objective(config: Config, data: PreparedData) -> Objective:
         kind = get_kind(head.kind)
         cfg = config.heads[name]
         targets = np.stack([head.target(s.labels.get(name)) for s in train])
-        counts = label_counts(head.kind, targets, head.num_labels)
-        known = (targets >= 0).sum(0) if head.kind == "multilabel" else int((targets >= 0).sum())
+        counts = kind.count_labels(targets, head.num_labels)
         options = LossOptions(
             name=cfg.loss, label_smoothing=cfg.label_smoothing, balance=cfg.balance
         )
         kinds[name], weights[name], sizes[name] = kind, cfg.weight, head.num_labels
-        losses[name] = kind.make_loss(options, counts, known)
-    return Objective(kinds, losses, weights, sizes)
+        losses[name] = kind.make_loss(options, counts, kind.count_known(targets))
+    return Objective(kinds, losses, weights, sizes, default_params(data.heads, config))
 
 
 def run_probe(
@@ -151,8 +178,8 @@ def run_probe(
     out_dir: Path,
     train_cfg: Any,
     progress: bool,
-) -> dict[str, float]:
-    """Fit the heads on cached features of the frozen backbone; return validation metrics."""
+) -> Validation:
+    """Fit the heads on cached features of the frozen backbone; return its validation."""
     cache = out_dir / "features" if runtime.is_main and not runtime.distributed else None
     features, targets = cached_features(
         cache / "train.safetensors" if cache else None,
@@ -166,10 +193,10 @@ def run_probe(
         {k: v.to(runtime.device) for k, v in targets.items()},
         objective,
     )
-    metrics = validate(model, loaders.val, objective, runtime, train_cfg.channels_last)
+    val = validate(model, loaders.val, objective, runtime, train_cfg.channels_last)
     if progress:
-        log.info("linear probe: %s", _short(metrics))
-    return metrics
+        log.info("linear probe: %s", _short(val.metrics, objective))
+    return val
 
 
 def fine_tune(
@@ -182,7 +209,7 @@ def fine_tune(
     resume: bool,
     save_best: Any,
     progress: bool,
-    probe: dict[str, float] | None = None,
+    probe: Validation | None = None,
 ) -> TrainResult:
     """The epoch loop with warmup, freezing, EMA, early stopping and resumable checkpoints.
 
@@ -201,9 +228,10 @@ def fine_tune(
         "bad_epochs": 0,
         "history": [],
     }
-    if probe is not None and not math.isnan(_monitored(probe, train_cfg.monitor)):
-        state.update(best_score=_monitored(probe, train_cfg.monitor), best_epoch=0)
-        state["best_metrics"] = probe
+    monitored = functools.partial(_monitored, monitor=train_cfg.monitor, objective=objective)
+    if probe is not None and not math.isnan(monitored(probe.metrics)):
+        state.update(best_score=monitored(probe.metrics), best_epoch=0)
+        state["best_metrics"] = probe.metrics
     start = 0
     if resume and has_last(out_dir):
         start, state = load_last(
@@ -232,15 +260,17 @@ def fine_tune(
         average_batchnorm_stats([model, ema], runtime)  # so ranks validate what rank 0 saves
         eval_model = ema.module if ema is not None else model
         val = validate(eval_model, loaders.val, objective, runtime, train_cfg.channels_last)
-        score = _monitored(val, train_cfg.monitor)
+        score = monitored(val.metrics)
         record = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in fit.items()},
-                  **{f"val/{k}": v for k, v in val.items()}}  # fmt: skip
+                  **{f"val/{k}": v for k, v in val.metrics.items()}}  # fmt: skip
         logger.log(record)
         if progress:
-            log.info("epoch %d/%d %s", epoch + 1, train_cfg.epochs, _short(val))
+            log.info("epoch %d/%d %s", epoch + 1, train_cfg.epochs, _short(val.metrics, objective))
         improved = not math.isnan(score) and score > state["best_score"]
         if improved or state["best_epoch"] < 0:
-            state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0, best_metrics=val)
+            state.update(
+                best_score=score, best_epoch=epoch + 1, bad_epochs=0, best_metrics=val.metrics
+            )
             save_best(eval_model, val, epoch + 1)
         else:
             state["bad_epochs"] += 1
@@ -263,14 +293,12 @@ def _wrap(model: Classifier, runtime: Runtime) -> torch.nn.Module:
     return DistributedDataParallel(model) if runtime.distributed else model
 
 
-def _monitored(metrics: dict[str, float], monitor: str) -> float:
+def _monitored(metrics: dict[str, float], monitor: str, objective: Objective) -> float:
+    """The monitored value, negated where lower is better (so higher is always better)."""
     key = "score" if monitor == "auto" else monitor
-    if key not in metrics:
-        raise KeyError(
-            f"train.monitor {monitor!r} is not a validation metric; have {sorted(metrics)}"
-        )
-    value = metrics[key]
-    return -value if key.endswith("loss") else value  # higher is better for everything else
+    value = metrics[key]  # check_monitor made sure the key exists before training
+    kinds = {name: kind.name for name, kind in objective.kinds.items()}
+    return value if higher_is_better(key, kinds) else -value
 
 
 def _make_ema(model: torch.nn.Module, decay: float) -> torch.nn.Module | None:
@@ -304,5 +332,10 @@ def _config_dict(config: Config) -> dict[str, Any]:
     return config_to_dict(config)
 
 
-def _short(metrics: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+def _short(metrics: dict[str, float], objective: Objective) -> str:
+    """The loss, the score and each head's summary metrics, for the epoch line."""
+    keys = ["loss", "score"]
+    for name, kind in objective.kinds.items():
+        keys += [f"{name}/{metric}" for metric in kind.summary_metrics]
+    shown = {key: metrics[key] for key in keys if isinstance(metrics.get(key), float)}
+    return " ".join(f"{key}={value:.4f}" for key, value in shown.items())

@@ -1,17 +1,8 @@
 import numpy as np
 import pytest
 
-from pictag.data.schema import (
-    MISSING_CLASS,
-    MISSING_TAG,
-    Head,
-    LabelError,
-    bin_label,
-    bin_labels,
-    natural_key,
-    resolve_head,
-    split_tags,
-)
+from pictag.heads import MISSING_CLASS, MISSING_TAG, Head, LabelError, resolve_head
+from pictag.heads.labeltext import bin_label, bin_labels, natural_key, split_tags
 
 
 def test_multiclass_encode_decode_and_missing():
@@ -67,7 +58,7 @@ def test_bins_need_ascending_edges_and_matching_names():
         resolve_head("y", "multiclass", [], bins=[2010, 2000])
     with pytest.raises(ValueError, match="3 labels"):
         resolve_head("y", "multiclass", [], bins=[1, 2], labels=["a", "b"])
-    with pytest.raises(ValueError, match="multiclass heads only"):
+    with pytest.raises(ValueError, match="does not apply to multilabel heads"):
         resolve_head("t", "multilabel", [], min_count=3)
 
 

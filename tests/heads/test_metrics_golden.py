@@ -14,8 +14,17 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pictag.evaluation.metrics import all_heads_correct, decisions, head_report
-from pictag.evaluation.metrics_multiclass import expected_calibration_error
+from pictag.evaluation.metrics import all_heads_correct
+from pictag.heads import Head, get_kind
+from pictag.heads.multiclass_report import expected_calibration_error
+
+
+def head_report(kind, probs, targets, labels, thresholds=None, params=None) -> dict:
+    """The kind's report section; ``thresholds`` are a multilabel head's per-label ones."""
+    if params is None:
+        params = {} if thresholds is None else {"thresholds": thresholds}
+    return get_kind(kind).section(probs, targets, list(labels), params)
+
 
 NAMES = [f"l{i}" for i in range(8)]
 
@@ -223,9 +232,8 @@ def test_multiclass_matches_sklearn() -> None:
     assert_plain(section)
     got, predicted = section["metrics"], probs.argmax(axis=1)
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(truth, predicted))
-    for k in (2, 3, 4, 5):
-        assert got[f"top{k}_accuracy"] == pytest.approx(skm.top_k_accuracy_score(truth, probs, k=k))
-    assert "top6_accuracy" not in got and "binary" not in section
+    assert got["top5_accuracy"] == pytest.approx(skm.top_k_accuracy_score(truth, probs, k=5))
+    assert "binary" not in section
     for average in ("macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(truth, predicted, average=average)
         assert [got[f"{m}_{average}"] for m in ("precision", "recall", "f1")] == pytest.approx(
@@ -242,10 +250,7 @@ def test_multiclass_matches_sklearn() -> None:
     assert section["confusion"] == skm.confusion_matrix(truth, predicted).tolist()
     assert section["n"] == len(truth)
     small = head_report("multiclass", *multiclass_data(6, num_classes=4), NAMES[:4])
-    assert [k for k in small["metrics"] if k.startswith("top")] == [
-        "top2_accuracy",
-        "top3_accuracy",
-    ]
+    assert math.isnan(small["metrics"]["top5_accuracy"])  # 4 classes: 1 by construction
 
 
 def test_class_never_predicted_and_class_absent() -> None:
@@ -307,7 +312,8 @@ def test_binary_head_curves_and_operating_point() -> None:
     truth = (rng.random(500) < 0.4).astype(int)
     positive = np.clip(0.3 * truth + 0.7 * rng.random(500), 0, 1)
     probs = np.stack([1 - positive, positive], axis=1)
-    section = head_report("multiclass", probs, truth, ["cat", "dog"])
+    params = {"positive": 1, "threshold": 0.5}
+    section = head_report("multiclass", probs, truth, ["cat", "dog"], params=params)
     binary = section["binary"]
     fpr, tpr, _ = skm.roc_curve(truth, positive)
     assert len(binary["roc"]["fpr"]) <= 200
@@ -323,6 +329,17 @@ def test_binary_head_curves_and_operating_point() -> None:
     assert point["fpr"] == pytest.approx(fp / (fp + tn))
     assert point["precision"] == pytest.approx(tp / (tp + fp))
     assert section["metrics"]["roc_auc_ovr"] == pytest.approx(skm.roc_auc_score(truth, positive))
+    # A tuned threshold moves the operating point and the decisions the metrics score.
+    tuned = head_report(
+        "multiclass", probs, truth, ["cat", "dog"], params={**params, "threshold": 0.3}
+    )
+    decided = (positive >= 0.3).astype(int)
+    assert tuned["binary"]["operating_point"]["threshold"] == 0.3
+    assert tuned["binary"]["operating_point"]["recall"] == pytest.approx(
+        skm.recall_score(truth, decided)
+    )
+    assert tuned["metrics"]["accuracy"] == pytest.approx(skm.accuracy_score(truth, decided))
+    assert tuned["binary"]["positive"] == "dog"
 
 
 def test_single_image_and_all_correct() -> None:
@@ -351,32 +368,41 @@ def test_decisions_and_all_heads_correct() -> None:
         "brand": np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.5, 0.5]]),
         "tags": np.array([[0.9, 0.1], [0.6, 0.2], [0.2, 0.9], [0.4, 0.4]]),
     }
-    np.testing.assert_array_equal(decisions("multiclass", probs["brand"]), [0, 1, 0, 0])
+    brand = get_kind("multiclass").decide(probs["brand"], {})
+    np.testing.assert_array_equal(brand.argmax(1), [0, 1, 0, 0])
     np.testing.assert_array_equal(
-        decisions("multilabel", probs["tags"], [0.5, 0.95]),
+        get_kind("multilabel").decide(probs["tags"], {"thresholds": [0.5, 0.95]}),
         [[True, False], [True, False], [False, False], [False, False]],
     )
-    kinds = {"brand": "multiclass", "tags": "multilabel"}
+    heads = {
+        "brand": Head("brand", "multiclass", ("a", "b")),
+        "tags": Head("tags", "multilabel", ("x", "y")),
+    }
     targets = {
         "brand": np.array([0, 0, -100, -100]),  # image 1: brand wrong
         "tags": np.array([[1, 0], [1, 0], [0, -1], [-1, -1]], dtype=float),
     }
+
+    def share(tag_params: dict, brand_params: dict | None = None) -> float:
+        params = {"brand": brand_params or {}, "tags": tag_params}
+        return all_heads_correct(heads, probs, targets, params)
+
     # Image 0 right, image 1 wrong (brand), image 2 right on its known tag, image 3 unknown.
-    assert all_heads_correct(kinds, probs, targets, {"tags": [0.5, 0.5]}) == pytest.approx(2 / 3)
+    assert share({"thresholds": [0.5, 0.5]}) == pytest.approx(2 / 3)
     # Tag 0's threshold at 0.95 turns image 0's tag 0 off: it is wrong too.
-    assert all_heads_correct(kinds, probs, targets, {"tags": [0.95, 0.5]}) == pytest.approx(1 / 3)
+    assert share({"thresholds": [0.95, 0.5]}) == pytest.approx(1 / 3)
+    # A binary brand threshold of 0.75 on "b" makes image 1 "a": right.
+    assert share({}, {"positive": 1, "threshold": 0.75}) == pytest.approx(1.0)
     targets["tags"][0, 1] = 1.0  # image 0 now misses tag 1
-    assert all_heads_correct(kinds, probs, targets, {}) == pytest.approx(1 / 3)
-    unknown = {"brand": np.full(4, -100), "tags": np.full((4, 2), -1.0)}
-    assert math.isnan(all_heads_correct(kinds, probs, unknown, {}))
+    assert share({}) == pytest.approx(1 / 3)
+    targets = {"brand": np.full(4, -100), "tags": np.full((4, 2), -1.0)}
+    assert math.isnan(share({}))
 
 
 def test_bad_input_is_refused() -> None:
     probs, truth = multiclass_data(12)
     with pytest.raises(ValueError, match="unknown head kind"):
         head_report("regression", probs, truth, NAMES[:6])
-    with pytest.raises(ValueError, match="multilabel heads only"):
-        head_report("multiclass", probs, truth, NAMES[:6], thresholds=[0.5] * 6)
     with pytest.raises(ValueError, match="label names"):
         head_report("multilabel", *multilabel_data(12), NAMES[:5])
     with pytest.raises(ValueError, match="thresholds"):

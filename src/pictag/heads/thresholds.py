@@ -1,4 +1,5 @@
-"""Per-label decision thresholds of a multilabel head, tuned on validation probabilities.
+"""Decision thresholds tuned on validation probabilities: per label of a multilabel head, and on
+the positive class of a two-class multiclass head.
 
 Candidates are the thresholds of scikit-learn's ``precision_recall_curve`` (every distinct score
 down to the one reaching full recall), with the decision ``prob >= threshold``. F1 at the chosen
@@ -45,11 +46,16 @@ def tune_thresholds(
     if by == "fixed":
         return [float(target)] * probs.shape[1]
     return [
-        _tune_one(probs[:, label], targets[:, label], by, target) for label in range(probs.shape[1])
+        tune_column(probs[:, label], targets[:, label], by, target)
+        for label in range(probs.shape[1])
     ]
 
 
-def _tune_one(scores: np.ndarray, target_column: np.ndarray, by: str, target: float) -> float:
+def tune_column(scores: np.ndarray, target_column: np.ndarray, by: str, target: float) -> float:
+    """The threshold of one score column against its targets (1 positive, 0 negative,
+    negative = missing), chosen as :func:`tune_thresholds` describes."""
+    if by == "fixed":
+        return float(target)
     known = target_column >= 0
     truth = target_column[known] >= 0.5
     if not truth.any() or truth.all():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from pictag.evaluation.thresholds import tune_thresholds
+from pictag.heads.thresholds import tune_thresholds
 
 
 def tuning_data(seed: int, n: int = 200, num_labels: int = 8) -> tuple[np.ndarray, np.ndarray]:

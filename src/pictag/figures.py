@@ -1,4 +1,5 @@
-"""Report figures as PNG bytes: training curves, confusion heatmaps, PR/ROC curves, label bars.
+"""Report figures as PNG bytes: training curves, confusion heatmaps, PR/ROC curves, label bars,
+drawn for the report page and for the head kinds' report sections.
 
 Figures are built with matplotlib's object API (``matplotlib.figure.Figure``), which needs no
 display and no global backend, so importing this module never changes the caller's pyplot
@@ -21,15 +22,16 @@ DPI = 100
 MAX_BARS = 40  # label bars: the worst ones are the ones worth reading
 MAX_LEGEND = 12  # PR curves: above this many labels only the worst are coloured
 ANNOTATE_CELLS = 20  # confusion: write counts in the cells up to this many classes
-PRIMARY = ("accuracy", "mAP")  # per-head validation metrics worth a curve
 
 
-def training_curves_png(history: list[dict]) -> bytes | None:
+def training_curves_png(history: list[dict], primary: Sequence[str] = ()) -> bytes | None:
     """Loss and validation score per epoch from the lines of ``metrics.jsonl``.
 
     Args:
         history: One record per epoch with ``epoch``, ``train/loss``, ``val/loss``,
             ``val/score`` and ``val/<head>/<metric>`` keys.
+        primary: ``<head>/<metric>`` names worth a curve beside the score (each head's
+            primary metric).
 
     Returns:
         PNG bytes, or None when the history holds no epoch with a loss or a score.
@@ -39,7 +41,7 @@ def training_curves_png(history: list[dict]) -> bytes | None:
         return None
     epochs = [float(r["epoch"]) for r in records]
     losses = _series(records, ["train/loss", "val/loss"])
-    scores = _series(records, ["val/score", *_primary_keys(records)])
+    scores = _series(records, ["val/score", *(f"val/{key}" for key in primary)])
     if not losses and not scores:
         return None
     fig = Figure(figsize=(10, 3.6), dpi=DPI, layout="constrained")
@@ -89,36 +91,17 @@ def confusion_png(matrix: Sequence[Sequence[float]], labels: Sequence[str], titl
     return _png(fig)
 
 
-def pr_curves_png(head_section: dict[str, Any]) -> bytes | None:
-    """Precision-recall curves of one head.
-
-    A multilabel head gets one PR curve per label (beyond ``MAX_LEGEND`` labels all curves are
-    drawn in grey and the worst ones by AP in colour); a two-class multiclass head gets its PR
-    and ROC curves with the operating point marked.
-
-    Args:
-        head_section: One head's section of ``report.json``.
-
-    Returns:
-        PNG bytes, or None when the section holds no curve (a multiclass head with more than two
-        classes, or a multilabel head whose labels all lack positives).
-    """
-    if head_section.get("kind") == "multilabel":
-        return _multilabel_pr(head_section)
-    binary = head_section.get("binary")
-    if isinstance(binary, dict) and binary.get("roc") and binary.get("pr"):
-        return _binary_curves(head_section, binary)
-    return None
-
-
-def label_bars_png(head_section: dict[str, Any]) -> bytes | None:
-    """Per-label bars sorted worst first: AP and F1 (multilabel) or F1 and recall (multiclass).
+def label_bars_png(head_section: dict[str, Any], first: str, second: str) -> bytes | None:
+    """Per-label bars of two metrics of the ``per_label`` rows, sorted worst first by ``first``
+    (e.g. AP and F1, or F1 and recall).
 
     Labels whose sorting metric is undefined go last, marked "n/a"; above ``MAX_BARS`` labels
     only the worst are drawn.
 
     Args:
         head_section: One head's section of ``report.json``.
+        first: The row key to sort and draw first (``ap``, ``f1`` or ``recall``).
+        second: The row key drawn beside it.
 
     Returns:
         PNG bytes, or None when the section has no per-label rows.
@@ -126,7 +109,6 @@ def label_bars_png(head_section: dict[str, Any]) -> bytes | None:
     rows = [r for r in head_section.get("per_label") or [] if isinstance(r, dict)]
     if not rows:
         return None
-    first, second = ("ap", "f1") if head_section.get("kind") == "multilabel" else ("f1", "recall")
     rows = _worst_first(rows, first)
     shown = rows[:MAX_BARS]
     n = len(shown)
@@ -162,7 +144,10 @@ def _worst_first(rows: list[dict], metric: str) -> list[dict]:
     return sorted(rows, key=lambda r: (_number(r.get(metric)) is None, _number(r.get(metric)) or 0))
 
 
-def _multilabel_pr(section: dict[str, Any]) -> bytes | None:
+def label_pr_png(section: dict[str, Any]) -> bytes | None:
+    """One precision-recall curve per label of the section's ``per_label`` rows (beyond
+    ``MAX_LEGEND`` labels all are drawn in grey and the worst ones by AP in colour); None when
+    no label has a curve."""
     curves = []
     for row in section.get("per_label") or []:
         curve = row.get("pr_curve") if isinstance(row, dict) else None
@@ -191,7 +176,12 @@ def _multilabel_pr(section: dict[str, Any]) -> bytes | None:
     return _png(fig)
 
 
-def _binary_curves(section: dict[str, Any], binary: dict[str, Any]) -> bytes:
+def binary_curves_png(section: dict[str, Any]) -> bytes | None:
+    """PR and ROC curves of a two-class head's positive class, with its operating point (the
+    tuned threshold) marked; None when the section has no curves."""
+    binary = section.get("binary")
+    if not isinstance(binary, dict) or not binary.get("roc") or not binary.get("pr"):
+        return None
     labels = section.get("labels") or ["negative", "positive"]
     point = binary.get("operating_point") or {}
     fig = Figure(figsize=(10, 4.2), dpi=DPI, layout="constrained")
@@ -207,7 +197,7 @@ def _binary_curves(section: dict[str, Any], binary: dict[str, Any]) -> bytes:
         if x is not None and y is not None:
             axes.plot([x], [y], "o", color="#d62728", markersize=7, label=mark)
             axes.legend(fontsize=8, loc="lower left" if axes is pr_axes else "lower right")
-    positive = _short(str(labels[-1]))
+    positive = _short(str(binary.get("positive", labels[-1])))
     _unit_axes(pr_axes, "recall", "precision", f"precision-recall (positive: {positive})")
     auc = _number((section.get("metrics") or {}).get("roc_auc_ovr"))
     roc_title = "ROC" + ("" if auc is None else f" (AUC {auc:.3f})")
@@ -233,11 +223,6 @@ def _series(records: list[dict], keys: list[str]) -> dict[str, list[float]]:
         if any(v is not None for v in values):
             series[key] = [math.nan if v is None else v for v in values]
     return series
-
-
-def _primary_keys(records: list[dict]) -> list[str]:
-    keys = dict.fromkeys(k for r in records for k in r)
-    return [k for k in keys if k.startswith("val/") and k.count("/") == 2 and k.endswith(PRIMARY)]
 
 
 def _number(value: Any) -> float | None:

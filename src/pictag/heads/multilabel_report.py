@@ -1,4 +1,6 @@
-"""Report metrics of a ``multilabel`` head, every formula from scikit-learn.
+"""Metrics and the report section of a ``multilabel`` head, every formula from scikit-learn.
+:func:`metrics` is the one implementation that validation, ``report.json``, the HTML report and
+the benchmarks use.
 
 Conventions (each pinned against scikit-learn by ``tests/evaluation/test_metrics_golden.py``):
 
@@ -8,8 +10,7 @@ Conventions (each pinned against scikit-learn by ``tests/evaluation/test_metrics
   the rows with no missing entry.
 - AP and ROC-AUC are computed from probabilities, never from thresholded decisions. They are
   ``nan`` (JSON null) for a label whose known entries lack a positive or a negative (AP would be
-  undefined or trivially 1); ``mAP`` and ``roc_auc_macro`` average the other labels, so ``mAP``
-  is the same number as validation's ``val/<head>/mAP``.
+  undefined or trivially 1); ``mAP`` and ``roc_auc_macro`` average the other labels.
 - Precision, recall and F1 count a 0/0 as 0 (scikit-learn's ``zero_division=0``): a label never
   predicted has precision 0, and a row with no true and no predicted label has samples-F1 0.
   Macro averages are over the labels with a known positive or a positive decision; a label with
@@ -23,6 +24,7 @@ import math
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     hamming_loss,
     multilabel_confusion_matrix,
     precision_recall_curve,
@@ -30,11 +32,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from pictag.heads.kinds import as_probs
-from pictag.heads.multilabel import average_precisions, decode
+from pictag.heads.kinds import Params, as_probs
+from pictag.heads.multilabel_decide import decide, thresholds_of
 
 MAX_CURVE_POINTS = 200  # curves in report.json are downsampled to keep the file small
-DEFAULT_THRESHOLD = 0.5
 # Threshold metrics: those over complete rows, and all of them in report.json's order.
 ROW_METRICS = (
     "f1_samples",
@@ -56,45 +57,70 @@ DECISION_ORDER = (
     "cardinality_true",
     "cardinality_pred",
 )
+METRIC_NAMES = ("mAP", "roc_auc_macro", *DECISION_ORDER)
 
 
-def multilabel_section(
-    probs: np.ndarray,
-    targets: np.ndarray,
-    labels: list[str],
-    thresholds: list[float] | None = None,
-) -> dict:
+def section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: Params) -> dict:
     """One multilabel head's section of ``report.json``.
 
     Args:
         probs: Sigmoid probabilities ``[N, L]``.
         targets: Multi-hot targets ``[N, L]``, negative where unknown.
         labels: The ``L`` label names.
-        thresholds: Tuned per-label thresholds; ``None`` means 0.5 for every label.
+        params: The head's decision parameters (its per-label thresholds).
 
     Returns:
-        ``kind``, ``labels``, ``n`` (rows with a known entry), ``thresholds``, ``metrics`` (at the
-        thresholds), ``metrics_at_0.5`` and ``per_label``, as plain Python values.
+        ``kind``, ``labels``, ``n`` (rows with a known entry), ``params``, ``thresholds``,
+        ``metrics`` (at the thresholds), ``metrics_at_0.5`` and ``per_label``, as plain values.
     """
     probs, targets = checked(probs, targets, labels)
-    tuned = _thresholds(thresholds, probs.shape[1])
+    tuned = thresholds_of(params, probs.shape[1])
     known = targets >= 0
     truth = known & (targets >= 0.5)
     precisions, aucs = average_precisions(probs, targets), roc_aucs(probs, targets)
-    decided = decode(probs, tuned)
-    at_tuned = decision_metrics(truth, known, decided)
-    at_half = decision_metrics(truth, known, decode(probs, DEFAULT_THRESHOLD))
+    decided = decide(probs, {"thresholds": tuned})
+    at_half = decision_metrics(truth, known, decide(probs, {}))
     del at_half["cardinality_true"]  # the same at any threshold; it lives in "metrics"
-    summary = {"mAP": _nanmean(precisions), "roc_auc_macro": _nanmean(aucs), **at_tuned}
+    summary = {"mAP": _nanmean(precisions), "roc_auc_macro": _nanmean(aucs)}
+    summary.update(decision_metrics(truth, known, decided))
     return {
         "kind": "multilabel",
         "labels": list(labels),
         "n": int(known.any(axis=1).sum()),
+        "params": {"thresholds": [float(t) for t in tuned]},
         "thresholds": [float(t) for t in tuned],
         "metrics": summary,
         "metrics_at_0.5": at_half,
         "per_label": per_label_rows(probs, truth, known, decided, labels, tuned, precisions, aucs),
     }
+
+
+def metrics(probs: np.ndarray, targets: np.ndarray, params: Params) -> dict[str, float]:
+    """The head's metrics (``METRIC_NAMES``) at the thresholds of ``params``."""
+    probs, targets = as_probs(probs), np.asarray(targets, dtype=np.float64)
+    if targets.shape != probs.shape:
+        raise ValueError(f"targets {targets.shape} and probabilities {probs.shape} differ")
+    known = targets >= 0
+    truth = known & (targets >= 0.5)
+    summary = {
+        "mAP": _nanmean(average_precisions(probs, targets)),
+        "roc_auc_macro": _nanmean(roc_aucs(probs, targets)),
+    }
+    summary.update(decision_metrics(truth, known, decide(probs, params)))
+    return summary
+
+
+def average_precisions(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Average precision per label over its known entries; ``nan`` for a label whose known
+    entries lack a positive or a negative (AP is undefined or trivially 1 there)."""
+    probs, targets = as_probs(probs), np.asarray(targets, dtype=np.float64)
+    result = np.full(probs.shape[1], math.nan)
+    for label in range(probs.shape[1]):
+        column = targets[:, label] >= 0
+        truth = targets[column, label] >= 0.5
+        if truth.any() and not truth.all():
+            result[label] = average_precision_score(truth, probs[column, label])
+    return result
 
 
 def roc_aucs(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -228,15 +254,6 @@ def checked(
     if len(labels) != probs.shape[1]:
         raise ValueError(f"{len(labels)} label names for {probs.shape[1]} probability columns")
     return probs, targets
-
-
-def _thresholds(thresholds: list[float] | None, num_labels: int) -> np.ndarray:
-    if thresholds is None:
-        return np.full(num_labels, DEFAULT_THRESHOLD)
-    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if len(values) != num_labels:
-        raise ValueError(f"{len(values)} thresholds for {num_labels} labels")
-    return values
 
 
 def _indicator(decisions: np.ndarray) -> np.ndarray:

@@ -1,17 +1,21 @@
-"""Report metrics of a ``multiclass`` head, every formula from scikit-learn except the ECE.
+"""Metrics and the report section of a ``multiclass`` head, every formula from scikit-learn
+except the ECE. :func:`metrics` is the one implementation that validation, ``report.json``, the
+HTML report and the benchmarks use.
 
 Conventions (each pinned against scikit-learn by ``tests/evaluation/test_metrics_golden.py``):
 
 - Rows whose target is missing (negative, ``-100``) are skipped; ``n`` counts the others.
 - Precision, recall and F1 count a 0/0 as 0 (scikit-learn's ``zero_division=0``): a class never
   predicted has precision 0. Macro and weighted averages are scikit-learn's, over the classes
-  that occur in the targets or the predictions (as validation's ``macro_f1``); the per-class rows
-  list all ``C`` classes.
+  that occur in the targets or the predictions; the per-class rows list all ``C`` classes.
+- Decisions are the head's (:mod:`pictag.heads.multiclass_decide`): argmax, or a two-class
+  head's tuned threshold on its positive class. ``top5_accuracy`` is ``nan`` with 5 classes or
+  fewer (it would be 1 by construction).
 - ROC-AUC is one-vs-rest from probabilities, per class; it is ``nan`` (JSON null) for a class
   that is absent from (or is all of) the targets, and ``roc_auc_ovr`` averages the others.
 - ``ece`` is hand-written, as scikit-learn has none: see :func:`expected_calibration_error`.
-- A two-class head also gets ROC and PR curves of the positive class ``labels[1]`` and the
-  operating point at threshold 0.5 on its probability.
+- A two-class head also gets ROC and PR curves of its positive class and the operating point at
+  its threshold.
 """
 
 from __future__ import annotations
@@ -30,65 +34,77 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from pictag.evaluation.metrics_multilabel import downsample, pr_curve
-from pictag.heads.kinds import as_probs
+from pictag.heads.kinds import Params, as_probs
+from pictag.heads.multiclass_decide import predicted as decided_classes
+from pictag.heads.multilabel_report import downsample, pr_curve
 
 ECE_BINS = 15
-OPERATING_THRESHOLD = 0.5  # a binary head's operating point: positive when P(labels[1]) >= 0.5
+TOP_K = 5  # top-k accuracy is defined only for heads with more classes than this
+METRIC_NAMES = (
+    "accuracy",
+    f"top{TOP_K}_accuracy",
+    *(f"{m}_{a}" for a in ("macro", "weighted") for m in ("precision", "recall", "f1")),
+    "roc_auc_ovr",
+    "ece",
+)
 
 
-def multiclass_section(
-    probs: np.ndarray, targets: np.ndarray, labels: list[str], top_k: int = 5
-) -> dict:
+def section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: Params) -> dict:
     """One multiclass head's section of ``report.json``.
 
     Args:
         probs: Softmax probabilities ``[N, C]``.
         targets: Class indices ``[N]``, negative where unknown.
         labels: The ``C`` class names.
-        top_k: Largest ``k`` of the top-k accuracies (reported for ``2 <= k < C``).
+        params: The head's decision parameters.
 
     Returns:
-        ``kind``, ``labels``, ``n``, ``metrics``, ``per_label``, ``confusion`` (rows = true
-        class, columns = predicted) and, when ``C == 2``, ``binary``; all plain Python values.
+        ``kind``, ``labels``, ``n``, ``params``, ``metrics``, ``per_label``, ``confusion`` (rows
+        = true class, columns = predicted) and, when ``C == 2``, ``binary``; all plain values.
     """
     probs, targets = _checked(probs, targets, labels)
     known = targets >= 0
     truth, scores = targets[known], probs[known]
-    classes = np.arange(probs.shape[1])
-    predicted = scores.argmax(axis=1)
+    predicted = decided_classes(scores, params)
     aucs = roc_aucs(scores, truth)
-    section = {
+    result = {
         "kind": "multiclass",
         "labels": list(labels),
         "n": int(known.sum()),
-        "metrics": summary_metrics(scores, truth, aucs, top_k),
+        "params": dict(params),
+        "metrics": summary_metrics(scores, truth, predicted, aucs),
         "per_label": per_class_rows(truth, predicted, labels, aucs),
-        "confusion": _confusion(truth, predicted, len(classes)),
+        "confusion": _confusion(truth, predicted, len(labels)),
     }
-    if len(classes) == 2:
-        section["binary"] = binary_curves(truth == 1, scores[:, 1])
-    return section
+    if "threshold" in params:
+        positive = int(params["positive"])
+        result["binary"] = binary_curves(
+            truth == positive, scores[:, positive], float(params["threshold"])
+        )
+        result["binary"]["positive"] = labels[positive]
+    return result
 
 
-def summary_metrics(scores: np.ndarray, truth: np.ndarray, aucs: np.ndarray, top_k: int) -> dict:
-    """Accuracy, top-k accuracies, macro and weighted P/R/F1, ``roc_auc_ovr`` and ``ece``."""
+def metrics(probs: np.ndarray, targets: np.ndarray, params: Params) -> dict[str, float]:
+    """The head's metrics (``METRIC_NAMES``) over the rows whose class is known."""
+    probs, targets = as_probs(probs), np.asarray(targets).reshape(-1).astype(np.int64)
+    known = targets >= 0
+    truth, scores = targets[known], probs[known]
+    predicted = decided_classes(scores, params)
+    return summary_metrics(scores, truth, predicted, roc_aucs(scores, truth))
+
+
+def summary_metrics(
+    scores: np.ndarray, truth: np.ndarray, predicted: np.ndarray, aucs: np.ndarray
+) -> dict[str, float]:
+    """Accuracy, top-5 accuracy, macro and weighted P/R/F1, ``roc_auc_ovr`` and ``ece``."""
     num_classes = scores.shape[1]
-    ks = range(2, min(top_k, num_classes - 1) + 1)
-    names = [
-        "accuracy",
-        *(f"top{k}_accuracy" for k in ks),
-        *(f"{m}_{a}" for a in ("macro", "weighted") for m in ("precision", "recall", "f1")),
-        "roc_auc_ovr",
-        "ece",
-    ]
     if len(truth) == 0:
-        return dict.fromkeys(names, math.nan)
-    predicted = scores.argmax(axis=1)
-    result = {"accuracy": accuracy_score(truth, predicted)}
-    for k in ks:
-        result[f"top{k}_accuracy"] = top_k_accuracy_score(
-            truth, scores, k=k, labels=np.arange(num_classes)
+        return dict.fromkeys(METRIC_NAMES, math.nan)
+    result = {"accuracy": accuracy_score(truth, predicted), f"top{TOP_K}_accuracy": math.nan}
+    if num_classes > TOP_K:
+        result[f"top{TOP_K}_accuracy"] = top_k_accuracy_score(
+            truth, scores, k=TOP_K, labels=np.arange(num_classes)
         )
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(
@@ -98,7 +114,7 @@ def summary_metrics(scores: np.ndarray, truth: np.ndarray, aucs: np.ndarray, top
     defined = aucs[~np.isnan(aucs)]
     result["roc_auc_ovr"] = defined.mean() if len(defined) else math.nan
     result["ece"] = expected_calibration_error(scores, truth)
-    return {name: float(result[name]) for name in names}
+    return {name: float(result[name]) for name in METRIC_NAMES}
 
 
 def roc_aucs(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -168,12 +184,13 @@ def expected_calibration_error(
     return float(np.abs(hits - sure).sum() / len(truth))
 
 
-def binary_curves(positive: np.ndarray, scores: np.ndarray) -> dict:
-    """ROC and PR curves of the positive class and its operating point at threshold 0.5.
+def binary_curves(positive: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """ROC and PR curves of the positive class and its operating point at ``threshold``.
 
     Args:
-        positive: Whether each row's class is the positive one ``labels[1]``.
+        positive: Whether each row's class is the positive one.
         scores: Probability of the positive class per row.
+        threshold: The head's decision threshold on ``scores``.
 
     Returns:
         ``roc`` (``fpr``, ``tpr``), ``pr`` (``precision``, ``recall``), each at most 200 points and
@@ -184,7 +201,7 @@ def binary_curves(positive: np.ndarray, scores: np.ndarray) -> dict:
     if positive.any() and not positive.all():
         fpr, tpr, _ = roc_curve(positive, scores)
         roc["fpr"], roc["tpr"] = downsample(fpr, tpr)
-    decided = scores >= OPERATING_THRESHOLD
+    decided = scores >= threshold
     point = dict.fromkeys(("fpr", "tpr", "precision", "recall"), math.nan)
     if len(positive):
         truth, chosen = positive.astype(np.int64), decided.astype(np.int64)
@@ -200,7 +217,7 @@ def binary_curves(positive: np.ndarray, scores: np.ndarray) -> dict:
     return {
         "roc": roc,
         "pr": pr_curve(positive, scores),
-        "operating_point": {"threshold": OPERATING_THRESHOLD, **point},
+        "operating_point": {"threshold": float(threshold), **point},
     }
 
 
