@@ -55,6 +55,7 @@ def run_demo(
     Returns:
         A text table of the results (or the data statistics).
     """
+    from pictag.run import read_splits
     from pictag.training.trainer import train
 
     lines = []
@@ -69,7 +70,7 @@ def run_demo(
         result = train(config, out_dir / "runs" / task, progress=False)
         seconds = time.perf_counter() - start
         heads = ", ".join(f"{n} ({h.kind})" for n, h in config.heads.items())
-        split = _split_sizes(out_dir / "runs" / task / "splits.csv")
+        split = _split_sizes(read_splits(result.run_dir))
         rows.append(
             (
                 task,
@@ -91,10 +92,8 @@ def _metrics(metrics: dict[str, float]) -> str:
     return " ".join(parts)
 
 
-def _split_sizes(path: Path) -> str:
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    counts = {s: sum(line.endswith("," + s) for line in lines) for s in ("train", "val")}
-    return f"{counts['train']}/{counts['val']}"
+def _split_sizes(splits: dict[str, list[Path]]) -> str:
+    return f"{len(splits['train'])}/{len(splits['val'])}"
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

@@ -7,12 +7,15 @@ A run folder is what training hands to everything after it:
                        decision parameters are tuned on (same ``pictag_id``)
     pictag.json        config, heads and label names, each head's decision parameters
                        (thresholds), preprocessing, metrics; ``schema_version``
-    splits.csv         image,split of every image the run used (see pictag.data.split_file)
+    splits.csv         image,split of every image the run used (see pictag.data.split_file
+                       for its path rule)
+    config.resolved.json  the config the run started with, which ``--resume`` reads
     last/              the resumable training state (see pictag.training.checkpoint)
     model.onnx         the exported model, used for prediction on a CPU when up to date
 
-Everything else gets typed objects from here (:class:`RunInfo`, :class:`LoadedRun`) and never
-parses ``pictag.json`` itself. ``checkpoint_id`` changes whenever the weights or the decision
+Everything else gets typed objects from here (:class:`RunInfo`, :class:`LoadedRun`, a
+:class:`~pictag.config.Config`, split name -> image paths) and never parses ``pictag.json`` or
+``splits.csv`` itself. ``checkpoint_id`` changes whenever the weights or the decision
 parameters change, so an export made before a re-tuning is recognised as stale.
 """
 
@@ -35,7 +38,8 @@ import timm
 import torch
 
 from pictag.config import Config, HeadConfig, ModelConfig, config_from_dict, config_to_dict
-from pictag.data.schema import Head
+from pictag.data.schema import Head, Sample
+from pictag.data.split_file import SPLITS, SplitError, read_split_paths, save_splits
 from pictag.data.transforms import Preprocess
 from pictag.fileio import atomic_write, write_json
 from pictag.heads import Params, get_kind
@@ -48,6 +52,7 @@ from pictag.version import __version__
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "pictag.json"
 SPLITS_FILE = "splits.csv"
+RESUME_CONFIG_FILE = "config.resolved.json"  # written before the first epoch, for --resume
 VAL_OUTPUTS_FILE = "val_outputs.safetensors"  # validation probabilities of the saved model
 ONNX_FILE = "model.onnx"  # the default export path inside a run folder
 # 1: multilabel thresholds under "thresholds" (pictag 0.1 before head kinds owned decisions);
@@ -243,10 +248,7 @@ def _read_meta(run_dir: Path) -> dict[str, Any]:
             f"{run_dir} is not a pictag run folder: it needs {META_FILE} and {WEIGHTS_FILE} "
             "(written by `pictag train --out RUN_DIR`)"
         )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{meta_path} is not valid JSON ({err}); retrain the run") from None
+    meta = _read_json(meta_path)
     version = meta.get("schema_version", 1)
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ValueError(
@@ -256,11 +258,96 @@ def _read_meta(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); retrain the run") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} holds no JSON object; retrain the run")
+    return document
+
+
 def _stored_params(meta: Mapping[str, Any]) -> dict[str, Params]:
     """The stored decision parameters; schema 1 kept only multilabel thresholds."""
     if "decisions" in meta:
         return {name: dict(value) for name, value in meta["decisions"].items()}
     return {name: {"thresholds": list(v)} for name, v in meta.get("thresholds", {}).items()}
+
+
+def splits_path(run_dir: str | Path) -> Path:
+    """The run's split file, for a config's ``data.split_file`` (that option reads it by the
+    same path rule as :func:`read_splits`)."""
+    return Path(run_dir) / SPLITS_FILE
+
+
+def write_splits(run_dir: str | Path, splits: Mapping[str, list[Sample]]) -> None:
+    """Store the split a run uses (atomically, image paths absolute), so that evaluation, the
+    export's parity check and a resumed run see exactly the same images."""
+    save_splits(dict(splits), splits_path(run_dir))
+
+
+def read_splits(run_dir: str | Path) -> dict[str, list[Path]]:
+    """The run's split, its entries resolved as :func:`pictag.data.split_file.entry_path` says.
+
+    Returns:
+        ``train``, ``val`` and ``test`` (each present, maybe empty) -> resolved image paths, in
+        file order.
+
+    Raises:
+        FileNotFoundError: The run has no split file.
+        ValueError: The split file has bad rows; the message names them and what to do.
+    """
+    path = splits_path(run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing, so the run's splits are unknown; `pictag train` writes it"
+        )
+    try:
+        listed = read_split_paths(path)
+    except SplitError as err:
+        raise SplitError(
+            f"{err}\n(`pictag train` wrote {SPLITS_FILE}: fix the rows named, or train again)"
+        ) from None
+    result: dict[str, list[Path]] = {name: [] for name in SPLITS}
+    for image, split in listed.items():
+        result[split].append(image)
+    return result
+
+
+def write_resume_config(run_dir: str | Path, config: Config) -> None:
+    """Store the config a run starts with (atomically: a kill while rewriting it on resume must
+    not leave the run unresumable)."""
+    write_json(Path(run_dir) / RESUME_CONFIG_FILE, {"config": config_to_dict(config)})
+
+
+def read_resume_config(run_dir: str | Path) -> Config:
+    """The config to resume a run with: the one it started with, reading the run's own split.
+
+    It comes from ``config.resolved.json``, or from ``pictag.json`` in a run from before that
+    file was written; ``data.split_file`` is set to the run's ``splits.csv``, so the resumed run
+    trains on the same images in the same splits.
+
+    Raises:
+        FileNotFoundError: Neither file is in ``run_dir``.
+        ValueError: The file is not valid JSON or holds no valid config.
+    """
+    run_dir = Path(run_dir)
+    source = run_dir / RESUME_CONFIG_FILE
+    if source.is_file():
+        document = _read_json(source)
+    else:
+        source = run_dir / META_FILE
+        document = _read_meta(run_dir)
+    try:
+        config = config_from_dict(document["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{source} holds no usable config ({type(err).__name__}: {err}); train the run "
+            "again without --resume"
+        ) from None
+    config.data.split_file = str(splits_path(run_dir))
+    return config
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
@@ -296,6 +383,11 @@ def stale_reason(path: Path, run_dir: Path, meta: Mapping[str, Any], runner: Onn
     return ""
 
 
+def run_onnx_path(run_dir: str | Path) -> Path:
+    """Where a run's exported ONNX model goes by default, and where prediction looks for it."""
+    return Path(run_dir) / ONNX_FILE
+
+
 def run_onnx_runner(run_dir: str | Path, meta: Mapping[str, Any]) -> OnnxRunner | None:
     """The runner of ``RUN_DIR/model.onnx`` when it is up to date with the run, else None
     (the reason is logged).
@@ -305,7 +397,7 @@ def run_onnx_runner(run_dir: str | Path, meta: Mapping[str, Any]) -> OnnxRunner 
         meta: Its ``pictag.json`` document (as :func:`pictag.run.load_run` read it).
     """
     run_dir = Path(run_dir)
-    path = run_dir / ONNX_FILE
+    path = run_onnx_path(run_dir)
     if not path.is_file():
         return None
     try:

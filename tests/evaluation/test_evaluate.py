@@ -16,6 +16,7 @@ from pictag.data.dataset import ImageDataset
 from pictag.data.schema import Head, Sample
 from pictag.data.transforms import eval_transform
 from pictag.evaluation.evaluate import (
+    build_sections,
     evaluate_run,
     json_ready,
     summary_table,
@@ -229,3 +230,18 @@ def test_json_ready():
     data = {"a": float("nan"), "b": [np.float32(0.5), np.int64(3), np.inf], "c": np.array([1, 2])}
     assert json_ready(data) == {"a": None, "b": [0.5, 3, None], "c": [1, 2]}
     assert json.dumps(json_ready({1: np.bool_(True)})) == '{"1": true}'
+
+
+def test_summary_table_states_a_binary_heads_operating_point():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    head = Head("sick", "multiclass", ("no", "yes"))
+    params = {"sick": {"positive": 1, "threshold": 0.35}}
+    samples = [Sample(f"{i}.png", {}) for i in range(4)]
+    sections = build_sections(
+        {"sick": head}, params, samples, {"sick": probs}, {"sick": np.array([0, 1, 1, 0])}
+    )
+    report = {"run": "r", "split": "test", "n_images": 4, **sections}
+    # P(yes) >= 0.35 on images 1, 2, 3: both positives found (recall 1), one of three wrong.
+    assert "sick: positive 'yes' when P >= 0.3500: recall 1.0000, precision 0.6667" in (
+        summary_table(json_ready(report))
+    )

@@ -9,11 +9,10 @@ from pathlib import Path
 from pictag.config import Config
 from pictag.data.schema import Head, Sample
 from pictag.data.sources import read_samples
-from pictag.data.splits import assign_splits, save_splits
+from pictag.data.splits import assign_splits
 from pictag.data.validate import CheckReport, apply_policy, check_data
 
 log = logging.getLogger(__name__)
-SPLITS_FILE = "splits.csv"
 
 
 @dataclass
@@ -35,9 +34,16 @@ def prepare_data(
 ) -> PreparedData:
     """Read the source, run the checks, apply ``data.policy`` and split.
 
-    The split is saved to ``out_dir/splits.csv`` so that evaluation (and a resumed run) uses
-    exactly the same images. ``config.heads`` is updated with the heads the source implies
-    (e.g. a folder tree's single ``label`` head).
+    ``config.heads`` is updated with the heads the source implies (e.g. a folder tree's single
+    ``label`` head). The caller stores the split (:func:`pictag.run.write_splits`), so that
+    evaluation and a resumed run use exactly the same images.
+
+    Args:
+        config: The job; its ``data`` section says where the images are and how to split them.
+        out_dir: Where ``data.policy: skip`` writes ``skipped.csv``; None writes no file.
+        decode: Decode every image to check it.
+        progress: Show a progress bar while checking.
+        workdir: Where built-in datasets are made.
 
     Raises:
         DataCheckError: ``data.policy`` is ``strict`` and the checks found errors.
@@ -47,7 +53,5 @@ def prepare_data(
     report = check_data(source, config.data, decode=decode, progress=progress)
     kept = apply_policy(report, config.data.policy, out_dir)
     splits = assign_splits(kept, report.heads, config.data)
-    if out_dir is not None:
-        save_splits(splits, Path(out_dir) / SPLITS_FILE)
     log.info("split: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     return PreparedData(report.heads, splits, report)

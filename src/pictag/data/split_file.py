@@ -2,12 +2,19 @@
 
 `save_splits` writes the one a run used, so a second run, evaluation or another tool sees exactly
 the same sets; `load_split_file` reads one back (or one written by hand) and names every bad row
-by line; `names_from_split_file` gives each sample the split the file lists for it.
+by line; `read_split_paths` and `splits_of` match its entries to images; `names_from_split_file`
+gives each sample the split the file lists for it.
+
+One path rule, for every reader: an absolute entry is that path; a relative entry is relative
+to the split file's folder (not to the working directory); entries and images are compared as
+resolved paths. `save_splits` writes absolute paths, so a run folder can be moved or copied.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pictag.data.schema import Sample
@@ -26,8 +33,9 @@ class SplitError(ValueError):
 def save_splits(splits: dict[str, list[Sample]], path: Path) -> None:
     """Write an ``image,split`` CSV that ``data.split_file`` can read back.
 
-    The file is written next to its destination and moved into place, so an interrupted run never
-    leaves half a split file behind.
+    Image paths are written absolute: a source gives them relative to the working directory,
+    which the path rule does not know. The file is written next to its destination and moved
+    into place, so an interrupted run never leaves half a split file behind.
     """
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
@@ -38,7 +46,9 @@ def save_splits(splits: dict[str, list[Sample]], path: Path) -> None:
             writer = csv.writer(handle)
             writer.writerow(["image", "split"])
             for name in SPLITS:
-                writer.writerows([str(sample.path), name] for sample in splits.get(name, []))
+                writer.writerows(
+                    [os.path.abspath(str(sample.path)), name] for sample in splits.get(name, [])
+                )
 
     atomic_write(path, write)
 
@@ -92,38 +102,72 @@ def load_split_file(path: Path) -> dict[str, str]:
     return result
 
 
-def names_from_split_file(samples: list[Sample], path: Path) -> list[str]:
-    """Each sample's split as the split file at ``path`` lists it (by the path as written, or
-    resolved, or relative to the file's folder).
+def entry_path(image: str, split_file: Path) -> Path:
+    """Where a split file's entry points: the path rule of every split file reader.
+
+    Args:
+        image: The entry as written in the file.
+        split_file: The file it is written in.
+
+    Returns:
+        The resolved path: ``image`` itself when absolute, else relative to the file's folder;
+        a relative entry that is not there but is relative to the working folder means that
+        file (split files written by hand, and runs' ``splits.csv`` before pictag wrote absolute
+        paths, hold paths as the data source gave them).
+    """
+    beside = (Path(split_file).parent / image).resolve()  # an absolute `image` replaces the folder
+    if beside.exists() or Path(image).is_absolute():
+        return beside
+    here = Path(image).resolve()
+    return here if here.exists() else beside
+
+
+def read_split_paths(path: Path) -> dict[Path, str]:
+    """Read a split file with its entries resolved by :func:`entry_path`.
+
+    Returns:
+        Resolved image path -> ``train``, ``val`` or ``test``, in file order.
 
     Raises:
-        SplitError: the file is bad (see `load_split_file`) or does not list every sample.
+        SplitError: the file is bad (see `load_split_file`), or two entries name the same image
+            (e.g. ``a.jpg`` and its absolute path) with different splits.
     """
-    listed = load_split_file(path)
-    lookup: dict[str, str] = {}
-    for image, split in listed.items():
-        # A file written by save_splits holds the paths as the source gave them; one written by
-        # hand is more likely relative to its own folder. Accept both.
-        candidates = [image, str(Path(image).resolve())]
-        if not Path(image).is_absolute():
-            candidates.append(str((path.parent / image).resolve()))
-        for key in candidates:
-            lookup.setdefault(key, split)
-    names: list[str] = []
-    missing: list[Sample] = []
-    for sample in samples:
-        name = lookup.get(str(sample.path)) or lookup.get(str(Path(sample.path).resolve()))
-        if name is None:
-            missing.append(sample)
-        names.append(name or "")
+    path = Path(path)
+    result: dict[Path, str] = {}
+    for image, split in load_split_file(path).items():
+        resolved = entry_path(image, path)
+        if result.setdefault(resolved, split) != split:
+            raise SplitError(
+                f"split file {path} lists {resolved} as both {result[resolved]} and {split} "
+                f"(last as {image!r}); keep one of the rows"
+            )
+    return result
+
+
+def splits_of(samples: Sequence[Sample], listed: Mapping[Path, str]) -> list[str | None]:
+    """Each sample's split in ``listed`` (from :func:`read_split_paths`), None where unlisted.
+
+    Samples are matched by their resolved path, as entries are.
+    """
+    return [listed.get(Path(sample.path).resolve()) for sample in samples]
+
+
+def names_from_split_file(samples: list[Sample], path: Path) -> list[str]:
+    """Each sample's split as the split file at ``path`` lists it (see :func:`entry_path`).
+
+    Raises:
+        SplitError: the file is bad (see `read_split_paths`) or does not list every sample.
+    """
+    names = splits_of(samples, read_split_paths(path))
+    missing = [sample for sample, name in zip(samples, names, strict=True) if name is None]
     if missing:
         shown = ", ".join(str(s.path) for s in missing[:_SHOWN])
         raise SplitError(
             f"{len(missing)} of {len(samples)} images are not listed in split file {path} "
-            f"(e.g. {shown}); add them to the file, or remove data.split_file to split "
-            "automatically"
+            f"(e.g. {shown}); add them to the file (absolute paths, or relative to its folder), "
+            "or remove data.split_file to split automatically"
         )
-    return names
+    return [name or "" for name in names]
 
 
 def _header_columns(cells: list[str]) -> tuple[int, int] | None:

@@ -253,6 +253,16 @@ def summary_table(report: dict[str, Any]) -> str:
         for row in rows
     ]
     lines.insert(0, title)
+    for name, section in report["heads"].items():
+        binary = section.get("binary") or {}
+        point = binary.get("operating_point")
+        if point:  # what the tuned threshold buys and costs
+            lines.append(
+                f"{name}: positive {binary.get('positive')!r} when P >= "
+                f"{_number(point.get('threshold'))}: recall {_number(point.get('recall'))}, "
+                f"precision {_number(point.get('precision'))}, "
+                f"false-positive rate {_number(point.get('fpr'))}"
+            )
     if "all_heads_correct" in report:
         lines.append(f"all heads correct: {_number(report['all_heads_correct'])}")
     return "\n".join(lines)

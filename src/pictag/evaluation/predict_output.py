@@ -18,10 +18,11 @@ from pictag.data.images import ImageError, load_rgb
 from pictag.data.schema import Head
 from pictag.data.sources_common import is_image_name, list_images
 from pictag.evaluation.predictor import Prediction
+from pictag.heads import get_kind
+from pictag.heads.drawing import LINE
 
 FORMATS = ("table", "json", "csv")
 SHOW_PX = 384  # longest side of the image in a --show picture
-SHOW_SCORES = 8  # scores listed per head in a --show picture
 _GLOB_CHARS = set("*?[")
 
 
@@ -144,24 +145,18 @@ def _unique_name(stem: str, used: set[str]) -> str:
 
 
 def _figure(prediction: Prediction, pixels: np.ndarray) -> Figure:
-    """The picture and its scores, laid out in inches so long label lists get a taller figure."""
-    line, dpi = 0.24, 100  # inches per text line
-    lines = sum(2 + min(len(h.scores), SHOW_SCORES) for h in prediction.heads.values())
-    height = max(4.0, 0.4 + lines * line)
-    fig = Figure(figsize=(8.5, height), dpi=dpi)
+    """The picture and each head's decision, drawn by the head's kind; laid out in inches so
+    long label lists get a taller figure."""
+    kinds = {name: get_kind(head.kind) for name, head in prediction.heads.items()}
+    lines = sum(kinds[name].text_lines(head.scores) for name, head in prediction.heads.items())
+    height = max(4.0, 0.4 + lines * LINE)
+    fig = Figure(figsize=(8.5, height), dpi=100)
     axes = fig.add_axes((0.02, 0.05, 0.45, 0.88))
     axes.imshow(pixels)
     axes.set_axis_off()
     axes.set_title(Path(prediction.source).name, fontsize=9)
-    y = height - 0.4
+    top = height - 0.4
     for name, head in prediction.heads.items():
-        fig.text(0.52, y / height, f"{name} ({head.kind})", fontsize=10, weight="bold")
-        y -= line
-        for label, score in list(head.scores.items())[:SHOW_SCORES]:
-            chosen = label in head.labels
-            style = {"color": "#1b5e20", "weight": "bold"} if chosen else {"color": "#555555"}
-            fig.text(0.54, y / height, label, fontsize=9, **style)
-            fig.text(0.97, y / height, f"{score:.3f}", fontsize=9, ha="right", **style)
-            y -= line
-        y -= line
+        title = f"{name} ({head.kind})"
+        top = kinds[name].draw(fig, axes, title, head.labels, head.scores, top)
     return fig

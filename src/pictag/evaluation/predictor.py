@@ -34,7 +34,7 @@ from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, sourc
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
 from pictag.heads import Params, get_kind
 from pictag.models.onnx_runner import OnnxRunner
-from pictag.run import ONNX_FILE, load_run, read_run_info, run_onnx_runner
+from pictag.run import load_run, read_run_info, run_onnx_path, run_onnx_runner
 
 __all__ = ["HeadPrediction", "ImageInput", "Prediction", "Predictor"]
 
@@ -171,7 +171,7 @@ class Predictor:
         if backend != "torch" and device.type == "cpu":
             runner = run_onnx_runner(run_dir, info.meta)
         if backend == "onnxruntime" and runner is None:
-            onnx_file = Path(run_dir) / ONNX_FILE
+            onnx_file = run_onnx_path(run_dir)
             raise ValueError(
                 f"backend 'onnxruntime' needs the CPU and an up-to-date {onnx_file} (write it "
                 f"with `pictag export {run_dir}`); see the log for why it was not used"

@@ -3,9 +3,9 @@
 By default a run is evaluated on its own split: the run's data config is read again and the
 images that ``RUN/splits.csv`` lists under the wanted split are taken, so evaluation and threshold
 tuning see exactly the images training set aside. ``data`` may instead name another split file
-(``image,split`` CSV) over the same source, or a YAML config for other data; a config without
-a split file or split column is split as training would split it, and ``split='all'`` takes
-every image (a separate test set).
+(``image,split`` CSV; entries absolute or relative to its folder) over the same source, or a
+YAML config for other data; a config without a split file or split column is split as training
+would split it, and ``split='all'`` takes every image (a separate test set).
 
 Only the chosen images are checked (decoded): images that became unreadable since training, or
 whose labels the model does not know, are left out with a warning rather than stopping the
@@ -17,23 +17,36 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pictag.config import Config, load_config
-from pictag.data.pipeline import SPLITS_FILE
 from pictag.data.report import sample_where
 from pictag.data.schema import Head, LabelError, Sample
 from pictag.data.sources import SourceResult, read_samples
-from pictag.data.splits import assign_splits, load_split_file
+from pictag.data.split_file import SplitError, read_split_paths, splits_of
+from pictag.data.splits import assign_splits
 from pictag.data.validate import DataCheckError, check_data, format_report
-from pictag.run import LoadedRun
+from pictag.run import LoadedRun, read_splits, splits_path
 
 log = logging.getLogger(__name__)
 SPLIT_CHOICES = ("train", "val", "test", "all")
 CONFIG_SUFFIXES = (".yaml", ".yml")
 SPLIT_FILE_SUFFIXES = (".csv", ".tsv")
 _SHOWN = 5  # left-out images named one by one in the log
+
+
+@dataclasses.dataclass
+class Listed:
+    """A split listing to choose images by.
+
+    Attributes:
+        where: The split file it came from, for messages.
+        paths: Resolved image path -> split name.
+    """
+
+    where: Path
+    paths: Mapping[Path, str]
 
 
 def eval_samples(
@@ -58,15 +71,16 @@ def eval_samples(
 
     Raises:
         FileNotFoundError: No split file for the run, or ``data`` does not exist.
-        ValueError: ``split`` or the kind of ``data`` is unknown.
+        ValueError: ``split`` or the kind of ``data`` is unknown, or the split file has bad rows
+            or lists none of the source's images.
         DataCheckError: A given config has ``policy: strict`` and images fail the checks.
     """
     if split not in SPLIT_CHOICES:
         raise ValueError(f"split must be one of {', '.join(SPLIT_CHOICES)}; got {split!r}")
-    config, split_file = _eval_config(run, run_dir, data)
+    config, listed = _eval_config(run, run_dir, data)
     source = read_samples(config.data, config.heads)
-    if split_file is not None:
-        by_split = _listed(source.samples, split_file)
+    if listed is not None:
+        by_split = _listed(source.samples, listed)
     else:
         kept = _checked(source, source.samples, config, progress)
         # 'all' skips the split: a separate test set may mark every image as test.
@@ -75,31 +89,25 @@ def eval_samples(
         log.warning("the run has no test images: evaluating on the validation split instead")
         split = "val"
     chosen = by_split.get(split, [])
-    if split_file is not None:
+    if listed is not None:
         chosen = _checked(source, chosen, config, progress)
     return _encodable(chosen, run.heads), split
 
 
 def _eval_config(
     run: LoadedRun, run_dir: Path, data: str | Path | None
-) -> tuple[Config, Path | None]:
-    """The config to read the data with, and the split file to choose images by (if any)."""
+) -> tuple[Config, Listed | None]:
+    """The config to read the data with, and the split listing to choose images by (if any)."""
     config = copy.deepcopy(run.config)
     config.data.policy = "skip"
     if data is None:
-        split_file = Path(run_dir) / SPLITS_FILE
-        if not split_file.is_file():
-            raise FileNotFoundError(
-                f"{split_file} is missing, so the run's splits are unknown; pass --data with a "
-                "split file (image,split CSV) or a data config"
-            )
-        return config, split_file
+        return config, _run_listing(run_dir)
     path = Path(data)
     if not path.is_file():
         raise FileNotFoundError(f"--data {path}: no such file")
     suffix = path.suffix.lower()
     if suffix in SPLIT_FILE_SUFFIXES:
-        return config, path
+        return config, Listed(path, read_split_paths(path))
     if suffix not in CONFIG_SUFFIXES:
         raise ValueError(
             f"--data {path}: expected a YAML config (.yaml) or a split file (.csv, .tsv)"
@@ -108,27 +116,42 @@ def _eval_config(
     config.data = given.data
     if given.heads:  # otherwise the run's head options (columns, separators) read the labels
         config.heads = given.heads
-    split_file = Path(given.data.split_file) if given.data.split_file else None
-    return config, split_file
+    if not given.data.split_file:
+        return config, None
+    split_file = Path(given.data.split_file)
+    return config, Listed(split_file, read_split_paths(split_file))
 
 
-def _listed(samples: Sequence[Sample], split_file: Path) -> dict[str, list[Sample]]:
-    """Samples per split (and ``all``) as ``split_file`` lists them, in source order; samples it
-    does not list are left out (training may have dropped them)."""
-    listed = load_split_file(split_file)
-    lookup: dict[str, str] = {}
-    for image, name in listed.items():
-        # As in data.split_file: paths as the source gave them, resolved, or relative to the file.
-        lookup.setdefault(image, name)
-        lookup.setdefault(str(Path(image).resolve()), name)
-        if not Path(image).is_absolute():
-            lookup.setdefault(str((split_file.parent / image).resolve()), name)
+def _run_listing(run_dir: Path) -> Listed:
+    """The run's own split, from the run folder."""
+    try:
+        splits = read_splits(run_dir)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err}; pass --data with a split file (image,split CSV) or a data config"
+        ) from None
+    paths = {image: name for name, images in splits.items() for image in images}
+    return Listed(splits_path(run_dir), paths)
+
+
+def _listed(samples: Sequence[Sample], listed: Listed) -> dict[str, list[Sample]]:
+    """Samples per split (and ``all``) as ``listed`` gives them, in source order; samples it
+    does not list are left out (training may have dropped them).
+
+    Raises:
+        SplitError: It lists none of the samples (its entries point elsewhere).
+    """
     result: dict[str, list[Sample]] = {name: [] for name in SPLIT_CHOICES}
-    for sample in samples:
-        name = lookup.get(str(sample.path)) or lookup.get(str(Path(sample.path).resolve()))
+    for sample, name in zip(samples, splits_of(samples, listed.paths), strict=True):
         if name is not None:
             result[name].append(sample)
             result["all"].append(sample)
+    if samples and listed.paths and not result["all"]:
+        raise SplitError(
+            f"{listed.where} lists none of the {len(samples)} images the data config reads "
+            f"(e.g. {samples[0].path}); split file entries are absolute paths or relative to "
+            "the file's folder"
+        )
     return result
 
 

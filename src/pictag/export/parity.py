@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from pictag.data.images import ImageError
-from pictag.data.pipeline import SPLITS_FILE
-from pictag.data.split_file import SplitError, load_split_file
 from pictag.data.transforms import Preprocess, decode_image, eval_transform
 from pictag.export.formats import Runner
+from pictag.run import SPLITS_FILE, read_splits
 
 RANDOM_BATCHES = (1, 3)
 REAL_SPLITS = ("val", "test")
@@ -109,33 +108,23 @@ def parity_inputs(
 
 def real_images(run_dir: Path, preprocess: Preprocess, limit: int) -> torch.Tensor | None:
     """Up to ``limit`` validation then test images of the run, preprocessed; None if none."""
-    path = Path(run_dir) / SPLITS_FILE
-    if limit < 1 or not path.is_file():
+    if limit < 1:
         return None
     try:
-        splits = load_split_file(path)
-    except SplitError as error:
+        splits = read_splits(run_dir)
+    except (FileNotFoundError, ValueError) as error:
         logger.info("parity on real images skipped: %s", error)
         return None
     transform = eval_transform(preprocess)
     tensors = []
-    for wanted in REAL_SPLITS:
-        for image, split in splits.items():
-            if split != wanted or len(tensors) >= limit:
-                continue
-            try:
-                tensors.append(transform(decode_image(_resolve(image, path.parent), preprocess)))
-            except ImageError:
-                continue  # moved or deleted since training: compare on the others
+    for image in [image for name in REAL_SPLITS for image in splits[name]]:
+        if len(tensors) >= limit:
+            break
+        try:
+            tensors.append(transform(decode_image(image, preprocess)))
+        except ImageError:
+            continue  # moved or deleted since training: compare on the others
     return torch.stack(tensors) if tensors else None
-
-
-def _resolve(image: str, base: Path) -> Path:
-    """As evaluation reads split files: the path as written, else relative to the file."""
-    candidate = Path(image)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    return base / candidate
 
 
 def check_parity(

@@ -32,7 +32,7 @@ from pictag.export.formats import (
 from pictag.export.metadata import build_metadata
 from pictag.export.parity import ParityError, ParityReport, check_parity, parity_inputs
 from pictag.fileio import atomic_write
-from pictag.run import ONNX_FILE, load_run
+from pictag.run import load_run, run_onnx_path
 
 DEFAULT_TOLERANCE = 1e-4  # max |probability difference|; fp32 graphs agree to ~1e-6
 MAX_REAL_IMAGES = 16  # validation/test images compared; enough to meet real activations
@@ -96,7 +96,7 @@ def export_run(
     size = run.preprocess.input_size
     result = ExportResult()
     if onnx:
-        target = Path(onnx_path) if onnx_path is not None else run_dir / ONNX_FILE
+        target = Path(onnx_path) if onnx_path is not None else run_onnx_path(run_dir)
         result.onnx = check.write(
             "onnx", target, lambda tmp: write_onnx(model, metadata, size, tmp), onnx_file_runner
         )

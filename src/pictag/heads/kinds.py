@@ -115,6 +115,10 @@ class HeadKind:
         html: ``(name, section) -> str``, the head's part of ``report.html``.
         export_meta: ``(head, params) -> dict``: what an exported model's consumer needs to
             decide as pictag does (activation, decision rule, its parameters).
+        text_lines: ``scores -> int``: lines of text ``draw`` writes beside the image.
+        draw: ``(fig, image_axes, title, labels, scores, top) -> next_top``: draws one
+            image's decision (``pictag predict --show``): beside the image for image-level
+            kinds, on it for kinds that locate things.
     """
 
     name: str
@@ -145,6 +149,8 @@ class HeadKind:
     describe: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any]]
     html: Callable[[str, dict[str, Any]], str]
     export_meta: Callable[[Any, Params], dict[str, Any]]
+    text_lines: Callable[[Any], int]
+    draw: Callable[..., float]
 
 
 def check_loss_name(options: LossOptions, kind: str, valid: tuple[str, ...]) -> None:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pictag.heads import drawing, multiclass_html, multiclass_report
 from pictag.heads import multiclass_decide as decide_
-from pictag.heads import multiclass_html, multiclass_report
 from pictag.heads.kinds import (
     MISSING_CLASS,
     MISSING_TAG,
@@ -196,4 +196,6 @@ MULTICLASS = HeadKind(
     describe=decide_.describe,
     html=multiclass_html.html,
     export_meta=decide_.export_meta,
+    text_lines=drawing.text_lines,
+    draw=drawing.draw_scores,
 )

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pictag.heads import drawing, multilabel_html, multilabel_report
 from pictag.heads import multilabel_decide as decide_
-from pictag.heads import multilabel_html, multilabel_report
 from pictag.heads.kinds import (
     MISSING_TAG,
     HeadKind,
@@ -200,4 +200,6 @@ MULTILABEL = HeadKind(
     describe=decide_.describe,
     html=multilabel_html.html,
     export_meta=decide_.export_meta,
+    text_lines=drawing.text_lines,
+    draw=drawing.draw_scores,
 )

@@ -20,6 +20,7 @@ Conventions (each pinned against scikit-learn by ``tests/evaluation/test_metrics
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -113,26 +114,23 @@ def metrics(probs: np.ndarray, targets: np.ndarray, params: Params) -> dict[str,
 def average_precisions(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Average precision per label over its known entries; ``nan`` for a label whose known
     entries lack a positive or a negative (AP is undefined or trivially 1 there)."""
-    probs, targets = as_probs(probs), np.asarray(targets, dtype=np.float64)
-    result = np.full(probs.shape[1], math.nan)
-    for label in range(probs.shape[1]):
-        column = targets[:, label] >= 0
-        truth = targets[column, label] >= 0.5
-        if truth.any() and not truth.all():
-            result[label] = average_precision_score(truth, probs[column, label])
-    return result
+    return _per_label(average_precision_score, probs, targets)
 
 
 def roc_aucs(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """ROC-AUC per label over its known entries, from probabilities; ``nan`` where they lack a
     positive or a negative."""
+    return _per_label(roc_auc_score, probs, targets)
+
+
+def _per_label(score: Any, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     probs, targets = as_probs(probs), np.asarray(targets, dtype=np.float64)
     result = np.full(probs.shape[1], math.nan)
     for label in range(probs.shape[1]):
         known = targets[:, label] >= 0
         truth = targets[known, label] >= 0.5
         if truth.any() and not truth.all():
-            result[label] = roc_auc_score(truth, probs[known, label])
+            result[label] = score(truth, probs[known, label])
     return result
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -15,21 +14,22 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pictag.config import Config, config_from_dict
-from pictag.data.pipeline import SPLITS_FILE, PreparedData, prepare_data
+from pictag.config import Config
+from pictag.data.pipeline import PreparedData, prepare_data
 from pictag.evaluation.evaluate import tune_params, tune_run_params
-from pictag.fileio import write_json
 from pictag.heads import LossOptions, check_config, check_monitor, get_kind, higher_is_better
 from pictag.models.classifier import Classifier
 from pictag.run import (
-    META_FILE,
     build_model,
     default_params,
+    read_resume_config,
     read_run_info,
     read_val_outputs,
     run_meta,
     save_model,
     write_params,
+    write_resume_config,
+    write_splits,
 )
 from pictag.training.checkpoint import has_last, load_last, save_last
 from pictag.training.loaders import Loaders, make_loaders
@@ -125,8 +125,8 @@ def _train(
         raise ValueError("no training images left after the checks and the split")
     check_monitor(train_cfg.monitor, {name: head.kind for name, head in data.heads.items()})
     if runtime.is_main:
-        # atomic: a kill -9 while rewriting it on resume must not leave the run unresumable
-        write_json(out_dir / "config.resolved.json", {"config": _config_dict(config)})
+        write_splits(out_dir, data.splits)
+        write_resume_config(out_dir, config)
     model, pre = build_model(config.model, data.heads, config.heads)
     model.to(runtime.device)
     broadcast_from_main(model, runtime)  # one initial model, whatever each rank's seed drew
@@ -314,22 +314,12 @@ def _make_mixer(objective: Objective, train_cfg: Any) -> Mixer:
 
 
 def _resumed_config(out_dir: Path) -> Config:
-    meta_path = out_dir / "config.resolved.json"
-    if not meta_path.is_file():
-        meta_path = out_dir / META_FILE
-    if not meta_path.is_file() or not has_last(out_dir):
+    """The run's own config and split, when it saved a finished epoch to resume from."""
+    if not has_last(out_dir):
         raise FileNotFoundError(
             f"nothing to resume in {out_dir}: no finished epoch was saved there"
         )
-    config = config_from_dict(json.loads(meta_path.read_text(encoding="utf-8"))["config"])
-    config.data.split_file = str(out_dir / SPLITS_FILE)  # the same images in the same splits
-    return config
-
-
-def _config_dict(config: Config) -> dict[str, Any]:
-    from pictag.config import config_to_dict
-
-    return config_to_dict(config)
+    return read_resume_config(out_dir)
 
 
 def _short(metrics: dict[str, float], objective: Objective) -> str:
