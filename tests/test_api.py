@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import time
 
 import pytest
@@ -65,3 +67,23 @@ def test_train_does_not_change_the_callers_config(tmp_path) -> None:
 def test_the_api_is_at_the_top() -> None:
     assert {"train", "evaluate", "export", "load_config", "Predictor"} <= set(pictag.__all__)
     assert pictag.Predictor.__name__ == "Predictor"
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [("train.monitor=label/bogus", "train.monitor"), ("train.lr=-1", "train.lr"),
+     ("heads.label.loss=asl", "heads.label.loss")],
+)  # fmt: skip
+def test_the_cli_refuses_a_bad_config_before_importing_torch(tmp_path, setting, key) -> None:
+    # Importing torch alone takes seconds: a config mistake must be reported before it.
+    script = (
+        "import sys\n"
+        "from pictag.cli import main\n"
+        f"status = main(['train', '--images', {str(tmp_path)!r}, '--out', "
+        f"{str(tmp_path / 'run')!r}, '--head', 'label:multiclass', '--set', {setting!r}])\n"
+        "print('torch' in sys.modules, status)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["False", "2"], done.stderr
+    assert f"error: {key}" in done.stderr
+    assert not (tmp_path / "run").exists()

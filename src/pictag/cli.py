@@ -140,14 +140,13 @@ def _check_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if not args.resume and not args.out:
+        raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
+    # The config first: a mistake in it is reported before torch takes seconds to import.
+    config = Config() if args.resume else config_from_args(args)
     from pictag.training.trainer import train
 
-    if args.resume:
-        result = train(Config(), args.resume, resume=True)
-    else:
-        if not args.out:
-            raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
-        result = train(config_from_args(args), args.out)
+    result = train(config, args.resume or args.out, resume=bool(args.resume))
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"best epoch {result.best_epoch}: score {result.best_score:.4f} -> {result.run_dir}")
     return 0

@@ -9,7 +9,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score, top_k_accura
 
 from pictag.config import HeadConfig
 from pictag.heads import MISSING_CLASS, MULTICLASS, resolve_head
-from pictag.heads.multiclass_report import METRIC_NAMES
+from pictag.heads.multiclass import METRIC_NAMES
 
 
 def test_activate_is_softmax_in_float32() -> None:

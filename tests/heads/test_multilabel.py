@@ -8,7 +8,8 @@ import torch
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss
 
 from pictag.heads import MISSING_TAG, MULTILABEL
-from pictag.heads.multilabel_report import METRIC_NAMES, average_precisions
+from pictag.heads.multilabel import METRIC_NAMES
+from pictag.heads.multilabel_report import average_precisions
 
 PROBS = np.array(
     [

@@ -3,22 +3,27 @@
 A :class:`HeadKind` bundles everything that differs between kinds, from how a label is read to
 how a decision is drawn in the report, so the rest of pictag asks the kind instead of branching
 on its name.
+
+Importing ``pictag.heads`` must stay cheap (numpy only): the config is checked against the
+kinds before any work, and a mistake should cost a second, not the seconds torch, scikit-learn
+and matplotlib take to import. The kinds' modules therefore import those where they are used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 MISSING_CLASS = -100  # a multiclass target with no known class (torch's ignore_index)
 MISSING_TAG = -1.0  # a multilabel entry with no known value; any negative value counts as missing
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
+LossFn = Callable[["Tensor", "Tensor"], "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,8 @@ def as_counts(counts: np.ndarray | None) -> np.ndarray:
 
 def lam_column(lam: float | Tensor, like: Tensor) -> Tensor:
     """The MixUp weight as a tensor broadcasting over ``like [B, C]``: a scalar or one per row."""
+    import torch  # deferred: a config check must not wait seconds for torch
+
     lam = torch.as_tensor(lam, dtype=like.dtype, device=like.device)
     return lam.view(-1, 1) if lam.ndim == 1 else lam
 

@@ -9,14 +9,14 @@ live in ``multiclass_decide``, ``multiclass_report`` and ``multiclass_html``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from pictag.heads import drawing, multiclass_html, multiclass_report
+if TYPE_CHECKING:
+    from torch import Tensor
+
+from pictag.heads import drawing
 from pictag.heads import multiclass_decide as decide_
 from pictag.heads.kinds import (
     MISSING_CLASS,
@@ -29,9 +29,16 @@ from pictag.heads.kinds import (
     lam_column,
 )
 from pictag.heads.labeltext import as_number, bin_label
-from pictag.heads.losses import hard_cross_entropy, soft_cross_entropy
 
 LOSSES = ("default", "focal")
+TOP_K = 5  # top-k accuracy is defined only for heads with more classes than this
+METRIC_NAMES = (
+    "accuracy",
+    f"top{TOP_K}_accuracy",
+    *(f"{m}_{a}" for a in ("macro", "weighted") for m in ("precision", "recall", "f1")),
+    "roc_auc_ovr",
+    "ece",
+)
 # Head options that only some kinds take; these are a multiclass head's.
 OPTIONS = frozenset({"bins", "min_count", "other_label", "label_smoothing", "positive"})
 
@@ -67,6 +74,10 @@ def make_loss(
     """
     del n_samples
     check_loss_name(options, "multiclass", LOSSES)
+    import torch  # deferred, as everything heavy in pictag.heads (see pictag.heads.kinds)
+
+    from pictag.heads.losses import hard_cross_entropy, soft_cross_entropy
+
     weight = None
     if options.balance:
         weight = torch.as_tensor(class_weights(counts), dtype=torch.float32)
@@ -97,6 +108,8 @@ def to_soft(targets: Tensor, num_classes: int) -> Tensor:
         if targets.ndim != 2 or targets.shape[1] != num_classes:
             raise ValueError(f"soft targets must be [B, {num_classes}], got {tuple(targets.shape)}")
         return targets
+    import torch.nn.functional as F
+
     one_hot = F.one_hot(targets.clamp(min=0), num_classes).float()
     return one_hot.masked_fill((targets < 0).unsqueeze(1), MISSING_TAG)
 
@@ -167,6 +180,27 @@ def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
     return np.bincount(known, minlength=num_labels)
 
 
+# Scoring, reporting and drawing need scikit-learn and matplotlib: imported on first use.
+
+
+def _metrics(probs: np.ndarray, targets: np.ndarray, params: dict) -> dict[str, float]:
+    from pictag.heads import multiclass_report
+
+    return multiclass_report.metrics(probs, targets, params)
+
+
+def _section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: dict) -> dict:
+    from pictag.heads import multiclass_report
+
+    return multiclass_report.section(probs, targets, labels, params)
+
+
+def _html(name: str, section: dict) -> str:
+    from pictag.heads import multiclass_html
+
+    return multiclass_html.html(name, section)
+
+
 MULTICLASS = HeadKind(
     name="multiclass",
     tags=False,
@@ -185,16 +219,16 @@ MULTICLASS = HeadKind(
     default_params=decide_.default_params,
     tune=decide_.tune,
     decide=decide_.decide,
-    metric_names=multiclass_report.METRIC_NAMES,
+    metric_names=METRIC_NAMES,
     primary_metric="accuracy",
     lower_is_better=frozenset({"ece"}),
     summary_metrics=("accuracy", "f1_macro", "roc_auc_ovr", "ece"),
-    metrics=multiclass_report.metrics,
-    section=multiclass_report.section,
+    metrics=_metrics,
+    section=_section,
     image_loss=decide_.image_loss,
     judge=decide_.judge,
     describe=decide_.describe,
-    html=multiclass_html.html,
+    html=_html,
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from pictag.heads.kinds import Params, as_probs
-from pictag.heads.thresholds import NEUTRAL, tune_column
 
+NEUTRAL = 0.5  # the threshold of a binary decision before tuning (argmax)
 _EPS = 1e-7  # keeps log(0) finite in the per-image loss
 
 
@@ -56,6 +56,8 @@ def tune(probs: np.ndarray, targets: np.ndarray, head: Any, cfg: Any) -> Params:
     positive = params["positive"]
     column = np.where(targets < 0, -1.0, (targets == positive).astype(np.float64))
     by, target = cfg.threshold_by, float(cfg.threshold_target)
+    from pictag.heads.thresholds import tune_column  # scikit-learn: imported when tuning
+
     return {**params, "threshold": tune_column(probs[:, positive], column, by, target)}
 
 

@@ -35,18 +35,11 @@ from sklearn.metrics import (
 )
 
 from pictag.heads.kinds import Params, as_probs
+from pictag.heads.multiclass import METRIC_NAMES, TOP_K
 from pictag.heads.multiclass_decide import predicted as decided_classes
 from pictag.heads.multilabel_report import downsample, pr_curve
 
 ECE_BINS = 15
-TOP_K = 5  # top-k accuracy is defined only for heads with more classes than this
-METRIC_NAMES = (
-    "accuracy",
-    f"top{TOP_K}_accuracy",
-    *(f"{m}_{a}" for a in ("macro", "weighted") for m in ("precision", "recall", "f1")),
-    "roc_auc_ovr",
-    "ece",
-)
 
 
 def section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: Params) -> dict:

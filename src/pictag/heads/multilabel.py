@@ -8,13 +8,14 @@ report live in ``multilabel_decide``, ``multilabel_report`` and ``multilabel_htm
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from pictag.heads import drawing, multilabel_html, multilabel_report
+if TYPE_CHECKING:
+    from torch import Tensor
+
+from pictag.heads import drawing
 from pictag.heads import multilabel_decide as decide_
 from pictag.heads.kinds import (
     MISSING_TAG,
@@ -26,10 +27,31 @@ from pictag.heads.kinds import (
     lam_column,
 )
 from pictag.heads.labeltext import split_tags
-from pictag.heads.losses import asymmetric_loss, binary_cross_entropy
 
 LOSSES = ("default", "focal", "asl")
 MAX_POS_WEIGHT = 100.0  # a label seen once in 10,000 images should not swamp the others
+# Threshold metrics over complete rows, then all threshold metrics in report.json's order.
+ROW_METRICS = (
+    "f1_samples",
+    "hamming_loss",
+    "subset_accuracy",
+    "cardinality_true",
+    "cardinality_pred",
+)
+DECISION_ORDER = (
+    "f1_micro",
+    "f1_macro",
+    "f1_samples",
+    "precision_micro",
+    "recall_micro",
+    "precision_macro",
+    "recall_macro",
+    "hamming_loss",
+    "subset_accuracy",
+    "cardinality_true",
+    "cardinality_pred",
+)
+METRIC_NAMES = ("mAP", "roc_auc_macro", *DECISION_ORDER)
 # Head options that only some kinds take; these are a multilabel head's.
 OPTIONS = frozenset({"columns", "separator"})
 
@@ -76,6 +98,10 @@ def make_loss(
     check_loss_name(options, "multilabel", LOSSES)
     if options.label_smoothing:
         raise ValueError("label_smoothing applies to multiclass heads only; set it to 0")
+    import torch  # deferred, as everything heavy in pictag.heads (see pictag.heads.kinds)
+
+    from pictag.heads.losses import asymmetric_loss, binary_cross_entropy
+
     pos_weight = None
     if options.balance:
         if n_samples is None:
@@ -171,6 +197,27 @@ def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
     return (targets >= 0.5).sum(axis=0).astype(np.int64)
 
 
+# Scoring, reporting and drawing need scikit-learn and matplotlib: imported on first use.
+
+
+def _metrics(probs: np.ndarray, targets: np.ndarray, params: dict) -> dict[str, float]:
+    from pictag.heads import multilabel_report
+
+    return multilabel_report.metrics(probs, targets, params)
+
+
+def _section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: dict) -> dict:
+    from pictag.heads import multilabel_report
+
+    return multilabel_report.section(probs, targets, labels, params)
+
+
+def _html(name: str, section: dict) -> str:
+    from pictag.heads import multilabel_html
+
+    return multilabel_html.html(name, section)
+
+
 MULTILABEL = HeadKind(
     name="multilabel",
     tags=True,
@@ -189,16 +236,16 @@ MULTILABEL = HeadKind(
     default_params=decide_.default_params,
     tune=decide_.tune,
     decide=decide_.decide,
-    metric_names=multilabel_report.METRIC_NAMES,
+    metric_names=METRIC_NAMES,
     primary_metric="mAP",
     lower_is_better=frozenset({"hamming_loss"}),
     summary_metrics=("mAP", "f1_micro", "f1_macro", "subset_accuracy"),
-    metrics=multilabel_report.metrics,
-    section=multilabel_report.section,
+    metrics=_metrics,
+    section=_section,
     image_loss=decide_.image_loss,
     judge=decide_.judge,
     describe=decide_.describe,
-    html=multilabel_html.html,
+    html=_html,
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from pictag.heads.kinds import Params, as_probs
-from pictag.heads.thresholds import NEUTRAL, tune_thresholds
 
+NEUTRAL = 0.5  # the threshold of a binary decision before tuning (argmax)
 _EPS = 1e-7  # keeps log(0) finite in the per-image loss
 
 
@@ -28,6 +28,8 @@ def tune(probs: np.ndarray, targets: np.ndarray, head: Any, cfg: Any) -> Params:
     """Per-label thresholds chosen on validation outputs by ``threshold_by`` and
     ``threshold_target``."""
     del head
+    from pictag.heads.thresholds import tune_thresholds  # scikit-learn: imported when tuning
+
     return {"thresholds": tune_thresholds(probs, targets, cfg.threshold_by, cfg.threshold_target)}
 
 

@@ -34,31 +34,10 @@ from sklearn.metrics import (
 )
 
 from pictag.heads.kinds import Params, as_probs
+from pictag.heads.multilabel import DECISION_ORDER, ROW_METRICS
 from pictag.heads.multilabel_decide import decide, thresholds_of
 
 MAX_CURVE_POINTS = 200  # curves in report.json are downsampled to keep the file small
-# Threshold metrics: those over complete rows, and all of them in report.json's order.
-ROW_METRICS = (
-    "f1_samples",
-    "hamming_loss",
-    "subset_accuracy",
-    "cardinality_true",
-    "cardinality_pred",
-)
-DECISION_ORDER = (
-    "f1_micro",
-    "f1_macro",
-    "f1_samples",
-    "precision_micro",
-    "recall_micro",
-    "precision_macro",
-    "recall_macro",
-    "hamming_loss",
-    "subset_accuracy",
-    "cardinality_true",
-    "cardinality_pred",
-)
-METRIC_NAMES = ("mAP", "roc_auc_macro", *DECISION_ORDER)
 
 
 def section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: Params) -> dict:
