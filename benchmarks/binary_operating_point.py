@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     dataset_dir("utkface-5k")  # exits with a message when ../shared/data is absent
     start = time.perf_counter()
-    pictag.train(CONFIG, args.out, progress=False)
+    pictag.train(CONFIG, args.out, overwrite=True, progress=False)
     trained = time.perf_counter() - start
     info = read_run_info(args.out)
     params = info.params["gender"]

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/pictag-eval-bench}
 [ -d ../shared/data ] || { echo "../shared/data is absent: nothing to evaluate"; exit 0; }
 mkdir -p benchmarks/results
-.venv/bin/pictag train examples/miml-scenes.yaml --out "$out/miml" --set train.mode=linear-probe
+.venv/bin/pictag train examples/miml-scenes.yaml --out "$out/miml" --overwrite --set train.mode=linear-probe
 .venv/bin/pictag evaluate "$out/miml"
-.venv/bin/pictag train examples/utkface.yaml --out "$out/utkface" --set train.mode=linear-probe \
+.venv/bin/pictag train examples/utkface.yaml --out "$out/utkface" --overwrite --set train.mode=linear-probe \
     --set data.test_fraction=0.2
 .venv/bin/pictag evaluate "$out/utkface"
 for name in miml utkface; do

@@ -66,6 +66,7 @@ def train(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train a model and write its run folder (see :func:`pictag.training.trainer.train`).
@@ -75,13 +76,15 @@ def train(
             first and never changed. Ignored with ``resume`` (the run's own config is used).
         out_dir: The run folder.
         resume: Continue the run in ``out_dir`` from its last completed epoch.
+        overwrite: Replace a run already in ``out_dir`` (otherwise that is an error).
         progress: Show progress bars.
     """
     from pictag.training.trainer import train as _train
 
     if not resume:
         config = load_config(config)
-    return _train(config, out_dir, resume=resume, progress=progress)  # type: ignore[arg-type]
+    options = {"resume": resume, "overwrite": overwrite, "progress": progress}
+    return _train(config, out_dir, **options)  # type: ignore[arg-type]
 
 
 def evaluate(

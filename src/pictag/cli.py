@@ -146,7 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = Config() if args.resume else config_from_args(args)
     from pictag.training.trainer import train
 
-    result = train(config, args.resume or args.out, resume=bool(args.resume))
+    run_dir = args.resume or args.out
+    result = train(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"best epoch {result.best_epoch}: score {result.best_score:.4f} -> {result.run_dir}")
     return 0
@@ -156,6 +157,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     _data_args(parser)
     parser.add_argument("--out", help="run folder to write")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -67,7 +67,8 @@ def run_demo(
             continue
         config = demo_config(task, data_dir, epochs)
         start = time.perf_counter()
-        result = train(config, out_dir / "runs" / task, progress=False)
+        # The demo's runs are scratch: each `pictag demo` replaces the last one's.
+        result = train(config, out_dir / "runs" / task, overwrite=True, progress=False)
         seconds = time.perf_counter() - start
         heads = ", ".join(f"{n} ({h.kind})" for n, h in config.heads.items())
         split = _split_sizes(read_splits(result.run_dir))

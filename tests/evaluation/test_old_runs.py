@@ -25,8 +25,9 @@ def old_run(tiny_run, tmp_path):
     shutil.copytree(tiny_run, run_dir)
     (run_dir / "val_outputs.safetensors").unlink(missing_ok=True)
     meta = json.loads((run_dir / "pictag.json").read_text())
-    for key in ("schema_version", "decisions", "weights_id"):
+    for key in ("schema_version", "decisions"):
         meta.pop(key, None)
+    meta["checkpoint_id"] = meta.pop("weights_id")  # one id for weights and metadata then
     meta["format"] = "pictag-run/1"
     meta["thresholds"] = {"tags": OLD_THRESHOLDS}
     for head in meta["config"]["heads"].values():

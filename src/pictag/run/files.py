@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,8 +12,11 @@ from pictag.data.split_file import SPLITS, SplitError, read_split_paths, save_sp
 from pictag.fileio import write_json
 from pictag.run.meta import (
     META_FILE,
+    ONNX_FILE,
     RESUME_CONFIG_FILE,
     SPLITS_FILE,
+    VAL_OUTPUTS_FILE,
+    WEIGHTS_FILE,
     read_json_document,
     read_meta_document,
 )
@@ -91,3 +95,82 @@ def read_resume_config(run_dir: str | Path) -> Config:
         ) from None
     config.data.split_file = str(splits_path(run_dir))
     return config
+
+
+# What `pictag train` writes into a run folder; --overwrite removes exactly these (never a
+# user's own files that happen to sit there).
+RUN_ENTRIES = (
+    WEIGHTS_FILE,
+    META_FILE,
+    VAL_OUTPUTS_FILE,
+    SPLITS_FILE,
+    RESUME_CONFIG_FILE,
+    "metrics.jsonl",
+    "metrics.csv",
+    "skipped.csv",
+    "report.json",
+    "report.html",
+    ONNX_FILE,
+    "last",
+    ".last-old",
+    "features",
+    "tensorboard",
+)
+
+
+class RunExistsError(ValueError):
+    """``pictag train --out DIR`` where DIR already holds a run; the message says what to do."""
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether a run was started in ``run_dir`` (finished, or interrupted with ``last/``)."""
+    run_dir = Path(run_dir)
+    return any((run_dir / name).exists() for name in (META_FILE, RESUME_CONFIG_FILE, "last"))
+
+
+def claim_run_dir(run_dir: str | Path, overwrite: bool = False, clear: bool = True) -> None:
+    """Make ``run_dir`` ready for a new run: refuse one that holds a run unless ``overwrite``,
+    which removes the earlier run's files (and stale temporary files) first.
+
+    Args:
+        run_dir: The run folder.
+        overwrite: Replace a run that is there.
+        clear: Remove the files (False: check only, for the processes of a torchrun job that
+            do not write the run).
+
+    Raises:
+        RunExistsError: ``run_dir`` holds a run and ``overwrite`` is False.
+    """
+    run_dir = Path(run_dir)
+    if holds_run(run_dir) and not overwrite:
+        raise RunExistsError(
+            f"{run_dir} already holds a run: continue it with `pictag train --resume {run_dir}`, "
+            "replace it with --overwrite (pictag.train(..., overwrite=True)), or choose another "
+            "--out"
+        )
+    if not clear:
+        return
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    remove_stale_tmp(run_dir)
+
+
+def remove_stale_tmp(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files an interrupted write left in ``run_dir`` (``.NAME.*.tmp``,
+    as pictag.fileio.atomic_write names them). Call it only when no other process writes to
+    the run (a new or resumed run), since a live writer's temporary file looks the same.
+
+    Returns:
+        The files removed.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    stale = [p for p in run_dir.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import timm
 import torch
 
@@ -105,6 +106,8 @@ def write_params(run_dir: str | Path, params: Mapping[str, Params]) -> str:
     meta["decisions"] = {**stored, **{name: dict(value) for name, value in params.items()}}
     meta.pop("thresholds", None)
     meta.update(format="pictag-run", schema_version=SCHEMA_VERSION)
+    # The weights keep their id (a schema-1 run's checkpoint id was its weights' id).
+    meta.setdefault("weights_id", meta.get("checkpoint_id"))
     meta["checkpoint_id"] = uuid.uuid4().hex
     write_json(meta_path, meta)
     return meta["checkpoint_id"]
@@ -151,7 +154,27 @@ def read_meta_document(run_dir: Path) -> dict[str, Any]:
             f"{meta_path} has schema_version {version!r}, newer than this pictag "
             f"({__version__}) reads ({SCHEMA_VERSION}); upgrade pictag to use this run"
         )
+    _check_weights_match(meta, weights_path)
     return meta
+
+
+def _check_weights_match(meta: Mapping[str, Any], weights_path: Path) -> None:
+    """Refuse weights and metadata of different checkpoints: a kill between the rename of
+    ``model.safetensors`` and that of ``pictag.json`` leaves epoch-N weights beside epoch-(N-1)
+    metadata, which would evaluate and predict wrongly without a word."""
+    written_for = meta.get("weights_id", meta.get("checkpoint_id"))
+    if written_for is None:
+        return  # a run from before ids were stored
+    with safetensors.safe_open(str(weights_path), framework="numpy") as handle:
+        weights_id = (handle.metadata() or {}).get("pictag_id")
+    if weights_id != written_for:
+        run_dir = weights_path.parent
+        raise ValueError(
+            f"{weights_path} (checkpoint {weights_id}) and {run_dir / META_FILE} (written for "
+            f"checkpoint {written_for}) belong to different checkpoints: training stopped "
+            f"between writing the two. Continue it with `pictag train --resume {run_dir}`, or "
+            "train again"
+        )
 
 
 def read_json_document(path: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import copy
 import functools
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from pictag.heads import LossOptions, check_config, check_monitor, get_kind, hig
 from pictag.models.classifier import Classifier
 from pictag.run import (
     build_model,
+    claim_run_dir,
     default_params,
     read_resume_config,
     read_run_info,
     read_val_outputs,
+    remove_stale_tmp,
     run_meta,
     save_model,
     write_params,
@@ -68,7 +71,12 @@ class TrainResult:
 
 
 def train(
-    config: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    config: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> TrainResult:
     """Train a model as ``config`` says and write it to ``out_dir``.
 
@@ -82,12 +90,23 @@ def train(
         out_dir: Run folder: ``model.safetensors``, ``pictag.json``, ``metrics.jsonl``,
             ``splits.csv`` and ``last/`` for resuming.
         resume: Continue the run in ``out_dir`` from its last completed epoch.
+        overwrite: Replace a run already in ``out_dir`` (without it, that is an error: a
+            finished run is never overwritten by accident, nor an old cache reused).
         progress: Show progress bars.
+
+    Raises:
+        RunExistsError: ``out_dir`` holds a run and neither ``resume`` nor ``overwrite`` is set.
     """
     out_dir = Path(out_dir)
     # A copy: the run may fill in or change fields, and the caller's object must stay as given.
     config = _resumed_config(out_dir) if resume else copy.deepcopy(config)
     check_config(config)
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes the run
+    if resume:
+        if writer:
+            remove_stale_tmp(out_dir)  # an interrupted write's leftovers
+    else:
+        claim_run_dir(out_dir, overwrite, clear=writer)
     runtime = setup_runtime(config.train.device, config.train.amp)
     try:
         result = _train(config, out_dir, runtime, resume, progress and runtime.is_main)

@@ -1,0 +1,111 @@
+"""A run folder is never overwritten by accident, never reused stale, and never read when its
+weights and metadata belong to different checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import safetensors.torch
+
+import pictag
+from pictag.cli import main
+from pictag.config import load_config
+from pictag.evaluation.predictor import Predictor
+from pictag.run import (
+    RunExistsError,
+    claim_run_dir,
+    load_run,
+    read_run_info,
+    remove_stale_tmp,
+    write_params,
+)
+
+FAST = [
+    "model.backbone=small_cnn",
+    "model.pretrained=none",
+    "model.image_size=16",
+    "train.batch_size=4",
+    "train.mode=linear-probe",
+    "train.augment=none",
+]
+
+
+@pytest.fixture
+def probe_config(folder_tree):
+    return load_config(overrides=[f"data.images={folder_tree}", *FAST])
+
+
+def test_a_second_train_into_a_run_refuses_and_keeps_the_run(probe_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    pictag.train(probe_config, run, progress=False)
+    before = (run / "pictag.json").read_bytes()
+    with pytest.raises(RunExistsError, match=r"--resume .*--overwrite"):
+        pictag.train(probe_config, run, progress=False)
+    assert (run / "pictag.json").read_bytes() == before
+    images = str(probe_config.data.images[0])
+    assert main(["train", "--images", images, "--out", str(run), *_sets()]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "pictag.json").read_bytes() == before
+
+
+def test_overwrite_replaces_the_run_and_its_cached_features(probe_config, tmp_path):
+    run = tmp_path / "run"
+    pictag.train(probe_config, run, progress=False)
+    first = read_run_info(run).checkpoint_id
+    assert (run / "features").is_dir()
+    (run / "notes.txt").write_text("mine")
+    (run / "features" / "train.safetensors").write_bytes(b"stale")  # would crash if reused
+    pictag.train(probe_config, run, overwrite=True, progress=False)
+    assert read_run_info(run).checkpoint_id != first
+    assert (run / "notes.txt").read_text() == "mine"  # only pictag's own files are replaced
+
+
+def test_weights_of_another_checkpoint_are_refused(probe_config, tmp_path):
+    run = tmp_path / "run"
+    pictag.train(probe_config, run, progress=False)
+    # What a kill between the weights' rename and pictag.json's rename leaves behind.
+    state = safetensors.torch.load_file(str(run / "model.safetensors"))
+    safetensors.torch.save_file(state, str(run / "model.safetensors"), {"pictag_id": "newer"})
+    for read in (read_run_info, load_run, Predictor.from_run):
+        with pytest.raises(ValueError, match=r"different checkpoints.*--resume"):
+            read(run)
+
+
+def test_retuning_keeps_the_weights_id_of_an_older_run(probe_config, tmp_path):
+    run = tmp_path / "run"
+    pictag.train(probe_config, run, progress=False)
+    meta = json.loads((run / "pictag.json").read_text())
+    meta["checkpoint_id"] = meta.pop("weights_id")  # schema 1 kept one id for both
+    (run / "pictag.json").write_text(json.dumps(meta))
+    write_params(run, {"label": {}})
+    assert load_run(run).checkpoint_id != meta["checkpoint_id"]  # still readable
+
+
+def test_claim_and_stale_temporary_files(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    claim_run_dir(run)  # an empty folder is fine
+    (run / "last").mkdir()
+    with pytest.raises(RunExistsError):
+        claim_run_dir(run)  # an interrupted run: --resume
+    claim_run_dir(run, clear=False, overwrite=True)
+    assert (run / "last").is_dir()  # a torchrun rank that does not write leaves it
+    (run / ".pictag.json.x1.tmp").write_text("half")
+    (run / "keep.tmp").write_text("a user's file")
+    assert [p.name for p in remove_stale_tmp(run)] == [".pictag.json.x1.tmp"]
+    assert (run / "keep.tmp").exists()
+    claim_run_dir(run, overwrite=True)
+    assert not (run / "last").exists()
+
+
+def _sets() -> list[str]:
+    return [item for setting in FAST for item in ("--set", setting)]
+
+
+def test_copied_run_folder_still_loads(probe_config, tmp_path):
+    run = tmp_path / "run"
+    pictag.train(probe_config, run, progress=False)
+    shutil.copytree(run, tmp_path / "copy")
+    assert read_run_info(tmp_path / "copy").checkpoint_id == read_run_info(run).checkpoint_id
