@@ -314,6 +314,16 @@ BAD_REQUESTS = [
         "bad_json",
         ["not valid JSON"],
     ),
+    (
+        "json nested 100,000 levels deep",
+        {
+            "content": b"[" * 100_000 + b"]" * 100_000,
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "bad_json",
+        ["nested too deeply"],
+    ),
     ("bad base64", {"json": {"images": ["not base64!"]}}, 422, "bad_base64", ["images[0]"]),
     (
         "base64 of text",

@@ -240,6 +240,10 @@ def _from_json(body: bytes) -> list[Upload]:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(400, "bad_json", f"the body is not valid JSON: {err}") from err
+    except RecursionError as err:  # json's parser recurses once per nesting level
+        raise InputError(
+            400, "bad_json", 'the JSON body is nested too deeply; send {"images": [...]}'
+        ) from err
     if not isinstance(document, dict) or "images" not in document:
         raise InputError(422, "missing_field", _how_to_send("the JSON body has no 'images' field"))
     unknown = sorted(set(document) - {"images"})
