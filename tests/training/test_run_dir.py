@@ -109,3 +109,33 @@ def test_copied_run_folder_still_loads(probe_config, tmp_path):
     pictag.train(probe_config, run, progress=False)
     shutil.copytree(run, tmp_path / "copy")
     assert read_run_info(tmp_path / "copy").checkpoint_id == read_run_info(run).checkpoint_id
+
+
+def test_a_run_that_fails_before_any_model_leaves_no_half_written_folder(
+    probe_config, tmp_path, monkeypatch
+):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr("pictag.training.trainer.run_probe", broken)
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pictag.train(probe_config, run, progress=False)
+    assert not run.exists()  # no splits.csv, no config.resolved.json that looks like a run
+    monkeypatch.undo()
+    pictag.train(probe_config, run, progress=False)  # no --overwrite needed
+    assert read_run_info(run).heads
+
+
+def test_a_failed_start_keeps_a_users_folder_and_files(probe_config, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    monkeypatch.setattr("pictag.training.trainer.run_probe", _raise)
+    with pytest.raises(RuntimeError):
+        pictag.train(probe_config, run, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("boom")

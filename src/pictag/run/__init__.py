@@ -22,6 +22,7 @@ parameters change, so an export made before a re-tuning is recognised as stale.
 from pictag.run.files import (
     RunExistsError,
     claim_run_dir,
+    discard_unfinished,
     holds_run,
     read_resume_config,
     read_splits,
@@ -71,6 +72,7 @@ __all__ = [
     "build_model",
     "claim_run_dir",
     "default_params",
+    "discard_unfinished",
     "holds_run",
     "load_run",
     "read_resume_config",

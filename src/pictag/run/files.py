@@ -159,6 +159,22 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, clear: bool = Tr
     remove_stale_tmp(run_dir)
 
 
+def discard_unfinished(run_dir: str | Path) -> bool:
+    """After a failed start, remove what a run wrote before it had anything worth keeping (no
+    model, no resumable epoch): a half-written run folder would otherwise look like a run.
+
+    Returns:
+        Whether anything was removed.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / META_FILE).exists() or (run_dir / "last").exists():
+        return False
+    claim_run_dir(run_dir, overwrite=True)
+    if not any(run_dir.iterdir()):
+        run_dir.rmdir()
+    return True
+
+
 def remove_stale_tmp(run_dir: str | Path) -> list[Path]:
     """Remove the temporary files an interrupted write left in ``run_dir`` (``.NAME.*.tmp``,
     as pictag.fileio.atomic_write names them). Call it only when no other process writes to

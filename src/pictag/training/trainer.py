@@ -24,6 +24,7 @@ from pictag.run import (
     build_model,
     claim_run_dir,
     default_params,
+    discard_unfinished,
     read_resume_config,
     read_run_info,
     read_val_outputs,
@@ -113,6 +114,10 @@ def train(
         if runtime.is_main:
             tune_decisions(out_dir, config, progress, str(runtime.device))
         return result
+    except BaseException:
+        if writer and not resume and discard_unfinished(out_dir):
+            log.info("removed the unfinished run from %s: nothing in it was worth keeping", out_dir)
+        raise
     finally:
         cleanup(runtime)
 
