@@ -268,3 +268,13 @@ def test_missing_or_non_utf8_label_file(tmp_path: Path) -> None:
     labels = _csv(tmp_path / "latin.csv", "image,label\na.png,caf\xe9\n", "latin-1")
     with pytest.raises(ValueError, match="UTF-8"):
         _read(labels, {"label": {}})
+
+
+def test_a_looping_symlink_does_not_hide_the_folders_images(tmp_path: Path, caplog) -> None:
+    good = [_image(tmp_path / "images" / f"{i}.png") for i in range(3)]
+    (tmp_path / "images" / "loop.png").symlink_to(tmp_path / "images" / "loop.png")
+    rows = "".join(f"images/{p.name},cat\n" for p in good)
+    with caplog.at_level("WARNING"):
+        result = _read(_csv(tmp_path / "labels.csv", "image,label\n" + rows), {"label": {}})
+    assert sorted(s.path.name for s in result.samples) == ["0.png", "1.png", "2.png"]
+    assert "loop.png" in caplog.text and "skipped" in caplog.text

@@ -156,3 +156,26 @@ def test_offline_lite0_classifies_real_photos() -> None:
         assert torch.allclose(backbone.eval()(images), pooled, atol=1e-5)
     assert PALACE in top5[0], top5[0]
     assert DAISY in top5[1], top5[1]
+
+
+class _Payload:
+    """Stands for the code a malicious pickle would run; never unpickled by pictag."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (_Payload._run, ())
+
+    @staticmethod
+    def _run() -> None:
+        _Payload.ran = True
+
+
+def test_a_pickle_that_holds_code_is_refused_with_how_to_convert(tmp_path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.0.weight": torch.zeros(1), "payload": _Payload()}, path)
+    with pytest.raises(ValueError) as caught:
+        create_backbone("test_resnet", pretrained=str(path))
+    message = str(caught.value)
+    assert str(path) in message and "safetensors" in message and "weights_only=False" in message
+    assert not _Payload.ran

@@ -3,11 +3,13 @@ weights and metadata belong to different checkpoints."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 
 import pytest
 import safetensors.torch
+import torch
 
 import pictag
 from pictag.cli import main
@@ -139,3 +141,13 @@ def test_a_failed_start_keeps_a_users_folder_and_files(probe_config, tmp_path, m
 
 def _raise(*args, **kwargs):
     raise RuntimeError("boom")
+
+
+def test_a_refused_weights_file_leaves_no_run_folder(folder_tree, tmp_path) -> None:
+    evil = tmp_path / "evil.pth"
+    torch.save({"payload": datetime.date(2020, 1, 1)}, evil)  # not a tensor: needs unpickling
+    settings = [*FAST, "model.backbone=test_resnet", f"model.pretrained={evil}"]
+    config = load_config(overrides=[f"data.images={folder_tree}", *settings])
+    with pytest.raises(ValueError, match=r"evil\.pth: refused to load.*safetensors"):
+        pictag.train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -6,6 +6,7 @@ import cycle; users import everything from :mod:`pictag.data.sources`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from pictag.heads import KINDS, HeadKind
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -166,13 +169,26 @@ class ImageFinder:
 
     def _listing(self, folder: Path) -> frozenset[str]:
         if folder not in self._listings:
+            names: set[str] = set()
             try:
                 with os.scandir(folder) as entries:
-                    names = frozenset(e.name for e in entries if e.is_file())
+                    for entry in entries:
+                        names.update(_file_name(entry))
             except OSError:  # missing or unreadable folder: nothing found there
-                names = frozenset()
-            self._listings[folder] = names
+                pass
+            self._listings[folder] = frozenset(names)
         return self._listings[folder]
+
+
+def _file_name(entry: os.DirEntry) -> list[str]:
+    """``[entry.name]`` for a file; nothing for anything else, and for an entry that cannot
+    be read (a looping symlink), which is named in a warning: one bad entry must not hide the
+    folder's other images."""
+    try:
+        return [entry.name] if entry.is_file() else []
+    except OSError as err:
+        log.warning("%s: skipped, it cannot be read (%s)", entry.path, err.strerror or err)
+        return []
 
 
 def split_note(samples: list[Sample]) -> str:

@@ -12,6 +12,7 @@ the TensorFlow release) classify real photos correctly once mapped onto timm's
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -231,10 +232,7 @@ def _load_weights_file(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    if path.suffix.lower() == ".safetensors":
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_file(path) if path.suffix.lower() == ".safetensors" else _load_pickled(path)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
     for wrapper in ("state_dict", "model"):
@@ -266,3 +264,20 @@ def _check_fits(
                 f"{path}: {key!r} has shape {tuple(tensor.shape)}, the model expects "
                 f"{tuple(target[key].shape)}"
             )
+
+
+def _load_pickled(path: Path) -> Mapping:
+    """A ``.pth``/``.pt``/``.bin`` state dict, read with ``weights_only`` so that no code in the
+    file runs; a file that needs more than tensors is refused with how to convert it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path}: refused to load: it holds more than tensors, and pictag never runs code "
+            f"from a weights file ({first[:200]}). If you trust the file, convert it once: "
+            'python -c "import torch, safetensors.torch as st; '
+            f"sd = torch.load('{path}', weights_only=False); "
+            "st.save_file(sd.get('state_dict', sd), 'weights.safetensors')\" "
+            "and set model.pretrained to weights.safetensors"
+        ) from None
