@@ -86,6 +86,9 @@ class DataConfig:
     image_column: str | None = _f(None, "CSV column with the image path or id; default: the first")
     pattern: str | None = _f(None, "file-name regex, one named group per head (format filename)")
     keep_difficult: bool = _f(False, "Pascal VOC: keep objects marked difficult")
+    allow_outside_roots: bool = _f(
+        False, "read image paths of a label file that leave data.images (../ or absolute)"
+    )
     builtin: str = _f("multioutput", "built-in demo task: digits | multilabel | multioutput")
     split_column: str | None = _f(None, "CSV column with train/val/test per row")
     split_file: str | None = _f(None, "CSV of image,split written by an earlier run or by hand")

@@ -278,3 +278,18 @@ def test_a_looping_symlink_does_not_hide_the_folders_images(tmp_path: Path, capl
         result = _read(_csv(tmp_path / "labels.csv", "image,label\n" + rows), {"label": {}})
     assert sorted(s.path.name for s in result.samples) == ["0.png", "1.png", "2.png"]
     assert "loop.png" in caplog.text and "skipped" in caplog.text
+
+
+@pytest.mark.parametrize("outside", ["../../secret.png", "{abs}"])
+def test_image_paths_that_leave_the_image_folders_are_refused(tmp_path: Path, outside) -> None:
+    secret = _image(tmp_path / "secret.png")
+    _image(tmp_path / "data" / "images" / "ok.png")
+    value = str(secret) if outside == "{abs}" else outside
+    labels = _csv(tmp_path / "data" / "labels.csv", f"image,label\nok.png,a\n{value},b\n")
+    roots = [str(tmp_path / "data" / "images")]
+    result = _read(labels, {"label": {}}, images=roots)
+    assert [s.path.name for s in result.samples] == ["ok.png"]
+    [problem] = _problems(result, "outside_roots")
+    assert problem.where == "labels.csv:3" and "allow_outside_roots" in problem.fix
+    allowed = _read(labels, {"label": {}}, images=roots, allow_outside_roots=True)
+    assert sorted(s.path.name for s in allowed.samples) == ["ok.png", "secret.png"]

@@ -122,8 +122,9 @@ def _decoded(
             if head.startswith(_MAGIC):
                 raise _truncated_error(name, err) from err
             raise ImageError(
-                f"{name} is not an image Pillow can read (it starts with {head[:16]!r}); "
-                "convert it to JPEG or PNG, or remove the row",
+                # Never the file's bytes: a label file could point at a secret.
+                f"{name} is not an image Pillow can read; convert it to JPEG or PNG, or "
+                "remove the row",
                 name,
                 "not_an_image",
             ) from err

@@ -108,7 +108,9 @@ def read_coco(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     name, head = single_head(heads, "objects", "multilabel", "a COCO annotation file", tags=True)
     path = Path(data.labels or "")
     coco = _load_json(path)
-    finder = ImageFinder([Path(p) for p in data.images] or _coco_roots(path))
+    finder = ImageFinder(
+        [Path(p) for p in data.images] or _coco_roots(path), data.allow_outside_roots
+    )
     categories = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
     by_image, bad, problems = _coco_objects(coco, categories, path.name)
     samples = []

@@ -134,9 +134,17 @@ class ImageFinder:
     resolving thousands of ids, with extension guesses, stays fast.
     """
 
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: list[Path], allow_outside: bool = False) -> None:
         self.roots = roots
+        self.allow_outside = allow_outside
         self._listings: dict[Path, frozenset[str]] = {}
+
+    def leaves_roots(self, value: str) -> bool:
+        """Whether ``value`` names a file outside the image folders (an absolute path, or one
+        with ``..``), which a label file may not do unless ``data.allow_outside_roots``: a
+        label file from elsewhere must not make pictag read, say, /etc/passwd."""
+        path = Path(value.replace("\\", "/"))
+        return not self.allow_outside and (path.is_absolute() or ".." in path.parts)
 
     def find(self, value: str) -> tuple[Path, Path] | None:
         """``(image path, the root it was found in)``, or None when no root holds it.
@@ -144,6 +152,8 @@ class ImageFinder:
         ``value`` is a path relative to a root; when the file is not there as written and the
         value has no image extension (an id such as ``1042``), the common extensions are tried.
         """
+        if self.leaves_roots(value):
+            return None
         names = [value]
         if "\\" in value:
             names.append(value.replace("\\", "/"))  # paths written on Windows

@@ -95,7 +95,7 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     heads = dict(heads) or _auto_heads(table, {image_col, split_col})
     readers = [_head_reader(name, head, table) for name, head in heads.items()]
     used = {r.name: dataclasses.replace(heads[r.name], separator=r.separator) for r in readers}
-    finder = ImageFinder(_image_roots(data, table.path))
+    finder = ImageFinder(_image_roots(data, table.path), data.allow_outside_roots)
     samples, problems, found = _read_rows(table, image_col, split_col, readers, finder)
     description = (
         f"CSV {table.path.name}: {len(table.rows):,} rows, "
@@ -239,6 +239,16 @@ def _row_problems(
     if hit is not None:
         return []
     roots = ", ".join(str(r) for r in finder.roots)
+    if finder.leaves_roots(value):
+        return [
+            Problem(
+                "outside_roots",
+                where,
+                f"image {value!r} is outside the image folders ({roots}); not read",
+                "move the image under data.images and fix the row, or set "
+                "data.allow_outside_roots: true if you trust this label file",
+            )
+        ]
     return [
         Problem(
             "missing_file",
