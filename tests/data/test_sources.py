@@ -181,3 +181,15 @@ def test_real_miml_scenes_csv(explicit_folders: bool) -> None:
     splits = [s.split for s in result.samples]
     assert (splits.count("train"), splits.count("test")) == (1400, 100)
     assert all(s.path.suffix == ".jpg" for s in result.samples)
+
+
+def test_an_empty_class_folder_is_named_not_dropped_silently(tmp_path: Path) -> None:
+    root = tmp_path / "pets"
+    _image(root / "cat" / "a.png")
+    (root / "dog").mkdir()
+    (root / "dog" / "notes.txt").write_text("no images here")
+    result = read_samples(DataConfig(images=[str(root)]), {})
+    assert [s.labels["label"] for s in result.samples] == ["cat"]
+    (empty,) = result.problems
+    assert empty.kind == "empty_class" and empty.severity == "warning"
+    assert empty.path == root / "dog" and "'dog' holds no images" in empty.message

@@ -245,3 +245,14 @@ def test_summary_table_states_a_binary_heads_operating_point():
     assert "sick: positive 'yes' when P >= 0.3500: recall 1.0000, precision 0.6667" in (
         summary_table(json_ready(report))
     )
+
+
+def test_listed_images_the_data_does_not_give_are_named(tiny_run, tmp_path, caplog):
+    chosen = sorted((tiny_run.parent / "data" / "images").glob("*.png"))[:3]
+    gone = tmp_path / "gone.png"
+    split_file = tmp_path / "mine.csv"
+    split_file.write_text("image,split\n" + "".join(f"{p},test\n" for p in [*chosen, gone]))
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_run(tiny_run, split_file, out_dir=tmp_path, progress=False)
+    assert result["n_images"] == 3
+    assert "1 of 4 images listed in" in caplog.text and "gone.png (test)" in caplog.text

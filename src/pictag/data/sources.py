@@ -110,9 +110,11 @@ def read_folder(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     problems: list[Problem] = []
     for root in roots:
         for split, class_dir in _class_folders(root, problems):
+            images = list_images(class_dir)
+            if not images:  # a class nobody will learn: say so rather than drop it unseen
+                problems.append(_empty_class(class_dir))
             samples.extend(
-                Sample(path, {name: class_dir.name}, split, str(path))
-                for path in list_images(class_dir)
+                Sample(path, {name: class_dir.name}, split, str(path)) for path in images
             )
     if not samples:
         raise ValueError(
@@ -142,6 +144,12 @@ def _class_folders(root: Path, problems: list[Problem]) -> list[tuple[str | None
 
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _empty_class(folder: Path) -> Problem:
+    message = f"class folder {folder.name!r} holds no images; the class is left out"
+    fix = "add its images, or remove the folder"
+    return Problem("empty_class", str(folder), message, fix, severity="warning", path=folder)
 
 
 def _ignored(path: Path, what: str) -> Problem:

@@ -36,6 +36,9 @@ SPLIT_FILE_SUFFIXES = (".csv", ".tsv")
 _SHOWN = 5  # left-out images named one by one in the log
 
 
+MAX_NAMED = 10  # images named in a warning; the count covers the rest
+
+
 @dataclasses.dataclass
 class Listed:
     """A split listing to choose images by.
@@ -134,6 +137,21 @@ def _run_listing(run_dir: Path) -> Listed:
     return Listed(splits_path(run_dir), paths)
 
 
+def _warn_unread(listed: Listed, read: set[Path]) -> None:
+    """Name the listed images the data did not give (a missing file, a dropped row): every
+    dropped row is named, so a smaller evaluation never passes unnoticed."""
+    unread = [(path, name) for path, name in listed.paths.items() if path not in read]
+    if not unread:
+        return
+    shown = ", ".join(f"{path} ({name})" for path, name in unread[:MAX_NAMED])
+    more = f" and {len(unread) - MAX_NAMED} more" if len(unread) > MAX_NAMED else ""
+    log.warning(
+        "%d of %d images listed in %s are not evaluated: the data does not give them "
+        "(missing files or dropped rows): %s%s",
+        len(unread), len(listed.paths), listed.where, shown, more,
+    )  # fmt: skip
+
+
 def _listed(samples: Sequence[Sample], listed: Listed) -> dict[str, list[Sample]]:
     """Samples per split (and ``all``) as ``listed`` gives them, in source order; samples it
     does not list are left out (training may have dropped them).
@@ -146,6 +164,7 @@ def _listed(samples: Sequence[Sample], listed: Listed) -> dict[str, list[Sample]
         if name is not None:
             result[name].append(sample)
             result["all"].append(sample)
+    _warn_unread(listed, {Path(s.path).resolve() for s in result["all"]})
     if samples and listed.paths and not result["all"]:
         raise SplitError(
             f"{listed.where} lists none of the {len(samples)} images the data config reads "
