@@ -247,6 +247,17 @@ def _set_raw(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def absolute_data_paths(config: Config) -> None:
+    """Make ``data.images``, ``data.labels`` and ``data.split_file`` absolute (in place), so a
+    run folder that stores the config reads its data from any working folder."""
+    data = config.data
+    data.images = [os.path.abspath(p) for p in data.images]
+    if data.labels:
+        data.labels = os.path.abspath(data.labels)
+    if data.split_file:
+        data.split_file = os.path.abspath(data.split_file)
+
+
 def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
     data = raw.get("data")
     if not isinstance(data, dict):

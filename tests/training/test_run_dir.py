@@ -151,3 +151,18 @@ def test_a_refused_weights_file_leaves_no_run_folder(folder_tree, tmp_path) -> N
     with pytest.raises(ValueError, match=r"evil\.pth: refused to load.*safetensors"):
         pictag.train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_trained_with_relative_paths_evaluates_from_another_folder(
+    folder_tree, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(folder_tree.parent)
+    config = load_config(overrides=[f"data.images={folder_tree.name}", *FAST])
+    config.data.val_fraction, config.data.test_fraction = 0.25, 0.25
+    pictag.train(config, "run", progress=False)
+    assert config.data.images == [folder_tree.name]  # the caller's config is left as it was
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    report = pictag.evaluate(folder_tree.parent / "run", progress=False)
+    assert report["split"] == "test" and report["n_images"] > 0

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pictag.config import Config
+from pictag.config import Config, absolute_data_paths
 from pictag.data.pipeline import PreparedData, prepare_data
 from pictag.evaluation.evaluate import tune_params, tune_run_params
 from pictag.heads import LossOptions, check_config, check_monitor, get_kind, higher_is_better
@@ -108,6 +108,7 @@ def train(
             remove_stale_tmp(out_dir)  # an interrupted write's leftovers
     else:
         claim_run_dir(out_dir, overwrite, clear=writer)
+        absolute_data_paths(config)  # the run's stored config must work from any folder
     runtime = setup_runtime(config.train.device, config.train.amp)
     try:
         result = _train(config, out_dir, runtime, resume, progress and runtime.is_main)
