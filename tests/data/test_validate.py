@@ -375,7 +375,8 @@ def test_skip_lists_exactly_the_bad_rows_and_keeps_the_rest(tmp_path, caplog):
         ("labels.csv:30", "bad_row"),
     ]
     assert rows[0]["path"] == str(tmp_path / "empty.jpg") and rows[0]["fix"]
-    assert "dropped 2 of 8 samples" in caplog.text and "skipped.csv" in caplog.text
+    assert "dropped 3 of 9 rows with errors (2 samples" in caplog.text
+    assert "skipped.csv" in caplog.text
 
 
 def test_skip_without_a_folder_writes_no_file(tmp_path, monkeypatch, caplog):
@@ -385,7 +386,7 @@ def test_skip_without_a_folder_writes_no_file(tmp_path, monkeypatch, caplog):
     kept = apply_policy(report, "skip", None)
     assert len(kept) == 6
     assert not (tmp_path / "skipped.csv").exists()
-    assert "dropped 2 of 8 samples" in caplog.text
+    assert "dropped 3 of 9 rows with errors (2 samples" in caplog.text
 
 
 def test_reader_error_on_a_sample_row_drops_it(tmp_path):
@@ -455,3 +456,18 @@ def test_report_summarises_images_heads_and_problems(tmp_path):
     assert "    ... and 9 more" in text
     assert "  no_labels: 1 error\n    labels.csv:212: img210.png has no label" in text
     assert lines[-1] == "13 errors, 0 warnings"
+
+
+def test_skip_counts_rows_that_never_became_samples(tmp_path, caplog):
+    samples = _rows(tmp_path, ["cat", "dog", "cat", "dog"])
+    missing = [
+        Problem("missing_file", f"labels.csv:{row}", f"image {row}.png not found", "fix the row")
+        for row in (7, 8, 9)
+    ]
+    report = _check(samples, problems=missing)
+    with caplog.at_level(logging.WARNING):
+        kept = apply_policy(report, "skip", tmp_path)
+    assert kept == samples
+    # 3 of 7 rows had errors, though every sample that was read is kept.
+    assert "dropped 3 of 7 rows with errors (0 samples" in caplog.text
+    assert "3 rows that gave no sample" in caplog.text

@@ -87,6 +87,12 @@ class CheckReport:
         pairs = ((s, self._errors_of(i)) for i, s in enumerate(self.source.samples))
         return [(s, errors) for s, errors in pairs if errors]
 
+    def unread_errors(self) -> list[Problem]:
+        """Errors of rows that gave no sample (a missing or unreadable file, a bad cell): they
+        are dropped too, though no sample stands for them."""
+        attached = {id(p) for problems in self.by_sample.values() for p in problems}
+        return [p for p in self.errors() if id(p) not in attached and p.kind not in GLOBAL_KINDS]
+
     def global_errors(self) -> list[Problem]:
         """Errors about a head or the whole data set, which dropping rows cannot fix."""
         return [p for p in self.errors() if p.kind in GLOBAL_KINDS]

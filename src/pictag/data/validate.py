@@ -135,9 +135,14 @@ def apply_policy(report: CheckReport, policy: str, out_dir: Path | None = None) 
             path.parent.mkdir(parents=True, exist_ok=True)
             write_skipped(report, path)
             where = str(path)
+        unread = len({p.where for p in report.unread_errors()})
+        dropped = total - len(kept)
+        # Every count a user reads is the true one: rows that never became samples count too.
         log.warning(
-            "dropped %d of %d samples with errors; list: %s", total - len(kept), total, where
-        )
+            "dropped %d of %d rows with errors (%d samples with a bad label or image, %d rows "
+            "that gave no sample: a missing or unreadable file, a bad cell); list: %s",
+            dropped + unread, total + unread, dropped, unread, where,
+        )  # fmt: skip
     if not kept:
         raise DataCheckError(format_report(report) + "\nNo samples are left after skipping.")
     return kept
