@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MISSING_CLASS = -100  # a multiclass target with no known class (torch's ignore_index)
 MISSING_TAG = -1.0  # a multilabel entry with no known value; any negative value counts as missing
+NEUTRAL = 0.5  # the decision threshold before tuning, and of a label with nothing to tune on
 
 LossFn = Callable[["Tensor", "Tensor"], "Tensor"]
 
@@ -156,6 +157,14 @@ class HeadKind:
     export_meta: Callable[[Any, Params], dict[str, Any]]
     text_lines: Callable[[Any], int]
     draw: Callable[..., float]
+
+
+def untuned_threshold(cfg: Any) -> float:
+    """A head's threshold before tuning: ``threshold_target`` with ``threshold_by: fixed``,
+    else ``NEUTRAL``; ``cfg`` may be None (a head with no config: the default)."""
+    if getattr(cfg, "threshold_by", "f1") == "fixed":
+        return float(cfg.threshold_target)
+    return NEUTRAL
 
 
 def check_loss_name(options: LossOptions, kind: str, valid: tuple[str, ...]) -> None:

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from pictag.heads.kinds import Params, as_probs
+from pictag.heads.kinds import Params, as_probs, untuned_threshold
 
-NEUTRAL = 0.5  # the threshold of a binary decision before tuning (argmax)
 _EPS = 1e-7  # keeps log(0) finite in the per-image loss
 
 
@@ -40,9 +39,7 @@ def default_params(head: Any, cfg: Any) -> Params:
     threshold 0.5 (``threshold_by: fixed``: ``threshold_target``)."""
     if head.num_labels != 2:
         return {}
-    fixed = getattr(cfg, "threshold_by", "f1") == "fixed"
-    threshold = float(cfg.threshold_target) if fixed else NEUTRAL
-    return {"positive": positive_index(head, cfg), "threshold": threshold}
+    return {"positive": positive_index(head, cfg), "threshold": untuned_threshold(cfg)}
 
 
 def tune(probs: np.ndarray, targets: np.ndarray, head: Any, cfg: Any) -> Params:

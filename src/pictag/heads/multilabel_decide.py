@@ -11,17 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from pictag.heads.kinds import Params, as_probs
+from pictag.heads.kinds import NEUTRAL, Params, as_probs, untuned_threshold
 
-NEUTRAL = 0.5  # the threshold of a binary decision before tuning (argmax)
 _EPS = 1e-7  # keeps log(0) finite in the per-image loss
 
 
 def default_params(head: Any, cfg: Any) -> Params:
     """0.5 for every label (``threshold_by: fixed``: ``threshold_target``)."""
-    fixed = getattr(cfg, "threshold_by", "f1") == "fixed"
-    threshold = float(cfg.threshold_target) if fixed else NEUTRAL
-    return {"thresholds": [threshold] * head.num_labels}
+    return {"thresholds": [untuned_threshold(cfg)] * head.num_labels}
 
 
 def tune(probs: np.ndarray, targets: np.ndarray, head: Any, cfg: Any) -> Params:

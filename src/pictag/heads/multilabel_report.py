@@ -61,8 +61,7 @@ def section(probs: np.ndarray, targets: np.ndarray, labels: list[str], params: P
     decided = decide(probs, {"thresholds": tuned})
     at_half = decision_metrics(truth, known, decide(probs, {}))
     del at_half["cardinality_true"]  # the same at any threshold; it lives in "metrics"
-    summary = {"mAP": _nanmean(precisions), "roc_auc_macro": _nanmean(aucs)}
-    summary.update(decision_metrics(truth, known, decided))
+    summary = _summary(precisions, aucs, truth, known, decided)
     return {
         "kind": "multilabel",
         "labels": list(labels),
@@ -82,11 +81,20 @@ def metrics(probs: np.ndarray, targets: np.ndarray, params: Params) -> dict[str,
         raise ValueError(f"targets {targets.shape} and probabilities {probs.shape} differ")
     known = targets >= 0
     truth = known & (targets >= 0.5)
-    summary = {
-        "mAP": _nanmean(average_precisions(probs, targets)),
-        "roc_auc_macro": _nanmean(roc_aucs(probs, targets)),
-    }
-    summary.update(decision_metrics(truth, known, decide(probs, params)))
+    precisions, aucs = average_precisions(probs, targets), roc_aucs(probs, targets)
+    return _summary(precisions, aucs, truth, known, decide(probs, params))
+
+
+def _summary(
+    precisions: np.ndarray,
+    aucs: np.ndarray,
+    truth: np.ndarray,
+    known: np.ndarray,
+    decided: np.ndarray,
+) -> dict[str, float]:
+    """The ``METRIC_NAMES`` values: the label means of AP and ROC-AUC, then the decisions'."""
+    summary = {"mAP": _nanmean(precisions), "roc_auc_macro": _nanmean(aucs)}
+    summary.update(decision_metrics(truth, known, decided))
     return summary
 
 

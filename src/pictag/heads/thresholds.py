@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import precision_recall_curve
 
-from pictag.heads.kinds import as_probs
+from pictag.heads.kinds import NEUTRAL, as_probs
 
 TUNE_BY = ("f1", "precision", "recall", "fixed")
-NEUTRAL = 0.5  # the threshold of a label with nothing to tune on
 
 
 def tune_thresholds(
@@ -43,8 +42,6 @@ def tune_thresholds(
     targets = np.asarray(targets, dtype=np.float64)
     if targets.shape != probs.shape:
         raise ValueError(f"targets {targets.shape} and probabilities {probs.shape} differ")
-    if by == "fixed":
-        return [float(target)] * probs.shape[1]
     return [
         tune_column(probs[:, label], targets[:, label], by, target)
         for label in range(probs.shape[1])

@@ -47,13 +47,19 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
 
+def process_rank() -> int:
+    """This process's rank under torchrun (0 when run alone), readable before
+    :func:`setup_runtime` joins the process group."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     """Pick the device and precision; join the process group when started by torchrun.
 
     Under torchrun (``WORLD_SIZE`` > 1) the backend is nccl on GPUs and gloo on CPUs.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = process_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:

@@ -6,7 +6,6 @@ import copy
 import functools
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ from pictag.training.runtime import (
     broadcast_from_main,
     cleanup,
     epoch_seed,
+    process_rank,
     seed_everything,
     setup_runtime,
 )
@@ -102,7 +102,7 @@ def train(
     # A copy: the run may fill in or change fields, and the caller's object must stay as given.
     config = _resumed_config(out_dir) if resume else copy.deepcopy(config)
     check_config(config)
-    writer = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes the run
+    writer = process_rank() == 0  # under torchrun only rank 0 writes the run
     if resume:
         if writer:
             remove_stale_tmp(out_dir)  # an interrupted write's leftovers
