@@ -127,3 +127,16 @@ def test_evaluate_prints_the_summary_and_writes_reports(run_dir, tmp_path, capsy
 def test_evaluate_a_missing_run_exits_2(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "not a pictag run folder" in capsys.readouterr().err
+
+
+def test_check_data_set_on_a_head_key_keeps_the_patterns_other_heads(tmp_path, capsys):
+    # Issue 14, case 2: the age bins change the age head; gender and race stay.
+    for i, name in enumerate(("34_1_2_x.png", "8_0_0_x.png", "61_1_3_x.png", "25_0_1_x.png")):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name)
+    pattern = r"(?P<age>\d+)_(?P<gender>\d)_(?P<race>\d)_"
+    args = ["check-data", "--images", str(tmp_path), "--pattern", pattern]
+    assert main([*args, "--set", "heads.age.bins=[20]", "--set", "data.min_per_label=1"]) == 0
+    out = capsys.readouterr().out
+    assert "age: multiclass, 2 labels" in out and ">=20" in out and "<=19" in out
+    assert "gender: multiclass, 2 labels" in out
+    assert "race: multiclass, 4 labels" in out

@@ -256,3 +256,19 @@ def test_example_configs_validate_against_the_schema():
         assert not list(validator.iter_errors(raw)), path.name
     for broken in ("train: {lr: 0}", "train: {learning_rate: 0.1}", "heads: {t: {sep: ','}}"):
         assert list(validator.iter_errors(yaml.safe_load(broken))), broken
+
+
+def test_set_on_a_nested_head_key_keeps_the_sources_other_heads(tmp_path):
+    # Issue 14, case 2: with no heads named, `--set heads.age.bins=...` changes the age head
+    # the source names (data.all_heads), rather than selecting it alone.
+    config = load_config(overrides=["heads.age.bins=[13, 20, 30]"])
+    assert config.data.all_heads is True and config.heads["age"].bins == [13.0, 20.0, 30.0]
+    # Naming a head (not a key inside one) still selects it.
+    assert load_config(overrides=["heads.tags=multilabel"]).data.all_heads is False
+    # A config file that names its heads selects them; a --set adds to them.
+    path = tmp_path / "job.yaml"
+    path.write_text("heads:\n  gender: multiclass\n", encoding="utf-8")
+    config = load_config(path, overrides=["heads.age.bins=[13]"])
+    assert config.data.all_heads is False and list(config.heads) == ["gender", "age"]
+    # An explicit data.all_heads wins.
+    assert not load_config(overrides=["data.all_heads=false", "heads.a.bins=[1]"]).data.all_heads

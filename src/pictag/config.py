@@ -89,6 +89,12 @@ class DataConfig:
     allow_outside_roots: bool = _f(
         False, "read image paths of a label file that leave data.images (../ or absolute)"
     )
+    all_heads: bool = _f(
+        False,
+        "read every head the source names (file-name groups, built-in heads, a 0/1 CSV group, "
+        "a folder's one head); the heads section then only changes their settings. "
+        "`--set heads.NAME.KEY=...` turns it on when the config names no heads",
+    )
     builtin: str = _f("multioutput", "built-in demo task: digits | multilabel | multioutput")
     split_column: str | None = _f(None, "CSV column with train/val/test per row")
     split_file: str | None = _f(None, "CSV of image,split written by an earlier run or by hand")
@@ -205,9 +211,21 @@ def load_config(
         _resolve_data_paths(raw, path.parent)
     for key, value in (values or {}).items():
         _set_raw(raw, key, value)
+    named_heads = bool(raw.get("heads"))
     for item in overrides or []:
         set_key(raw, item)
+    if not named_heads and _refines_heads(overrides or []):
+        # `--set heads.age.bins=...` on a config that names no heads changes the age head of
+        # the source; it must not drop the source's other heads.
+        data = raw.setdefault("data", {})
+        if isinstance(data, dict):
+            data.setdefault("all_heads", True)
     return config_from_dict(raw)
+
+
+def _refines_heads(overrides: list[str]) -> bool:
+    keys = [item.partition("=")[0].strip().split(".") for item in overrides]
+    return any(len(parts) > 2 and parts[0] == "heads" for parts in keys)
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:

@@ -149,6 +149,37 @@ def test_filename_pattern_heads_from_groups_and_errors(tmp_path: Path) -> None:
         read_samples(DataConfig(images=[str(tmp_path)], pattern="(?P<a>"), {})
 
 
+def test_all_heads_keeps_every_group_and_changes_only_the_set_keys(tmp_path: Path) -> None:
+    # Issue 14, case 2: `--set heads.age.bins=...` must not drop the gender and race heads.
+    _image(tmp_path / "34_1_2_x.jpg")
+    pattern = r"(?P<age>\d+)_(?P<gender>\d)_(?P<race>\d)_"
+    data = DataConfig(images=[str(tmp_path)], pattern=pattern, all_heads=True)
+    configured = {"age": HeadConfig(bins=[13.0, 20.0]), "sex": HeadConfig(group="gender")}
+    result = read_samples(data, configured)
+    assert list(result.heads) == ["age", "gender", "race", "sex"]
+    assert result.samples[0].labels == {"age": "34", "gender": "1", "race": "2", "sex": "1"}
+    assert result.heads["age"].bins == [13.0, 20.0]
+    assert result.heads["gender"] == HeadConfig()
+    # A configured head the pattern does not name is still an error, as without all_heads.
+    with pytest.raises(ValueError, match="no group 'sex'"):
+        read_samples(data, {"sex": HeadConfig(labels=["m", "f"])})
+
+
+def test_all_heads_refines_the_one_head_of_a_folder_tree_and_a_zero_one_csv(
+    tmp_path: Path,
+) -> None:
+    _image(tmp_path / "tree" / "cat" / "a.png")
+    tree = DataConfig(images=[str(tmp_path / "tree")], all_heads=True)
+    result = read_samples(tree, {"label": HeadConfig(label_smoothing=0.1)})
+    assert result.heads["label"].label_smoothing == 0.1
+    _image(tmp_path / "b.png")
+    (tmp_path / "labels.csv").write_text("image,sea,sky\nb.png,1,0\n", encoding="utf-8")
+    table = DataConfig(labels=str(tmp_path / "labels.csv"), all_heads=True)
+    result = read_samples(table, {"tags": HeadConfig(weight=2.0)})
+    assert result.heads["tags"].kind == "multilabel" and result.heads["tags"].weight == 2.0
+    assert result.samples[0].labels == {"tags": ("sea",)}
+
+
 def test_builtin_reads_the_generated_csv(tmp_path: Path) -> None:
     data = DataConfig(format="builtin", builtin="multioutput")
     result = read_samples(data, {"count": HeadConfig(weight=2.0), "digits": HeadConfig()}, tmp_path)

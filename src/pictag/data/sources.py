@@ -26,6 +26,7 @@ from pictag.data.sources_common import (
     is_image_name,
     list_images,
     normalize_split,
+    refine_heads,
     single_head,
     split_from_folders,
     split_note,
@@ -103,7 +104,12 @@ def read_folder(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
         ValueError: no roots, a root that is not a folder, or no images in class folders.
     """
     name, head = single_head(
-        heads, "label", "multiclass", "a folder tree (one class per folder)", tags=False
+        heads,
+        "label",
+        "multiclass",
+        "a folder tree (one class per folder)",
+        tags=False,
+        all_heads=data.all_heads,
     )
     roots = _roots(data, "the folder with one subfolder per class")
     samples: list[Sample] = []
@@ -170,7 +176,8 @@ def read_filenames(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResu
         ValueError: the pattern is not a valid regex, or names no group a head needs.
     """
     pattern = _compile(data.pattern or "")
-    heads = dict(heads) or {g: HeadConfig() for g in pattern.groupindex}
+    implied = {group: HeadConfig() for group in pattern.groupindex}
+    heads = refine_heads(implied, heads) if data.all_heads else dict(heads) or implied
     groups = {name: head.group or name for name, head in heads.items()}
     kinds = {name: head_kind(name, head) for name, head in heads.items()}
     for name, group in groups.items():
@@ -230,7 +237,7 @@ def _read_builtin(data: DataConfig, heads: dict[str, HeadConfig], workdir: Path)
         )
     used = {}
     for name, kind in dataset.heads.items():
-        if heads and name not in heads:
+        if heads and name not in heads and not data.all_heads:
             continue  # configuring some heads selects them
         separator = " " if get_kind(kind).tags else None  # the built-in sets join tags by spaces
         used[name] = dataclasses.replace(

@@ -35,7 +35,9 @@ def read_voc(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     Raises:
         ValueError: no roots are given, or one is not a VOC root.
     """
-    name, head = single_head(heads, "objects", "multilabel", "a Pascal VOC folder", tags=True)
+    name, head = single_head(
+        heads, "objects", "multilabel", "a Pascal VOC folder", tags=True, all_heads=data.all_heads
+    )
     if not data.images:
         raise ValueError("data.images: give the Pascal VOC folder (with Annotations/, JPEGImages/)")
     samples: list[Sample] = []
@@ -105,7 +107,14 @@ def read_coco(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     Raises:
         ValueError: the file is missing, not JSON, or has no ``images`` list.
     """
-    name, head = single_head(heads, "objects", "multilabel", "a COCO annotation file", tags=True)
+    name, head = single_head(
+        heads,
+        "objects",
+        "multilabel",
+        "a COCO annotation file",
+        tags=True,
+        all_heads=data.all_heads,
+    )
     path = Path(data.labels or "")
     coco = _load_json(path)
     finder = ImageFinder(

@@ -6,6 +6,7 @@ import cycle; users import everything from :mod:`pictag.data.sources`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
@@ -97,8 +98,39 @@ def head_kind(name: str, head: HeadConfig) -> HeadKind:
     return kind
 
 
+def refine_heads(
+    implied: dict[str, HeadConfig], configured: dict[str, HeadConfig]
+) -> dict[str, HeadConfig]:
+    """The heads a source names, each changed by the configured settings of the same name
+    (``data.all_heads``), then the configured heads the source does not name.
+
+    Only settings that differ from :class:`HeadConfig`'s defaults change a head, so
+    ``heads.age.bins`` leaves the kind and group the source chose as they are.
+    """
+    defaults = HeadConfig()
+    refined = {}
+    for name, head in implied.items():
+        given = configured.get(name)
+        if given is not None:
+            changes = {
+                field.name: getattr(given, field.name)
+                for field in dataclasses.fields(HeadConfig)
+                if getattr(given, field.name) != getattr(defaults, field.name)
+            }
+            head = dataclasses.replace(head, **changes)
+        refined[name] = head
+    refined.update({name: head for name, head in configured.items() if name not in implied})
+    return refined
+
+
 def single_head(
-    heads: dict[str, HeadConfig], default_name: str, default_kind: str, source: str, *, tags: bool
+    heads: dict[str, HeadConfig],
+    default_name: str,
+    default_kind: str,
+    source: str,
+    *,
+    tags: bool,
+    all_heads: bool = False,
 ) -> tuple[str, HeadConfig]:
     """The one head of a source that gives one label per image, with its config.
 
@@ -108,10 +140,13 @@ def single_head(
         default_kind: The head's kind when none is configured.
         source: The source, for messages (``a Pascal VOC folder``).
         tags: Whether the source gives tag lists; the head's kind must read labels as such.
+        all_heads: ``data.all_heads``: the configured head only changes the default head.
 
     Raises:
         ValueError: more than one head is configured, or the configured kind does not fit.
     """
+    if all_heads:
+        heads = refine_heads({default_name: HeadConfig(kind=default_kind)}, heads)
     if not heads:
         return default_name, HeadConfig(kind=default_kind)
     if len(heads) > 1:

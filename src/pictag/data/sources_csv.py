@@ -21,6 +21,7 @@ from pictag.data.sources_common import (
     head_kind,
     kind_names,
     normalize_split,
+    refine_heads,
     split_from_folders,
     split_note,
 )
@@ -92,6 +93,8 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     table = read_table(Path(data.labels))
     image_col = table.column(data.image_column or table.header[0], "data.image_column")
     split_col = table.column(data.split_column, "data.split_column") if data.split_column else None
+    if data.all_heads:
+        heads = refine_heads(_zero_one_heads(table, {image_col, split_col}) or {}, heads)
     heads = dict(heads) or _auto_heads(table, {image_col, split_col})
     readers = [_head_reader(name, head, table) for name, head in heads.items()]
     used = {r.name: dataclasses.replace(heads[r.name], separator=r.separator) for r in readers}
@@ -106,7 +109,8 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     return SourceResult(samples, used, problems, description, "csv")
 
 
-def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
+def _zero_one_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig] | None:
+    """``{'tags': multilabel over every label column}`` when those columns are all 0/1."""
     columns = [h for i, h in enumerate(table.header) if i not in skip and h]
     indexes = [table.header.index(c) for c in columns]
     binary = bool(columns) and all(
@@ -114,13 +118,19 @@ def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
         and any(table.cells(i))
         for i in indexes
     )
-    if not binary:
+    return {"tags": HeadConfig(kind="multilabel", columns=columns)} if binary else None
+
+
+def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
+    heads = _zero_one_heads(table, skip)
+    if heads is None:
+        columns = [h for i, h in enumerate(table.header) if i not in skip and h]
         raise ValueError(
             f"{table.path.name}: no heads are configured and its label columns "
             f"({', '.join(columns) or 'none'}) are not all 0/1; name the heads, e.g. "
             "`heads: {species: multiclass}` or `heads: {tags: {kind: multilabel, column: tags}}`"
         )
-    return {"tags": HeadConfig(kind="multilabel", columns=columns)}
+    return heads
 
 
 def _head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
