@@ -1,12 +1,14 @@
 """Load test of ``pictag serve`` on loopback: N concurrent clients send M requests of real JPEGs.
 
-    python benchmarks/load_test.py --clients 4 --requests 200
+    python benchmarks/load_test.py --clients 4 32 --requests 1000
 
 The server is the real command (``python -m pictag serve RUN_DIR``) in its own process, so the
 clients' threads do not share its interpreter. The clients are threads with one ``httpx.Client``
 (keep-alive) each, posting the MIML scene JPEGs of ``../shared/data/miml-scenes/test`` in turn
-as multipart uploads. Reported: throughput (requests/s, images/s), latency p50/p90/p99, errors
-by kind (a 503 when over ``--max-concurrency`` counts as one), the CPU share the server and the
+as multipart uploads, at each ``--clients`` count in turn against one server. Reported per
+count: throughput (requests/s, images/s), latency p50/p90/p99, errors by kind (a 503 when the
+server's queue is full counts as one), the mean images per model call (dynamic batching, from
+``/health``), the CPU share the server and the
 machine's other processes took, and for comparison the same images through ``Predictor.predict``
 in this process one per call (sequential: no HTTP, but no overlap of one image's decoding with
 another's inference either). Bounded: loopback only, at most ``--requests`` requests, a
@@ -51,11 +53,13 @@ START_TIMEOUT_S = 180
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="run folder (default: Lite0 + a 5-tag head)")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--requests", type=int, default=200, help="requests in all")
+    parser.add_argument(
+        "--clients", type=int, nargs="+", default=[4, 32], help="concurrent clients, each in turn"
+    )
+    parser.add_argument("--requests", type=int, default=1000, help="requests per client count")
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument(
-        "--max-concurrency", type=int, help="server's limit (default: --clients, so none fail)"
+        "--max-queue", type=int, default=Limits().max_queue, help="the server's queue limit"
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds for the whole run")
@@ -81,9 +85,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: Path, port: int, max_concurrency: int, log: Path) -> subprocess.Popen:
+def start_server(run: Path, port: int, max_queue: int, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "pictag", "serve", str(run), "--host", HOST]
-    command += ["--port", str(port), "--max-concurrency", str(max_concurrency), "--device", "cpu"]
+    command += ["--port", str(port), "--max-queue", str(max_queue), "--device", "cpu"]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -145,13 +149,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def load(url: str, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict[str, Any]:
+def load(
+    url: str, images: list[tuple[str, bytes]], args: argparse.Namespace, clients: int
+) -> dict[str, Any]:
     tally = Tally(args.requests)
     threads = [
         threading.Thread(
             target=client_loop, args=(url, images, args.images_per_request, tally, args)
         )
-        for _ in range(args.clients)
+        for _ in range(clients)
     ]
     with LoadMeter() as meter:
         for thread in threads:
@@ -162,6 +168,7 @@ def load(url: str, images: list[tuple[str, bytes]], args: argparse.Namespace) ->
     errors = Counter(outcome for _, outcome in tally.records if outcome != "ok")
     done = len(latencies)
     return {
+        "clients": clients,
         "requests": len(tally.records),
         "ok": done,
         "errors": sum(errors.values()),
@@ -208,30 +215,49 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def measure(run: Path, images: list[tuple[str, bytes]], args: argparse.Namespace) -> dict:
-    """Start the server on ``run``, load it, stop it; then the in-process comparison."""
-    max_concurrency = args.max_concurrency or args.clients
+    """Start the server on ``run``, load it at each client count, stop it; then the in-process
+    comparison."""
     port = free_port()
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(run, port, max_concurrency, Path(tmp) / "server.log")
+        server = start_server(run, port, args.max_queue, Path(tmp) / "server.log")
         try:
             base = f"http://{HOST}:{port}"
             backend = httpx.get(f"{base}/model", timeout=10).json()["backend"]
             for name, data in images[:3]:  # warm-up: first calls allocate and plan
                 httpx.post(f"{base}/predict", files=[("files", (name, data, "image/jpeg"))])
-            before = cpu_seconds(server.pid)
-            result = load(f"{base}/predict", images, args)
-            after = cpu_seconds(server.pid)
+            for clients in args.clients:
+                results.append(load_once(base, server.pid, images, args, clients))
         finally:
             server.terminate()
             server.wait(10)
+    sequential = in_process_sequential(run, images, args.baseline)
+    for result in results:
+        result["server_vs_in_process"] = round(
+            result["images_per_s"] / sequential["images_per_s"], 3
+        )
+    return {"backend": backend, "server": results, "in_process_sequential": sequential}
+
+
+def load_once(
+    base: str, pid: int, images: list[tuple[str, bytes]], args: argparse.Namespace, clients: int
+) -> dict[str, Any]:
+    """One load at ``clients`` concurrent clients, with the server's CPU share and batching."""
+    health = httpx.get(f"{base}/health", timeout=10).json()
+    before = cpu_seconds(pid)
+    result = load(f"{base}/predict", images, args, clients)
+    after = cpu_seconds(pid)
+    later = httpx.get(f"{base}/health", timeout=10).json()
+    calls = later["batches"] - health["batches"]
+    done = later["images"] - health["images"]
+    result["model_calls"] = calls
+    result["images_per_model_call"] = round(done / calls, 2) if calls else None
     meter = result["meter"]
     if before is not None and after is not None and meter["others_cpu_share"] is not None:
         share = (after - before) / (meter["wall_s"] * (os.cpu_count() or 1))
         meter["server_cpu_share"] = round(share, 3)
         meter["others_cpu_share"] = round(max(0.0, meter["others_cpu_share"] - share), 3)
-    sequential = in_process_sequential(run, images, args.baseline)
-    result["server_vs_in_process"] = round(result["images_per_s"] / sequential["images_per_s"], 3)
-    return {"backend": backend, "server": result, "in_process_sequential": sequential}
+    return result
 
 
 def export_onnx(run: Path) -> str | None:
@@ -243,7 +269,7 @@ def export_onnx(run: Path) -> str | None:
 
 def main() -> None:
     args = parse_args()
-    if min(args.clients, args.requests, args.images_per_request) < 1:
+    if min(*args.clients, args.requests, args.images_per_request) < 1:
         sys.exit("--clients, --requests and --images-per-request must be at least 1")
     folder = dataset_dir("miml-scenes") / "test"
     images = [(path.name, path.read_bytes()) for path in sorted(folder.glob("*.jpg"))]
@@ -268,25 +294,29 @@ def main() -> None:
             "clients": args.clients,
             "requests": args.requests,
             "images_per_request": args.images_per_request,
-            "server_max_concurrency": args.max_concurrency or args.clients,
-            "server_workers": Limits().workers,
+            "server_max_queue": args.max_queue,
+            "server_limits": Limits().to_dict(),
         },
         "passes": passes,
         "environment": environment(),
     }
-    path = write_result(f"load_test_c{args.clients}_b{args.images_per_request}", payload)
+    counts = "-".join(str(c) for c in args.clients)
+    path = write_result(f"load_test_c{counts}_b{args.images_per_request}", payload)
     for one in passes:
         if "skipped" in one:
             print(f"{one['backend']}: skipped ({one['skipped'][:200]})")
             continue
-        result, sequential = one["server"], one["in_process_sequential"]
-        latency = result["latency_ms"] or {}
-        print(
-            f"{one['backend']}: {result['ok']}/{result['requests']} ok, {result['errors']} "
-            f"errors; {result['requests_per_s']} req/s, {result['images_per_s']} img/s "
-            f"(in-process, one image per call: {sequential['images_per_s']} img/s); "
-            f"latency p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms"
-        )
+        sequential = one["in_process_sequential"]
+        for result in one["server"]:
+            latency = result["latency_ms"] or {}
+            print(
+                f"{one['backend']}, {result['clients']} clients: {result['ok']}/"
+                f"{result['requests']} ok, {result['errors']} errors "
+                f"{result['errors_by_kind']}; {result['requests_per_s']} req/s, "
+                f"{result['images_per_s']} img/s, {result['images_per_model_call']} images per "
+                f"model call (in-process, one image per call: {sequential['images_per_s']} "
+                f"img/s); latency p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms"
+            )
     print(f"-> {path}")
 
 

@@ -287,17 +287,26 @@ def _explain_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
+# Flags of `pictag serve` -> their field of Limits, and help.
+SERVE_LIMITS = (
+    ("--max-batch", "max_images", "most images per request"),
+    ("--max-queue", "max_queue", "requests in the server at once; one more gets 503"),
+    ("--batch-images", "batch_images", "most images per model call (dynamic batching)"),
+    ("--batch-wait-ms", "batch_wait_ms", "how long an idle model waits for others to join"),
+    ("--body-timeout", "body_timeout_s", "seconds a client may take to send a request body"),
+    ("--body-idle", "body_idle_s", "longest pause in a request body, in seconds"),
+)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from pictag.serving.limits import Limits
     from pictag.serving.server import serve
 
-    for flag, value in (
-        ("--max-batch", args.max_batch),
-        ("--max-concurrency", args.max_concurrency),
-    ):
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-    limits = Limits(max_images=args.max_batch, max_concurrency=args.max_concurrency)
+    for flag, field, _ in SERVE_LIMITS:
+        least = 0 if field == "batch_wait_ms" else 1
+        if getattr(args, field) < least:
+            raise ValueError(f"{flag} must be at least {least}, got {getattr(args, field)}")
+    limits = Limits(**{field: getattr(args, field) for _, field, _ in SERVE_LIMITS})
     serve(args.run_dir, args.host, args.port, limits, args.device)
     return 0
 
@@ -311,15 +320,9 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="interface (0.0.0.0 opens it to the network)"
     )
     parser.add_argument("--port", type=int, default=8000, help="TCP port")
-    parser.add_argument(
-        "--max-batch", type=int, default=default.max_images, help="most images per request"
-    )
-    parser.add_argument(
-        "--max-concurrency",
-        type=int,
-        default=default.max_concurrency,
-        help="requests handled at once; more get 503",
-    )
+    for flag, field, text in SERVE_LIMITS:
+        value = getattr(default, field)
+        parser.add_argument(flag, dest=field, type=int, default=value, help=f"{text} ({value})")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 

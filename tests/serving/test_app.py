@@ -135,7 +135,16 @@ def test_page_is_a_self_contained_upload_form(client):
 
 def test_health(client):
     body = client.get("/health").json()
-    assert Health.model_validate(body) == Health(status="ok", active_requests=0, max_concurrency=4)
+    expected = Health(
+        status="ok",
+        active_requests=0,
+        max_queue=64,
+        queued_images=0,
+        batches=0,
+        images=0,
+        images_per_batch=0.0,
+    )
+    assert Health.model_validate(body) == expected
 
 
 def test_model_describes_heads_thresholds_preprocessing_and_limits(client, predictor, tiny_run):
@@ -435,18 +444,18 @@ def test_corrupted_images_never_reach_the_500_handler(client):
             assert name in response.json()["detail"]
 
 
-def test_busy_server_answers_503_and_health_stays_responsive(predictor, monkeypatch):
+def test_a_full_queue_answers_503_and_health_stays_responsive(predictor, monkeypatch):
     release, started = threading.Event(), threading.Event()
-    real_predict = predictor.predict
+    real_model = predictor.probabilities
 
-    def slow_predict(*args, **kwargs):
+    def slow_model(*args, **kwargs):
         started.set()
         assert release.wait(10)
-        return real_predict(*args, **kwargs)
+        return real_model(*args, **kwargs)
 
-    monkeypatch.setattr(predictor, "predict", slow_predict)
+    monkeypatch.setattr(predictor, "probabilities", slow_model)
     results = {}
-    with TestClient(create_app(predictor, Limits(max_concurrency=1))) as client:
+    with TestClient(create_app(predictor, Limits(max_queue=1))) as client:
         worker = threading.Thread(
             target=lambda: results.update(first=client.post("/predict", files=files(("a", red()))))
         )
@@ -455,7 +464,7 @@ def test_busy_server_answers_503_and_health_stays_responsive(predictor, monkeypa
         # The model is busy on a worker thread; the event loop still answers.
         assert client.get("/health").json()["active_requests"] == 1
         busy = client.post("/predict", files=files(("b.png", red())))
-        assert_error(busy, 503, "busy", "1 requests")
+        assert_error(busy, 503, "busy", "queue is full (1 requests)")
         assert busy.headers["retry-after"] == "1"
         release.set()
         worker.join(10)
@@ -469,7 +478,7 @@ def test_unexpected_errors_are_logged_and_answered_with_a_generic_500(
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal state")
 
-    monkeypatch.setattr(predictor, "predict", broken)
+    monkeypatch.setattr(predictor, "probabilities", broken)
     client = TestClient(create_app(predictor), raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR, logger="pictag.serving"):
         response = client.post("/predict", files=files(("a.png", red())))
@@ -562,6 +571,9 @@ def test_limits_are_checked():
         Limits(max_images=0)
     with pytest.raises(ValueError, match="workers"):
         Limits(workers=True)
+    with pytest.raises(ValueError, match="batch_wait_ms must be a non-negative"):
+        Limits(batch_wait_ms=-1)
+    assert Limits(batch_wait_ms=0).batch_wait_ms == 0
 
 
 def test_serve_command_binds_to_loopback_by_default(tiny_run, monkeypatch, capsys):
@@ -575,9 +587,12 @@ def test_serve_command_binds_to_loopback_by_default(tiny_run, monkeypatch, capsy
     assert "http://127.0.0.1:8123/" in captured.out
     assert captured.err == ""
     # Opening it to the network is possible, with a warning.
-    assert main(["serve", str(tiny_run), "--host", "0.0.0.0", "--max-concurrency", "2"]) == 0
+    flags = ["--max-queue", "2", "--batch-images", "8", "--batch-wait-ms", "0", "--body-idle", "3"]
+    assert main(["serve", str(tiny_run), "--host", "0.0.0.0", *flags]) == 0
     assert calls[1][1]["host"] == "0.0.0.0"
-    assert calls[1][0].state.service.limits.max_concurrency == 2
+    limits = calls[1][0].state.service.limits
+    assert (limits.max_queue, limits.batch_images, limits.batch_wait_ms) == (2, 8, 0)
+    assert (limits.body_idle_s, limits.body_timeout_s) == (3, Limits().body_timeout_s)
     assert "no authentication" in capsys.readouterr().err
 
 

@@ -36,10 +36,11 @@ from pictag.heads import Params, get_kind
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.run import load_run, read_run_info, run_onnx_path, run_onnx_runner
 
-__all__ = ["HeadPrediction", "ImageInput", "Prediction", "Predictor"]
+__all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 BACKENDS = ("auto", "onnxruntime", "torch")
+Loaded = tuple[str, "torch.Tensor | str"]  # (source name, transformed image or error message)
 
 
 @dataclass
@@ -226,12 +227,22 @@ class Predictor:
             for start in range(0, len(named), batch_size):
                 chunk = named[start : start + batch_size]
                 loaded = list(pool.map(self._load, chunk))
-                results.extend(self._predict_chunk(loaded, top_k, at_least_one))
+                results.extend(
+                    self.assemble(loaded, self.batch_probabilities(loaded), top_k, at_least_one)
+                )
                 bar.update(len(chunk))
         return results
 
-    def _load(self, item: tuple[str, ImageInput]) -> tuple[str, torch.Tensor | str]:
-        """(source name, transformed image) or (source name, error message)."""
+    def load(self, images: Sequence[ImageInput]) -> list[Loaded]:
+        """Decode and transform images in this thread: what a server's workers do before the
+        model call it shares with other requests.
+
+        Returns:
+            ``(source name, image tensor)`` or ``(source name, error message)`` per image.
+        """
+        return [self._load((source_name(i, image), image)) for i, image in enumerate(images)]
+
+    def _load(self, item: tuple[str, ImageInput]) -> Loaded:
         source, image = item
         try:
             return source, self.transform(self._decode(image, source))
@@ -241,14 +252,21 @@ class Predictor:
     def _decode(self, image: ImageInput, source: str) -> torch.Tensor:
         return decode_image(as_source(image, source), self.preprocess, self.max_pixels)
 
-    def _predict_chunk(
-        self,
-        loaded: list[tuple[str, torch.Tensor | str]],
-        top_k: int | None,
-        at_least_one: bool,
-    ) -> list[Prediction]:
+    def batch_probabilities(self, loaded: Sequence[Loaded]) -> dict[str, np.ndarray]:
+        """Head name -> probabilities ``[B, C]`` of the images of ``loaded`` that could be read
+        (none: an empty dict)."""
         good = [tensor for _, tensor in loaded if isinstance(tensor, torch.Tensor)]
-        probs = self._probabilities(torch.stack(good)) if good else {}
+        return self.probabilities(torch.stack(good)) if good else {}
+
+    def assemble(
+        self,
+        loaded: Sequence[Loaded],
+        probs: Mapping[str, np.ndarray],
+        top_k: int | None = None,
+        at_least_one: bool = False,
+    ) -> list[Prediction]:
+        """Predictions from :meth:`load`'s output and the probabilities of its readable images
+        (in order); unreadable images get a prediction with ``error`` set."""
         results, row = [], 0
         for source, tensor in loaded:
             if isinstance(tensor, str):
@@ -261,8 +279,9 @@ class Predictor:
             row += 1
         return results
 
-    def _probabilities(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """Head name -> probabilities ``[B, C]`` of a normalised batch."""
+    def probabilities(self, images: torch.Tensor) -> dict[str, np.ndarray]:
+        """Head name -> probabilities ``[B, C]`` of a batch of transformed images ``[B, C, H,
+        W]`` (the model call)."""
         if self.runner is not None:
             return self.runner(images)
         logits = forward_logits(self.model, images.to(self.device), False, True)

@@ -12,32 +12,27 @@
 | GET /health    | liveness and load                                              |
 | GET /docs      | OpenAPI (Swagger UI)                                           |
 
-The model runs in a small thread pool so the event loop stays free to answer ``/health`` and
-turn away requests over the limits while images are being decoded and classified.
+Images are decoded on a small thread pool and classified in batches gathered across concurrent
+requests (:mod:`pictag.serving.service`), so the event loop stays free to answer ``/health`` and
+turn away requests over the limits while the model works.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from pictag.data.images import ImageError
 from pictag.evaluation.predictor import Predictor
-from pictag.heads import get_kind
 from pictag.run import read_run_info
-from pictag.serving.errors import InputError, install_handlers
-from pictag.serving.explain import Explanation, explain
-from pictag.serving.limits import BodySizeLimit, Limits
+from pictag.serving.errors import install_handlers
+from pictag.serving.limits import BodyLimits, Limits
 from pictag.serving.schemas import (
     EXPLAIN_BODY,
     PREDICT_BODY,
@@ -46,131 +41,16 @@ from pictag.serving.schemas import (
     ModelInfo,
     PredictResponse,
 )
-from pictag.serving.uploads import (
-    Upload,
-    check_header,
-    decode_problem,
-    diagnose,
-    read_explain_form,
-    read_images,
-)
+from pictag.serving.service import Service
+from pictag.serving.uploads import read_explain_form, read_images
 from pictag.version import __version__
 
-T = TypeVar("T")
 # The page runs only its own inline script and shows only images it made (blob:) or was sent.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; form-action 'none'"
 )
-_ERRORS = {status: {"model": ErrorOut} for status in (400, 413, 415, 422, 503)}
-
-
-class Service:
-    """The predictor with its limits, admission gate and worker threads."""
-
-    def __init__(self, predictor: Predictor, limits: Limits, info: Mapping[str, Any]) -> None:
-        self.predictor = predictor
-        self.limits = limits
-        self.max_pixels = min(limits.max_image_pixels, predictor.max_pixels)
-        self.pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="pictag-model")
-        self.slots = asyncio.Semaphore(limits.max_concurrency)
-        self.active = 0
-        self.info = model_info(predictor, limits, info)
-        self.summary = {key: self.info[key] for key in ("name", "checkpoint_id", "version")}
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of ``max_concurrency`` places, or answer 503 at once when all are taken."""
-        if self.slots.locked():
-            raise InputError(
-                503,
-                "busy",
-                f"the server is already handling {self.limits.max_concurrency} requests, its "
-                "limit; retry in a moment",
-                {"Retry-After": "1"},
-            )
-        async with self.slots:
-            self.active += 1
-            try:
-                yield
-            finally:
-                self.active -= 1
-
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` on a worker thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, functools.partial(function, *args))
-
-    def predict(
-        self, uploads: list[Upload], top_k: int | None, at_least_one: bool
-    ) -> list[dict[str, Any]]:
-        """Predictions as dicts; the first unusable image fails the request with its 4xx."""
-        for upload in uploads:
-            check_header(upload, self.max_pixels)
-        options = {"top_k": top_k, "at_least_one": at_least_one}
-        try:
-            predictions = self.predictor.predict([u.file() for u in uploads], **options)
-        except Exception as err:
-            # A decoder that raises something other than ImageError on hostile bytes: find the
-            # image and blame it; if every image decodes, the fault is ours (a 500).
-            for upload in uploads:
-                problem = decode_problem(upload, self.max_pixels)
-                if problem is not None:
-                    raise problem from err
-            raise
-        for upload, prediction in zip(uploads, predictions, strict=True):
-            if prediction.error:
-                raise diagnose(upload, self.max_pixels, prediction.error)
-        return [prediction.to_dict() for prediction in predictions]
-
-    def check_choice(self, head: str, label: str | None) -> None:
-        heads = self.predictor.heads
-        if head not in heads:
-            raise InputError(
-                422,
-                "unknown_head",
-                f"unknown head {head!r}; this model's heads: {', '.join(heads)}",
-            )
-        if label is not None and label not in heads[head].labels:
-            shown = ", ".join(heads[head].labels[:50])
-            raise InputError(
-                422, "unknown_label", f"head {head!r} has no label {label!r}; its labels: {shown}"
-            )
-
-    def explain(self, upload: Upload, head: str, label: str | None) -> Explanation:
-        check_header(upload, self.max_pixels)
-        try:
-            return explain(self.predictor, upload.file(), head, label)
-        except ImageError as err:
-            raise diagnose(upload, self.max_pixels, str(err)) from err
-        except ValueError as err:  # head and label were checked: the model has no feature map
-            raise InputError(501, "cannot_explain", f"Grad-CAM is not available: {err}") from err
-
-
-def model_info(predictor: Predictor, limits: Limits, info: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``GET /model`` returns (see :class:`pictag.serving.schemas.ModelInfo`)."""
-    heads = []
-    for name, head in predictor.heads.items():
-        decision = get_kind(head.kind).export_meta(head, predictor.params[name])
-        heads.append(
-            {
-                "name": name,
-                "kind": head.kind,
-                "labels": list(head.labels),
-                "thresholds": decision.get("thresholds"),
-                "decision": decision,
-            }
-        )
-    return {
-        "name": info.get("name", "model"),
-        "checkpoint_id": info.get("checkpoint_id"),
-        "version": __version__,
-        "backbone": info.get("backbone"),
-        "backend": predictor.backend,
-        "heads": heads,
-        "preprocess": predictor.preprocess.to_dict(),
-        "limits": limits.to_dict(),
-    }
+_ERRORS = {status: {"model": ErrorOut} for status in (400, 408, 413, 415, 422, 503)}
 
 
 def run_info(run_dir: str | Path) -> dict[str, Any]:
@@ -208,7 +88,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        service.pool.shutdown(wait=False, cancel_futures=True)
+        await service.close()
 
     app = FastAPI(
         title="pictag",
@@ -216,7 +96,12 @@ def create_app(
         summary=f"Image classification with the run {service.info['name']!r}",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, max_bytes=limits.max_request_bytes)
+    app.add_middleware(
+        BodyLimits,
+        max_bytes=limits.max_request_bytes,
+        idle_s=limits.body_idle_s,
+        total_s=limits.body_timeout_s,
+    )
     install_handlers(app)
     app.state.service = service
 
@@ -226,12 +111,8 @@ def create_app(
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
-        """Whether the server is up, and how many requests it is handling."""
-        return {
-            "status": "ok",
-            "active_requests": service.active,
-            "max_concurrency": limits.max_concurrency,
-        }
+        """Whether the server is up, how many requests it holds, and how it batches them."""
+        return service.health()
 
     @app.get("/model", response_model=ModelInfo)
     async def model() -> dict[str, Any]:
@@ -249,9 +130,9 @@ def create_app(
         at_least_one: bool = Query(False, description="Multilabel: never decide no label"),
     ) -> JSONResponse:
         """Predict every head for one or more images; the same shape for every task kind."""
-        async with service.slot():
+        async with service.admit():
             uploads = await read_images(request, limits.max_images)
-            predictions = await service.run(service.predict, uploads, top_k, at_least_one)
+            predictions = await service.predict(uploads, top_k, at_least_one)
         return JSONResponse({"predictions": predictions, "model": service.summary})
 
     @app.post(
@@ -262,7 +143,7 @@ def create_app(
     )
     async def explain_image(request: Request) -> Response:
         """Grad-CAM heat map over the image for one head's label, as PNG."""
-        async with service.slot():
+        async with service.admit():
             upload, head, label = await read_explain_form(request)
             service.check_choice(head, label)
             result = await service.run(service.explain, upload, head, label)

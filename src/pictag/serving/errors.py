@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pictag.serving.limits import RequestTooLarge
+from pictag.serving.limits import BodyTimeout, RequestTooLarge
 
 LOG = logging.getLogger("pictag.serving")
 
@@ -58,6 +58,7 @@ def install_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the same shape."""
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(RequestTooLarge, _too_large)
+    app.add_exception_handler(BodyTimeout, _too_slow)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
@@ -73,6 +74,12 @@ async def _too_large(request: Request, exc: Exception) -> JSONResponse:
     LOG.info("%s %s -> 413: %s", request.method, request.url.path, exc)
     # The rest of the body is never read: close the connection rather than reuse it.
     return error_response(413, "request_too_large", str(exc), {"Connection": "close"})
+
+
+async def _too_slow(request: Request, exc: Exception) -> JSONResponse:
+    LOG.info("%s %s -> 408: %s", request.method, request.url.path, exc)
+    # The client stalled mid-body: close the connection; it cannot be reused.
+    return error_response(408, "body_timeout", str(exc), {"Connection": "close"})
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,13 +1,16 @@
-"""What one server accepts: request size, image pixels, images per request, requests at once.
+"""What one server accepts: request size, image pixels, images per request, requests at once,
+and how long a client may take to send its body.
 
 Every limit is checked before the expensive step it guards: the declared body size before the
-body is read, the running body size while it streams in, the pixel count from the image header
-before decoding, and the number of requests in flight before any body is read. A request over
-a limit gets a 4xx (or 503 when busy) naming the limit and how to stay under it.
+body is read, the running body size and the time it takes while it streams in, the pixel count
+from the image header before decoding, and the number of requests in the server before any body
+is read. A request over a limit gets a 4xx (408 for a body sent too slowly, 503 when the queue
+is full) naming the limit and how to stay under it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
@@ -31,23 +34,36 @@ class Limits:
         max_image_pixels: Largest width * height of one image (a guard against decompression
             bombs, and against one huge photo holding a worker for seconds).
         max_images: Most images in one ``/predict`` request.
-        max_concurrency: Requests handled at once; more get 503 with ``Retry-After`` at once,
-            rather than queueing without bound.
-        workers: Threads that run the model, so the event loop stays free to answer ``/health``
-            and to turn away requests over the limits. Torch already spreads one forward pass
-            over every core, so more workers mostly overlap decoding with inference.
+        max_queue: Requests in the server at once (being read, decoded, waiting for the model
+            or in it); one more gets 503 with ``Retry-After`` (the time the queue needs), rather
+            than the queue growing without bound.
+        batch_images: Most images in one model call: the images of concurrent requests are run
+            together (dynamic batching).
+        batch_wait_ms: How long the first request to an idle model waits for others to join
+            its batch (0: never wait).
+        workers: Threads that check and decode images, so the event loop stays free to answer
+            ``/health`` and the next batch is decoded while the model runs.
+        body_timeout_s: Longest time a client may take to send a request body.
+        body_idle_s: Longest pause while a client sends a body. A slow or stalled upload gets
+            408 and its connection is closed, so stalled clients cannot hold the queue.
     """
 
     max_request_bytes: int = 20 * MB
     max_image_pixels: int = 40_000_000
     max_images: int = 16
-    max_concurrency: int = 4
+    max_queue: int = 64
+    batch_images: int = 32
+    batch_wait_ms: int = 5
     workers: int = 2
+    body_timeout_s: int = 60
+    body_idle_s: int = 10
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+            least = 0 if name == "batch_wait_ms" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                what = "a non-negative" if least == 0 else "a positive"
+                raise ValueError(f"Limits.{name} must be {what} integer, got {value!r}")
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (shown by ``GET /model`` so clients can stay under the limits)."""
@@ -62,6 +78,10 @@ class RequestTooLarge(Exception):
         self.limit = limit
 
 
+class BodyTimeout(Exception):
+    """The client took too long to send the request body (answered with 408)."""
+
+
 def too_large_message(limit: int) -> str:
     return (
         f"the request body is over the limit of {limit:,} bytes ({limit / MB:.1f} MB); send "
@@ -69,17 +89,22 @@ def too_large_message(limit: int) -> str:
     )
 
 
-class BodySizeLimit:
-    """ASGI middleware that refuses bodies over ``max_bytes``.
+class BodyLimits:
+    """ASGI middleware that refuses bodies over ``max_bytes`` and bodies sent too slowly.
 
     A ``Content-Length`` over the limit is answered with 413 before the body is read. A body
     without one (chunked) or one that lies is counted as it streams; the endpoint reading it
-    gets :class:`RequestTooLarge`, which the app turns into the same 413.
+    gets :class:`RequestTooLarge`, which the app turns into the same 413. A body whose next
+    part does not come within ``idle_s``, or that is not complete within ``total_s`` of the
+    first read, raises :class:`BodyTimeout` (a 408): uvicorn has no such timeout, and four
+    stalled uploads would otherwise hold their places in the queue for as long as they like.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_s: float, total_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_s = idle_s
+        self.total_s = total_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,17 +115,35 @@ class BodySizeLimit:
             await _send_json(send, 413, "request_too_large", too_large_message(self.max_bytes))
             return
         received = 0
+        complete = False
+        deadline: float | None = None
 
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded() -> Message:
+            nonlocal received, complete, deadline
+            if complete:  # after the body: a wait for the disconnect, which may be long
+                return await receive()
+            now = asyncio.get_running_loop().time()
+            deadline = now + self.total_s if deadline is None else deadline
+            wait = min(self.idle_s, deadline - now)
+            try:
+                message = await asyncio.wait_for(receive(), max(wait, 0.0))
+            except asyncio.TimeoutError:
+                raise BodyTimeout(self._slow_message(received)) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > self.max_bytes:
                     raise RequestTooLarge(self.max_bytes)
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, guarded, send)
+
+    def _slow_message(self, received: int) -> str:
+        return (
+            f"the request body did not arrive in time ({received:,} bytes received; each part "
+            f"must follow within {self.idle_s:g} s and the whole body within "
+            f"{self.total_s:g} s); send it again in one go"
+        )
 
 
 def _content_length(scope: Scope) -> int | None:

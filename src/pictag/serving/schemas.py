@@ -57,8 +57,12 @@ class ModelInfo(ModelSummary):
 
 class Health(BaseModel):
     status: str = Field(description="ok")
-    active_requests: int
-    max_concurrency: int
+    active_requests: int = Field(description="Requests in the server: read, decoded or waiting")
+    max_queue: int = Field(description="Most requests in the server; one more gets 503")
+    queued_images: int = Field(description="Images waiting for the model")
+    batches: int = Field(description="Model calls so far")
+    images: int = Field(description="Images through the model so far")
+    images_per_batch: float = Field(description="Mean images per model call so far")
 
 
 class ErrorOut(BaseModel):
