@@ -166,7 +166,8 @@ def test_sections_stay_plain_dataclasses():
     head.hidden = 64
     assert dataclasses.asdict(head)["hidden"] == 64
     assert "positive" in [f.name for f in dataclasses.fields(HeadConfig)]
-    config = Config(heads={"tags": head}, train=TrainConfig(epochs=2))
+    config = config_from_dict(config_to_dict(Config(heads={"tags": head}, train=TrainConfig())))
+    # Resolved once (defaults that follow other choices filled in), a config round-trips.
     assert config_from_dict(config_to_dict(config)) == config
 
 
@@ -213,7 +214,7 @@ def _cli_output(capsys, argv):
 
 
 def test_config_command_prints_the_checked_config_as_yaml(capsys):
-    assert yaml.safe_load(_cli_output(capsys, ["config"])) == config_to_dict(Config())
+    assert yaml.safe_load(_cli_output(capsys, ["config"])) == config_to_dict(load_config())
     raw = yaml.safe_load(_cli_output(capsys, ["config", "--set", "train.amp=off"]))
     assert raw["train"]["amp"] == "off"  # quoted on output, so YAML 1.1 reads it back as text
 
@@ -272,3 +273,18 @@ def test_set_on_a_nested_head_key_keeps_the_sources_other_heads(tmp_path):
     assert config.data.all_heads is False and list(config.heads) == ["gender", "age"]
     # An explicit data.all_heads wins.
     assert not load_config(overrides=["data.all_heads=false", "heads.a.bins=[1]"]).data.all_heads
+
+
+def test_defaults_follow_the_backbone_and_the_optimizer():
+    # Issue 15, cases 2 and 3: a net trained from scratch gets from-scratch settings, each
+    # optimizer its own weight decay; a value that is set stays as set.
+    config = load_config()
+    assert (config.model.pretrained, config.train.backbone_lr_scale) == ("offline", 0.1)
+    assert config.train.weight_decay == 0.05 and config.train.nesterov is False
+    scratch = load_config(overrides=["model.backbone=small_cnn"])
+    assert (scratch.model.pretrained, scratch.train.backbone_lr_scale) == ("none", 1.0)
+    assert load_config(overrides=["model.pretrained=none"]).train.backbone_lr_scale == 1.0
+    assert load_config(overrides=["train.optimizer=sgd"]).train.weight_decay == 5e-4
+    kept = load_config(overrides=["train.optimizer=sgd", "train.weight_decay=0.01"])
+    assert kept.train.weight_decay == 0.01
+    assert load_config(overrides=["train.backbone_lr_scale=0.5"]).train.backbone_lr_scale == 0.5

@@ -111,7 +111,9 @@ class ModelConfig:
     """The backbone and how the heads sit on it."""
 
     backbone: str = _f("tf_efficientnet_lite0", "any timm model name, or 'small_cnn'")
-    pretrained: str = _f("offline", "offline (bundled Lite0) | hub | none | .safetensors/.pth path")
+    pretrained: str = _f(
+        "auto", "auto (offline; none for small_cnn) | offline (bundled Lite0) | hub | none | path"
+    )
     image_size: int | None = _f(None, "input size in pixels; default: the backbone's own", ge=16)
     drop_rate: float = _f(0.2, "dropout before each head", ge=0, lt=1)
     drop_path_rate: float = _f(0.0, "stochastic depth in the backbone", ge=0, lt=1)
@@ -125,10 +127,15 @@ class TrainConfig:
     epochs: int = _f(10, "passes over the training images", ge=1)
     batch_size: int = _f(32, "images per step (per process under torchrun)", ge=1)
     lr: float = _f(1e-3, "learning rate of the heads", gt=0)
-    backbone_lr_scale: float = _f(0.1, "backbone learning rate = lr * this", ge=0)
-    weight_decay: float = _f(0.05, "decoupled (adamw) or L2 (sgd) weight decay", ge=0)
+    backbone_lr_scale: float | None = _f(
+        None, "backbone lr = lr * this; default: 0.1 with pretrained weights, 1 from scratch", ge=0
+    )
+    weight_decay: float | None = _f(
+        None, "decoupled (adamw) or L2 (sgd) weight decay; default: 0.05 adamw, 5e-4 sgd", ge=0
+    )
     optimizer: str = _f("adamw", "adamw | sgd (with momentum)")
     momentum: float = _f(0.9, "sgd momentum", ge=0, lt=1)
+    nesterov: bool = _f(False, "sgd: Nesterov momentum")
     schedule: str = _f("cosine", "cosine (after warmup) | onecycle | constant")
     warmup_epochs: float = _f(1.0, "epochs of linear learning-rate warmup", ge=0)
     freeze_epochs: int = _f(0, "train only the heads for this many epochs, then unfreeze", ge=0)
@@ -231,8 +238,35 @@ def _refines_heads(overrides: list[str]) -> bool:
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from plain data (as read from YAML)."""
     config = _build(Config, raw, "")
+    resolve_defaults(config)
     _check(config)
     return config
+
+
+# Defaults that follow another choice: each optimizer its own weight decay (AdamW's decoupled
+# 0.05 as in timm; SGD's L2 5e-4 as in the classic CIFAR/ImageNet recipes).
+WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
+SMALL_CNN = "small_cnn"  # the one backbone that has no pretrained weights
+
+
+def resolve_defaults(config: Config) -> None:
+    """Fill the settings whose default follows another choice, so that the resolved config
+    shows the numbers used: ``pretrained: auto`` -> ``none`` for ``small_cnn`` (else
+    ``offline``); ``backbone_lr_scale`` 1 from scratch, else 0.1; ``weight_decay`` by optimizer.
+    """
+    model, train = config.model, config.train
+    model.pretrained = pretrained_for(model.backbone, model.pretrained)
+    if train.backbone_lr_scale is None:
+        train.backbone_lr_scale = 1.0 if model.pretrained.lower() == "none" else 0.1
+    if train.weight_decay is None:
+        train.weight_decay = WEIGHT_DECAY.get(train.optimizer, 0.0)
+
+
+def pretrained_for(backbone: str, pretrained: str) -> str:
+    """What ``pretrained`` stands for with ``backbone`` (``auto`` resolved)."""
+    if str(pretrained).lower() != "auto":
+        return pretrained
+    return "none" if backbone == SMALL_CNN else "offline"
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pictag.config import TrainConfig
+from pictag.config import TrainConfig, load_config
 from pictag.models.classifier import Classifier
 from pictag.training.optim import (
     build_optimizer,
@@ -31,12 +31,25 @@ def test_backbone_gets_scaled_lr_and_norms_no_decay():
     assert groups["backbone_no_decay"]["weight_decay"] == 0.0
     assert all(p.ndim <= 1 for p in groups["heads_no_decay"]["params"])
     assert isinstance(build_optimizer(_model(), train), torch.optim.AdamW)
-    assert isinstance(build_optimizer(_model(), TrainConfig(optimizer="sgd")), torch.optim.SGD)
+    sgd = load_config(overrides=["train.optimizer=sgd"]).train
+    assert isinstance(build_optimizer(_model(), sgd), torch.optim.SGD)
+
+
+def test_sgd_takes_its_own_weight_decay_and_nesterov_only_when_asked():
+    # Issue 15, case 3: SGD used to keep AdamW's weight decay of 0.05 and be always Nesterov.
+    sgd = load_config(overrides=["train.optimizer=sgd"]).train
+    optimizer = build_optimizer(_model(), sgd)
+    assert optimizer.defaults["nesterov"] is False
+    assert optimizer.param_groups[0]["weight_decay"] == pytest.approx(5e-4)
+    asked = load_config(overrides=["train.optimizer=sgd", "train.nesterov=true"]).train
+    assert build_optimizer(_model(), asked).defaults["nesterov"] is True
+    with pytest.raises(ValueError, match="resolve_defaults"):
+        param_groups(_model(), TrainConfig())
 
 
 def test_warmup_then_cosine_to_one_percent():
     model = _model()
-    train = TrainConfig(lr=1.0, backbone_lr_scale=1.0, epochs=10, warmup_epochs=1)
+    train = TrainConfig(lr=1.0, backbone_lr_scale=1.0, weight_decay=0.0, epochs=10, warmup_epochs=1)
     optimizer = build_optimizer(model, train)
     scheduler = build_scheduler(optimizer, train, steps_per_epoch=10)
     lrs = []
@@ -52,10 +65,12 @@ def test_warmup_then_cosine_to_one_percent():
 
 def test_onecycle_and_constant():
     model = _model()
-    train = TrainConfig(schedule="onecycle", epochs=2, lr=0.1)
+    train = TrainConfig(schedule="onecycle", epochs=2, lr=0.1, backbone_lr_scale=1, weight_decay=0)
     optimizer = build_optimizer(model, train)
     assert isinstance(build_scheduler(optimizer, train, 5), torch.optim.lr_scheduler.OneCycleLR)
-    train = TrainConfig(schedule="constant", epochs=2, warmup_epochs=0, lr=0.1)
+    train = TrainConfig(
+        schedule="constant", epochs=2, warmup_epochs=0, lr=0.1, backbone_lr_scale=1, weight_decay=0
+    )
     optimizer = build_optimizer(model, train)
     scheduler = build_scheduler(optimizer, train, 5)
     for _ in range(9):

@@ -22,10 +22,10 @@ from safetensors.torch import load_file
 from timm.data import resolve_data_config
 from torch import nn
 
+from pictag.config import SMALL_CNN, pretrained_for
 from pictag.data.transforms import Preprocess
 
 OFFLINE_DEFAULT = "tf_efficientnet_lite0"
-SMALL_CNN = "small_cnn"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 # The package's file holds a plain OrderedDict of tensors in torch's legacy (non-zip) format, so
@@ -98,6 +98,8 @@ def create_backbone(
         FileNotFoundError: The weights file does not exist.
         RuntimeError: The hub download failed, most likely because the machine is offline.
     """
+    if isinstance(pretrained, str):
+        pretrained = pretrained_for(name, pretrained)  # `auto`
     source = _weights_source(pretrained)
     if name == SMALL_CNN:
         if source != "none":

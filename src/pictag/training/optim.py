@@ -17,6 +17,8 @@ def param_groups(model: Classifier, train: TrainConfig) -> list[dict]:
 
     Biases and normalisation weights (1-D tensors) get no weight decay, as in timm.
     """
+    if train.backbone_lr_scale is None or train.weight_decay is None:
+        raise ValueError("train: backbone_lr_scale and weight_decay are unset; resolve_defaults")
     groups = []
     for part, params, lr in (
         ("backbone", model.backbone_parameters(), train.lr * train.backbone_lr_scale),
@@ -32,10 +34,12 @@ def param_groups(model: Classifier, train: TrainConfig) -> list[dict]:
 
 
 def build_optimizer(model: Classifier, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD with Nesterov momentum over :func:`param_groups`."""
+    """AdamW, or SGD with momentum (Nesterov when asked), over :func:`param_groups`."""
     groups = param_groups(model, train)
     if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, nesterov=True)
+        return torch.optim.SGD(
+            groups, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov
+        )
     return torch.optim.AdamW(groups, lr=train.lr)
 
 
