@@ -91,7 +91,7 @@ def evaluate(
     run_dir: str | Path,
     data: str | Path | None = None,
     *,
-    split: str = "test",
+    split: str | None = None,
     tta: bool = False,
     out_dir: str | Path | None = None,
     progress: bool = True,

@@ -193,7 +193,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run folder written by `pictag train`")
     parser.add_argument("--data", help="another split file (CSV) or data config (YAML)")
-    parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
+    parser.add_argument(
+        "--split",
+        choices=("test", "val", "train", "all"),
+        help="default: test; with --data CONFIG, all its images the run did not train on",
+    )
     parser.add_argument("--tta", action="store_true", help="also average flipped images (photos)")
     parser.add_argument("--out", help="folder for report.json and report.html (default RUN_DIR)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")

@@ -141,6 +141,31 @@ def test_a_data_config_skips_broken_images_and_unknown_labels(tiny_run, tmp_path
     assert "003.png" in caplog.text and "purple" in caplog.text
 
 
+def test_other_data_is_evaluated_whole_less_the_images_the_run_learnt_from(
+    tiny_run, tmp_path, caplog
+):
+    # Issue 15, case 11: a data set the run never saw is evaluated whole by default, not its
+    # 15 % "validation" slice.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_run.parent / "data", data)
+    n_rows = len((data / "labels.csv").read_text().splitlines()) - 1
+    config = tmp_path / "other.yaml"
+    config.write_text("data:\n  labels: data/labels.csv\n")
+    result = evaluate_run(tiny_run, config, out_dir=tmp_path, progress=False)
+    assert (result["split"], result["n_images"]) == ("all", n_rows)
+    # The run's own data as a config: the images it trained and validated on are left out.
+    own = tmp_path / "own.yaml"
+    own.write_text(f"data:\n  labels: {tiny_run.parent / 'data' / 'labels.csv'}\n")
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_run(tiny_run, own, out_dir=tmp_path, progress=False)
+    n_test = sum(split == "test" for _, split in _split_rows(tiny_run))
+    assert (result["split"], result["n_images"]) == ("all", n_test)
+    assert f"{n_rows - n_test} of {n_rows} images" in caplog.text and "--split all" in caplog.text
+    # An explicit split is taken as asked.
+    everything = evaluate_run(tiny_run, own, split="all", out_dir=tmp_path, progress=False)
+    assert everything["n_images"] == n_rows
+
+
 def test_bad_data_argument(tiny_run, tmp_path):
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(ValueError, match="YAML config"):

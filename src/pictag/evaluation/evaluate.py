@@ -43,7 +43,7 @@ MAX_MISTAKES = 24
 def evaluate_run(
     run_dir: str | Path,
     data_config: str | Path | None = None,
-    split: str = "test",
+    split: str | None = None,
     tta: bool = False,
     out_dir: str | Path | None = None,
     progress: bool = True,
@@ -56,7 +56,8 @@ def evaluate_run(
         data_config: None (the run's own data and ``splits.csv``), a split file (CSV) over the
             run's data, or a YAML config of other data (see :mod:`pictag.evaluation.samples`).
         split: ``test`` (falls back to ``val`` when the run has no test images), ``val``,
-            ``train`` or ``all``.
+            ``train`` or ``all``. None: ``all`` for a data config of other data (less the
+            images the run trained or validated on), else ``test``.
         tta: Average with horizontally flipped images (photos only: not for text or digits).
         out_dir: Where the reports go; default ``run_dir``.
         progress: Show progress bars.

@@ -56,7 +56,7 @@ def eval_samples(
     run: LoadedRun,
     run_dir: Path,
     data: str | Path | None = None,
-    split: str = "test",
+    split: str | None = None,
     progress: bool = True,
 ) -> tuple[list[Sample], str]:
     """The checked samples of ``split``, in source order, and the split actually used.
@@ -66,7 +66,9 @@ def eval_samples(
         run_dir: The run folder, for its ``splits.csv``.
         data: None (the run's own data and split), a CSV split file, or a YAML config.
         split: ``train``, ``val``, ``test`` or ``all``. ``test`` falls back to ``val``, with a
-            warning, when there are no test images.
+            warning, when there are no test images. None: ``all`` for a data config of its own
+            (a data set the run never saw is evaluated whole, less any image the run trained or
+            validated on, named in a warning), else ``test``.
         progress: Show a progress bar while checking images.
 
     Returns:
@@ -78,9 +80,11 @@ def eval_samples(
             or lists none of the source's images.
         DataCheckError: A given config has ``policy: strict`` and images fail the checks.
     """
-    if split not in SPLIT_CHOICES:
+    if split is not None and split not in SPLIT_CHOICES:
         raise ValueError(f"split must be one of {', '.join(SPLIT_CHOICES)}; got {split!r}")
     config, listed = _eval_config(run, run_dir, data)
+    unseen = split is None and data is not None and listed is None
+    split = split or ("all" if unseen else "test")
     source = read_samples(config.data, config.heads)
     if listed is not None:
         by_split = _listed(source.samples, listed)
@@ -94,7 +98,29 @@ def eval_samples(
     chosen = by_split.get(split, [])
     if listed is not None:
         chosen = _checked(source, chosen, config, progress)
+    if unseen:
+        chosen = _not_trained_on(chosen, run_dir, Path(str(data)))
     return _encodable(chosen, run.heads), split
+
+
+def _not_trained_on(samples: list[Sample], run_dir: Path, data: Path) -> list[Sample]:
+    """``samples`` less the images of the run's train and val splits, with a warning when any
+    are left out: a score over images the model learnt from would not be honest."""
+    try:
+        splits = read_splits(run_dir)
+    except FileNotFoundError:
+        return samples
+    seen = {path for name in ("train", "val") for path in splits.get(name, [])}
+    kept = [sample for sample in samples if Path(sample.path).resolve() not in seen]
+    if len(kept) < len(samples):
+        log.warning(
+            "%d of %d images of %s are in the run's train or val split; left out, so the "
+            "score is over images the run never learnt from (--split all keeps them)",
+            len(samples) - len(kept),
+            len(samples),
+            data,
+        )
+    return kept
 
 
 def _eval_config(
