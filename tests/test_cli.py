@@ -140,3 +140,31 @@ def test_check_data_set_on_a_head_key_keeps_the_patterns_other_heads(tmp_path, c
     assert "age: multiclass, 2 labels" in out and ">=20" in out and "<=19" in out
     assert "gender: multiclass, 2 labels" in out
     assert "race: multiclass, 4 labels" in out
+
+
+def test_help_is_plain_text(capsys):
+    # Issue 15, case 10: no reStructuredText markup in `pictag --help`.
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "train, evaluate, export and serve" in out
+
+
+def test_check_data_skip_writes_skipped_csv_only_where_asked(tmp_path, monkeypatch, capsys):
+    # Issue 15, case 10: `check-data --policy skip` wrote skipped.csv into the current folder.
+    for i in range(4):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "labels.csv").write_text(
+        "image,colour\n0.png,red\n1.png,blue\n2.png,red\n3.png,blue\nmissing.png,red\n",
+        encoding="utf-8",
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = ["check-data", "--labels", str(tmp_path / "labels.csv"), "--head", "colour:multiclass"]
+    args += ["--policy", "skip", "--set", "data.min_per_label=1"]
+    assert main(args) == 0
+    assert "4 images kept" in capsys.readouterr().out
+    assert list(work.iterdir()) == []
+    assert main([*args, "--out", str(tmp_path / "checks")]) == 0
+    assert "missing.png" in (tmp_path / "checks" / "skipped.csv").read_text(encoding="utf-8")

@@ -48,8 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# Plain text: argparse prints it as it is (the module docstring is reStructuredText).
+DESCRIPTION = (
+    "pictag: train, evaluate, export and serve image classifiers (classes, tags, several heads "
+    "on one backbone). `pictag COMMAND --help` for one command's flags."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pictag", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pictag", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (handler, add_args, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -125,10 +132,11 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     report = check_data(source, config.data, decode=not args.no_decode)
     print(format_report(report))
     if report.errors() and config.data.policy == "skip":
-        kept = apply_policy(report, "skip", Path(args.out))
-        print(
-            f"skip policy: {len(kept)} images kept; dropped rows listed in {args.out}/skipped.csv"
-        )
+        kept = apply_policy(report, "skip", Path(args.out) if args.out else None)
+        where = "not written (--out DIR writes them to skipped.csv)"
+        if args.out:
+            where = f"listed in {Path(args.out) / 'skipped.csv'}"
+        print(f"skip policy: {len(kept)} images kept; dropped rows {where}")
         return 0
     return 1 if report.errors() else 0
 
@@ -136,7 +144,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 def _check_args(parser: argparse.ArgumentParser) -> None:
     _data_args(parser)
     parser.add_argument("--no-decode", action="store_true", help="do not open the images")
-    parser.add_argument("--out", default=".", help="folder for skipped.csv (skip policy)")
+    parser.add_argument(
+        "--out", help="folder to write skipped.csv in (skip policy); default: no file"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
