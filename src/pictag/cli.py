@@ -313,11 +313,11 @@ SERVE_LIMITS = (
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pictag.serving.limits import Limits
+    from pictag.serving.limits import Limits, minimum
     from pictag.serving.server import serve
 
     for flag, field, _ in SERVE_LIMITS:
-        least = 0 if field == "batch_wait_ms" else 1
+        least = minimum(field)
         if getattr(args, field) < least:
             raise ValueError(f"{flag} must be at least {least}, got {getattr(args, field)}")
     limits = Limits(**{field: getattr(args, field) for _, field, _ in SERVE_LIMITS})

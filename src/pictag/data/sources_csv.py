@@ -109,9 +109,14 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     return SourceResult(samples, used, problems, description, "csv")
 
 
+def _label_columns(table: Table, skip: set[int | None]) -> list[str]:
+    """The named columns other than the image and split columns."""
+    return [h for i, h in enumerate(table.header) if i not in skip and h]
+
+
 def _zero_one_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig] | None:
     """``{'tags': multilabel over every label column}`` when those columns are all 0/1."""
-    columns = [h for i, h in enumerate(table.header) if i not in skip and h]
+    columns = _label_columns(table, skip)
     indexes = [table.header.index(c) for c in columns]
     binary = bool(columns) and all(
         all(cell == "" or parse_flag(cell) is not None for cell in table.cells(i))
@@ -124,7 +129,7 @@ def _zero_one_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig
 def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
     heads = _zero_one_heads(table, skip)
     if heads is None:
-        columns = [h for i, h in enumerate(table.header) if i not in skip and h]
+        columns = _label_columns(table, skip)
         raise ValueError(
             f"{table.path.name}: no heads are configured and its label columns "
             f"({', '.join(columns) or 'none'}) are not all 0/1; name the heads, e.g. "

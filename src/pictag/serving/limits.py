@@ -60,7 +60,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            least = 0 if name == "batch_wait_ms" else 1
+            least = minimum(name)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 what = "a non-negative" if least == 0 else "a positive"
                 raise ValueError(f"Limits.{name} must be {what} integer, got {value!r}")
@@ -68,6 +68,11 @@ class Limits:
     def to_dict(self) -> dict[str, int]:
         """JSON-ready form (shown by ``GET /model`` so clients can stay under the limits)."""
         return asdict(self)
+
+
+def minimum(name: str) -> int:
+    """The smallest value :class:`Limits` accepts for the field ``name``."""
+    return 0 if name == "batch_wait_ms" else 1  # 0 ms: an idle model never waits
 
 
 class RequestTooLarge(Exception):
