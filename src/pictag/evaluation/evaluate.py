@@ -86,7 +86,8 @@ def evaluate_run(
     }
     report = json_ready(report)
     write_json(out_dir / REPORT_JSON, report)
-    write_text(out_dir / REPORT_HTML, render_html(report, read_history(run_dir)))
+    history = read_history(run_dir) or saved_fit(run.meta)
+    write_text(out_dir / REPORT_HTML, render_html(report, history))
     return report
 
 
@@ -225,6 +226,18 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def saved_fit(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The saved model's validation metrics (``pictag.json``) as a one-record history, for a
+    run without ``metrics.jsonl`` (linear probes trained before they logged their fit), whose
+    report should say so rather than leave the training section out. Empty when ``meta`` holds
+    no metrics."""
+    metrics, epoch = meta.get("metrics"), meta.get("epoch")
+    if not isinstance(metrics, Mapping) or epoch is None:
+        return []
+    values = {f"val/{key}": value for key, value in metrics.items()}
+    return [{"epoch": epoch, "mode": meta.get("mode"), **values}]
+
+
 def json_ready(value: Any) -> Any:
     """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinities as None."""
     if isinstance(value, dict):
@@ -239,7 +252,8 @@ def json_ready(value: Any) -> Any:
 
 
 def summary_table(report: dict[str, Any]) -> str:
-    """A few key metrics per head, as plain text for the terminal."""
+    """A few key metrics per head, then each head's per-label table (and confusion) from its
+    kind, as plain text for the terminal."""
     tta = " with TTA" if report.get("tta") else ""
     title = f"{report['run']}: {report['split']} split, {report['n_images']} images{tta}"
     rows = [["head", "kind", "n", "metrics"]]
@@ -264,8 +278,10 @@ def summary_table(report: dict[str, Any]) -> str:
                 f"precision {_number(point.get('precision'))}, "
                 f"false-positive rate {_number(point.get('fpr'))}"
             )
+    for name, section in report["heads"].items():  # per label, as classification_report
+        lines += ["", get_kind(section["kind"]).report_text(name, section)]
     if "all_heads_correct" in report:
-        lines.append(f"all heads correct: {_number(report['all_heads_correct'])}")
+        lines += ["", f"all heads correct: {_number(report['all_heads_correct'])}"]
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ data (run, label and head names, paths) is HTML-escaped; undefined metrics print
 from __future__ import annotations
 
 import io
+import math
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pictag.heads import HeadKind, get_kind
 from pictag.htmlparts import DASH, data_uri, figure, fmt, table
 
 THUMB_PX = 160
+SMALL_PX = 96  # a thumbnail narrower than this (32 px CIFAR, 28 px MNIST) is shown enlarged
 SUMMARY_KEYS = ("mAP", "accuracy", "f1_macro", "f1_micro", "roc_auc_macro", "roc_auc_ovr", "ece")
 
 _CSS = """
@@ -43,6 +45,7 @@ figure img{max-width:100%;height:auto;display:block}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px}
 .card{background:#fff;border:1px solid #dde;padding:8px;font-size:12px;overflow-wrap:anywhere}
 .card img,.noimg{display:block;margin:0 auto 6px;max-width:160px;max-height:160px}
+.card img.px{image-rendering:pixelated;max-width:100%;max-height:none;height:auto}
 .noimg{width:160px;height:100px;background:#eee;color:#888;text-align:center;line-height:100px}
 .path{font-weight:600}.dim{color:#777}.bad{color:#c62828;font-weight:600}
 .miss{color:#c62828;text-decoration:underline dashed}
@@ -113,8 +116,36 @@ def _summary(report: dict, heads: dict) -> str:
 
 def _curves(history: list[dict], heads: dict) -> str:
     primary = [f"{name}/{_kind(section).primary_metric}" for name, section in heads.items()]
+    records = [r for r in history if isinstance(r, dict) and r.get("epoch") is not None]
+    if len(records) == 1:  # a curve of one point says nothing: state the fit and its numbers
+        return _one_fit(records[0], heads)
     png = figures.training_curves_png(history, primary)
     return "" if png is None else f"<h2>Training</h2>{figure(png, 'training curves')}"
+
+
+def _one_fit(record: dict, heads: dict) -> str:
+    """The training section of a run with one record: a linear probe (epoch 0, fitted once on
+    cached features) or a single epoch, with the validation metrics of that fit."""
+    if record.get("mode") == "linear-probe" or record.get("epoch") == 0:
+        note = (
+            "Linear probe: the heads were fitted once on cached backbone features, so there "
+            "are no epochs to plot. Validation metrics of that fit:"
+        )
+    else:
+        epoch = record.get("epoch")
+        note = f"One record of training (epoch {epoch}): no curve to plot. Its metrics:"
+    keys = ["loss", "score"]
+    keys += [f"{name}/{key}" for name, s in heads.items() for key in _kind(s).summary_metrics]
+    rows = [[key, _value(record, key)] for key in keys if {key, f"val/{key}"} & set(record)]
+    if "train/loss" in record:
+        rows.insert(0, ["train loss", record["train/loss"]])
+    shown = table(["metric", "value"], rows) if rows else ""
+    return f"<h2>Training</h2><p class=dim>{escape(note)}</p>{shown}"
+
+
+def _value(record: dict, key: str) -> Any:
+    # metrics.jsonl prefixes validation metrics with "val/"; a probe's own record may not
+    return record.get(f"val/{key}", record.get(key))
 
 
 def _head(index: int, name: str, section: dict) -> str:
@@ -143,11 +174,7 @@ def _mistakes(mistakes: list[dict], thumbnails: dict[str, bytes] | None) -> str:
 def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     path = str(mistake.get("image", ""))
     data = thumbnails.get(path) if thumbnails is not None else _thumbnail(path)
-    image = (
-        f'<img src="{data_uri(data)}" alt="{escape(path)}">'
-        if data
-        else "<div class=noimg>no image</div>"
-    )
+    image = _image(data, path) if data else "<div class=noimg>no image</div>"
     lines = [
         image,
         f'<div class=path title="{escape(path)}">{escape(Path(path).name)}</div>',
@@ -193,6 +220,28 @@ def _mark(label: Any, wrong: bool, css: str = "bad") -> str:
     return f"<span class={css}>{text}</span>" if wrong else text
 
 
+def _image(data: bytes, path: str) -> str:
+    """The ``<img>`` of a thumbnail. One under ``SMALL_PX`` a side is too small to see a mistake
+    in at its own size: it is shown enlarged by a whole factor (to at least ``SMALL_PX``, up to
+    ``THUMB_PX``), its pixels kept square and sharp rather than blurred."""
+    attrs = ""
+    size = _size(data)
+    if size and 0 < max(size) < SMALL_PX:
+        longest = max(size)
+        factor = max(math.ceil(SMALL_PX / longest), THUMB_PX // longest)
+        attrs = f' class=px width="{size[0] * factor}" height="{size[1] * factor}"'
+    return f'<img src="{data_uri(data)}" alt="{escape(path)}"{attrs}>'
+
+
+def _size(data: bytes) -> tuple[int, int] | None:
+    """Width and height of image bytes (read from the header only), None if unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
 def _thumbnail(path: str) -> bytes | None:
     """A JPEG of at most ``THUMB_PX`` pixels a side, or None if the file cannot be read."""
     try:
@@ -201,7 +250,11 @@ def _thumbnail(path: str) -> bytes | None:
             small = image.convert("RGB")
             small.thumbnail((THUMB_PX, THUMB_PX))
             buffer = io.BytesIO()
-            small.save(buffer, format="JPEG", quality=85)
+            # A small image is shown enlarged: full-resolution colour (no 2x2 chroma blocks)
+            # and a higher quality keep JPEG artefacts from being enlarged with it.
+            tiny = max(small.size) < SMALL_PX
+            options = {"quality": 95, "subsampling": 0} if tiny else {"quality": 85}
+            small.save(buffer, format="JPEG", **options)
             return buffer.getvalue()
     except (OSError, ValueError):
         return None

@@ -119,6 +119,8 @@ class HeadKind:
         describe: ``(head, probs_row, target_row, decided_row) -> (true, pred, scores)`` of one
             image, in label names, for the mistakes grid.
         html: ``(name, section) -> str``, the head's part of ``report.html``.
+        report_text: ``(name, section) -> str``, the head's per-label table (and confusion) as
+            plain text, which ``pictag evaluate`` prints after its summary.
         export_meta: ``(head, params) -> dict``: what an exported model's consumer needs to
             decide as pictag does (activation, decision rule, its parameters).
         text_lines: ``scores -> int``: lines of text ``draw`` writes beside the image.
@@ -154,6 +156,7 @@ class HeadKind:
     judge: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
     describe: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any]]
     html: Callable[[str, dict[str, Any]], str]
+    report_text: Callable[[str, dict[str, Any]], str]
     export_meta: Callable[[Any, Params], dict[str, Any]]
     text_lines: Callable[[Any], int]
     draw: Callable[..., float]

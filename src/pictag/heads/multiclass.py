@@ -201,6 +201,12 @@ def _html(name: str, section: dict) -> str:
     return multiclass_html.html(name, section)
 
 
+def _report_text(name: str, section: dict) -> str:
+    from pictag.heads import multiclass_text
+
+    return multiclass_text.report_text(name, section)
+
+
 MULTICLASS = HeadKind(
     name="multiclass",
     tags=False,
@@ -229,6 +235,7 @@ MULTICLASS = HeadKind(
     judge=decide_.judge,
     describe=decide_.describe,
     html=_html,
+    report_text=_report_text,
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,

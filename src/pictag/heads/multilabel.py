@@ -218,6 +218,12 @@ def _html(name: str, section: dict) -> str:
     return multilabel_html.html(name, section)
 
 
+def _report_text(name: str, section: dict) -> str:
+    from pictag.heads import multilabel_text
+
+    return multilabel_text.report_text(name, section)
+
+
 MULTILABEL = HeadKind(
     name="multilabel",
     tags=True,
@@ -246,6 +252,7 @@ MULTILABEL = HeadKind(
     judge=decide_.judge,
     describe=decide_.describe,
     html=_html,
+    report_text=_report_text,
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,
