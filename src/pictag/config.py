@@ -13,25 +13,18 @@ same metadata into a JSON Schema for editors.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
-import operator
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pictag.config_parse import ConfigError, build, check_fields
+
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit
 MAX_SEED = 2**32 - 1  # NumPy and the stratified splitter refuse larger (and negative) seeds
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message names the key."""
 
 
 def _f(default: Any, doc: str, **limits: float) -> Any:
@@ -146,7 +139,13 @@ class TrainConfig:
     amp: str = _f("auto", "auto (bf16/fp16 on GPU, fp32 on CPUs without bf16) | off | bf16 | fp16")
     channels_last: bool = _f(True, "channels-last memory format (faster convolutions on GPU)")
     augment: str = _f("light", "none | light | randaugment | trivialaugment")
-    hflip: float = _f(0.5, "probability of a horizontal flip (0 for digits and text)", ge=0, le=1)
+    hflip: float | None = _f(
+        None,
+        "probability of a horizontal flip; default: 0.5, or 0 when a head's labels are single "
+        "characters (digits, letters: flipping changes them)",
+        ge=0,
+        le=1,
+    )
     rotate: float = _f(0.0, "max rotation in degrees", ge=0)
     color_jitter: float = _f(0.0, "brightness/contrast/saturation jitter strength", ge=0)
     mixup: float = _f(0.0, "MixUp alpha; 0 disables", ge=0)
@@ -157,6 +156,9 @@ class TrainConfig:
     seed: int = _f(0, "seed of weights, augmentation and sampling", ge=0, le=MAX_SEED)
     deterministic: bool = _f(False, "ask torch for deterministic kernels (slower)")
     workers: int = _f(0, "DataLoader worker processes", ge=0)
+    threads: int = _f(
+        0, "CPU threads of torch's kernels; 0: the CPUs this process may use (per process)", ge=0
+    )
     cache: str = _f("auto", "decode-once image cache: auto | memory | off")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
 
@@ -182,12 +184,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("auto", "off", "bf16", "fp16"),
     "train.augment": ("none", "light", "randaugment", "trivialaugment"),
     "train.cache": ("auto", "memory", "off"),
-}
-_LIMITS = {  # field metadata key -> (test, sign in messages); config_schema maps the same keys
-    "gt": (operator.gt, ">"),
-    "ge": (operator.ge, ">="),
-    "lt": (operator.lt, "<"),
-    "le": (operator.le, "<="),
 }
 
 
@@ -237,7 +233,7 @@ def _refines_heads(overrides: list[str]) -> bool:
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from plain data (as read from YAML)."""
-    config = _build(Config, raw, "")
+    config = build(Config, _shorthands(raw), "")
     resolve_defaults(config)
     _check(config)
     return config
@@ -324,74 +320,18 @@ def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
         data["images"] = [os.path.normpath(base / p) if isinstance(p, str) else p for p in images]
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in raw if k not in names]
-    if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key {key!r}; valid keys here: {', '.join(names)}")
-    values = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in raw.items()}
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _coerce(option, value, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if dataclasses.is_dataclass(hint):
-        if hint is HeadConfig and isinstance(value, str):
-            value = {"kind": value}  # shorthand `heads: {tags: multilabel}`
-        return _build(hint, value or {}, key)
-    if origin is list:
-        if key == "data.images" and isinstance(value, str):
-            value = [value]  # one image folder is the common case
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    return _coerce_scalar(hint, value, key)
-
-
-def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads 5e-4 (no dot) as a string; Python's float() reads it as meant.
-            with contextlib.suppress(ValueError):
-                value = float(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{key}: must be a finite number; got {value!r}")
-            return float(value)
-    elif hint is str:
-        if isinstance(value, bool):
-            return "on" if value else "off"  # YAML 1.1 reads `amp: off` as false
-        if isinstance(value, (str, int, float)):
-            return str(value)  # labels such as 1 or 2010 arrive from YAML as numbers
-    else:
-        return value
-    raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+def _shorthands(raw: dict[str, Any]) -> dict[str, Any]:
+    """Short forms expanded: ``heads: {tags: multilabel}`` and one ``data.images`` folder."""
+    raw = dict(raw)
+    if isinstance(raw.get("heads"), dict):
+        raw["heads"] = {
+            name: {"kind": head} if isinstance(head, str) else head
+            for name, head in raw["heads"].items()
+        }
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("images"), str):
+        raw["data"] = {**data, "images": [data["images"]]}  # one image folder: the common case
+    return raw
 
 
 def _check(config: Config) -> None:
@@ -399,15 +339,7 @@ def _check(config: Config) -> None:
     sections = [(name, name, getattr(config, name)) for name in ("data", "model", "train")]
     sections += [(f"heads.{name}", "heads.*", head) for name, head in config.heads.items()]
     for where, pattern, section in sections:
-        for item in dataclasses.fields(section):
-            key, value = f"{where}.{item.name}", getattr(section, item.name)
-            limits = [(k, v) for k, v in item.metadata.items() if k in _LIMITS]
-            if value is not None and not all(_LIMITS[k][0](value, v) for k, v in limits):
-                rule = " and ".join(f"{_LIMITS[k][1]} {v}" for k, v in limits)
-                raise ConfigError(f"{key}: must be {rule}; got {value!r}")
-            allowed = CHOICES.get(f"{pattern}.{item.name}")
-            if allowed is not None and value not in allowed:
-                raise ConfigError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
+        check_fields(section, where, pattern, CHOICES)
     val, test = config.data.val_fraction, config.data.test_fraction
     if val + test >= 1:
         raise ConfigError(
