@@ -154,12 +154,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
     # The config first: a mistake in it is reported before torch takes seconds to import.
     config = Config() if args.resume else config_from_args(args)
+    from pictag.training.announce import result_line
     from pictag.training.trainer import train
 
     run_dir = args.resume or args.out
     result = train(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
-        print(f"best epoch {result.best_epoch}: score {result.best_score:.4f} -> {result.run_dir}")
+        epochs_run = sum(1 for record in result.history if record.get("epoch", 0) > 0)
+        print(result_line(result.best_epoch, result.best_score, epochs_run, result.run_dir))
     return 0
 
 

@@ -168,3 +168,34 @@ def test_absurdly_elongated_images_are_refused_before_upscaling(tmp_path):
     assert info.value.reason == "too_elongated"
     Image.new("RGB", (400, 20)).save(tmp_path / "wide.png")  # 20:1 is still fine
     assert decode_image(tmp_path / "wide.png", pre).shape[-2] == pre.base_size
+
+
+def test_hflip_default_is_off_for_digits_and_letters_and_on_for_other_labels() -> None:
+    from pictag.data.transforms import hflip_for
+
+    digits = [str(i) for i in range(10)]
+    assert hflip_for({"digit": digits}) == (
+        0.0, "head 'digit' has single-character labels (digits or letters)"
+    )  # fmt: skip
+    assert hflip_for({"animal": ["cat", "dog", "fox"], "letter": list("abc")})[0] == 0.0
+    # A 0/1 binary head is no digit reader; labels such as years are not single characters.
+    assert hflip_for({"sea": ["0", "1"], "year": ["2010", "2011", "2012"]}) == (0.5, None)
+    assert hflip_for({"animal": ["cat", "dog", "fox"]}) == (0.5, None)
+
+
+def test_prepare_data_resolves_hflip_from_the_labels_unless_set(tmp_path) -> None:
+    from pictag.config import load_config
+    from pictag.data.pipeline import prepare_data
+
+    for label in "012":
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            color = (i * 40, int(label) * 40, 0)  # distinct bytes: duplicates are errors
+            Image.new("RGB", (8, 8), color).save(tmp_path / label / f"{i}.png")
+    config = load_config(None, [f"data.images=[{tmp_path}]"])
+    assert config.train.hflip is None
+    prepare_data(config, progress=False)
+    assert config.train.hflip == 0.0
+    config = load_config(None, [f"data.images=[{tmp_path}]", "train.hflip=0.5"])
+    prepare_data(config, progress=False)
+    assert config.train.hflip == 0.5

@@ -25,3 +25,41 @@ def test_single_process_runtime_on_cpu():
     assert rt.world_size == 1 and rt.is_main and not rt.distributed
     with rt.autocast():
         assert torch.ones(1).dtype == torch.float32
+
+
+def test_threads_setting_sets_torchs_threads_and_zero_means_the_cpus_we_may_use(monkeypatch):
+    import pictag.training.runtime as runtime
+
+    before = torch.get_num_threads()
+    try:
+        setup_runtime("cpu", "off", threads=1)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(runtime, "default_threads", lambda: 2)
+        setup_runtime("cpu", "off", threads=0)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_threads_follows_affinity_quota_and_ranks_per_machine(monkeypatch, tmp_path):
+    import pictag.training.runtime as runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(runtime, "_cgroup_cpu_quota", lambda: None)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert runtime.default_threads() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # three ranks share the machine's 8 CPUs
+    assert runtime.default_threads() == 2
+    monkeypatch.setattr(runtime, "_cgroup_cpu_quota", lambda: 1)  # a container allows one CPU
+    assert runtime.default_threads() == 1
+
+
+def test_cgroup_quota_is_read_rounded_up_and_max_means_none(tmp_path):
+    from pictag.training.runtime import _cgroup_cpu_quota
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert _cgroup_cpu_quota(str(quota)) == 2
+    quota.write_text("max 100000\n")
+    assert _cgroup_cpu_quota(str(quota)) is None
+    assert _cgroup_cpu_quota(str(tmp_path / "missing")) is None

@@ -4,6 +4,8 @@ kind, the probe modes, and the run folder's contents."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import pytest
 import torch
@@ -24,11 +26,27 @@ FAST = [
 ]
 
 
-def test_cli_trains_a_folder_tree_and_writes_the_run(folder_tree, tmp_path, capsys):
+def test_cli_trains_a_folder_tree_and_writes_the_run(folder_tree, tmp_path, capsys, caplog):
     out = tmp_path / "run"
     args = ["train", "--images", str(folder_tree), "--out", str(out), "--set", "train.epochs=2"]
-    assert main(args + [x for item in FAST for x in ("--set", item)]) == 0
-    assert "best epoch" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO):
+        assert main(args + [x for item in FAST for x in ("--set", item)]) == 0
+    assert re.search(r"^best: epoch [12] of 2, score [01]\.\d{4} -> ", capsys.readouterr().out)
+    # The first lines name the model, its input size, mode and epochs, the data and the device;
+    # each epoch line labels which loss is which.
+    logged = [record.getMessage() for record in caplog.records]
+    plan = next(i for i, line in enumerate(logged) if line.startswith("model: "))
+    assert re.match(r"model: \S+, from scratch, \d+ px, fine-tune, 2 epochs, batch 4", logged[plan])
+    assert (
+        logged[plan + 1].startswith("data: train ")
+        and "label (multiclass, 3 labels)" in (logged[plan + 1])
+    )
+    assert logged[plan + 2].startswith("device: cpu, fp32")
+    epoch_lines = [line for line in logged if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2
+    assert re.match(
+        r"epoch 1/2 \(\d+ s, \d+ img/s\): train loss \d\.\d{4} \| val loss ", epoch_lines[0]
+    )
     for name in ("model.safetensors", "pictag.json", "metrics.jsonl", "metrics.csv", "splits.csv"):
         assert (out / name).is_file(), name
     assert (out / "last" / "done.json").is_file()

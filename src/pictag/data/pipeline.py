@@ -10,6 +10,7 @@ from pictag.config import Config
 from pictag.data.schema import Head, Sample
 from pictag.data.sources import read_samples
 from pictag.data.splits import assign_splits
+from pictag.data.transforms import hflip_for
 from pictag.data.validate import CheckReport, apply_policy, check_data
 
 log = logging.getLogger(__name__)
@@ -54,4 +55,8 @@ def prepare_data(
     kept = apply_policy(report, config.data.policy, out_dir)
     splits = assign_splits(kept, report.heads, config.data)
     log.info("split: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    if config.train.hflip is None:  # its default follows the labels, known only now
+        config.train.hflip, why = hflip_for({n: h.labels for n, h in report.heads.items()})
+        if why:
+            log.info("train.hflip: 0, %s; set train.hflip to flip anyway", why)
     return PreparedData(report.heads, splits, report)

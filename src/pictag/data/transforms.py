@@ -133,6 +133,21 @@ def decode_image(
     return F.resize(image, base, interpolation=pre.mode, antialias=True)
 
 
+DEFAULT_HFLIP = 0.5  # photos: a mirrored cat is a cat
+
+
+def hflip_for(labels: dict[str, list[str]]) -> tuple[float, str | None]:
+    """``train.hflip``'s default for heads with these label names, and why when it is 0.
+
+    A head of three or more labels that are all single characters (``0``-``9``, ``A``-``Z``)
+    reads digits or letters, which a mirror changes (a flipped 2 is no 2).
+    """
+    for name, names in labels.items():
+        if len(names) >= 3 and all(len(label.strip()) == 1 for label in names):
+            return 0.0, f"head {name!r} has single-character labels (digits or letters)"
+    return DEFAULT_HFLIP, None
+
+
 def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
     """The training preset for a base-size uint8 image; ``augment: none`` is the eval preset.
 
@@ -146,8 +161,9 @@ def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
     steps: list[Transform] = [
         v2.RandomResizedCrop(pre.size, scale=CROP_SCALE, interpolation=pre.mode, antialias=True)
     ]
-    if train.hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(train.hflip))
+    hflip = DEFAULT_HFLIP if train.hflip is None else train.hflip  # None: not yet resolved
+    if hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(hflip))
     if train.rotate > 0:
         steps.append(v2.RandomRotation(train.rotate, interpolation=InterpolationMode.BILINEAR))
     if train.color_jitter > 0:

@@ -14,7 +14,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from pictag.heads import HeadKind, Params
+from pictag.config import Config
+from pictag.data.pipeline import PreparedData
+from pictag.heads import HeadKind, LossOptions, Params, get_kind
+from pictag.run import default_params
 from pictag.training.mix import Mixer
 from pictag.training.runtime import Runtime, all_reduce_sum
 
@@ -40,6 +43,23 @@ class Objective:
         return total, parts  # type: ignore[return-value]
 
 
+def make_objective(config: Config, data: PreparedData) -> Objective:
+    """Each head's kind builds its loss from the head's options and the training label counts."""
+    kinds, losses, weights, sizes = {}, {}, {}, {}
+    train = data.splits["train"]
+    for name, head in data.heads.items():
+        kind = get_kind(head.kind)
+        cfg = config.heads[name]
+        targets = np.stack([head.target(s.labels.get(name)) for s in train])
+        counts = kind.count_labels(targets, head.num_labels)
+        options = LossOptions(
+            name=cfg.loss, label_smoothing=cfg.label_smoothing, balance=cfg.balance
+        )
+        kinds[name], weights[name], sizes[name] = kind, cfg.weight, head.num_labels
+        losses[name] = kind.make_loss(options, counts, kind.count_known(targets))
+    return Objective(kinds, losses, weights, sizes, default_params(data.heads, config))
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -57,8 +77,13 @@ def train_one_epoch(
     channels_last: bool = False,
     prepare: Callable[[nn.Module], None] | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, float]:
-    """Train for one pass over ``loader``; return mean losses and images per second."""
+    """Train for one pass over ``loader``; return mean losses and images per second.
+
+    ``on_step(step, images, seconds)`` is called after each step with the images seen and the
+    seconds since the epoch began (e.g. to estimate the run's time).
+    """
     model.train()
     if prepare is not None:
         prepare(model)  # e.g. keep BatchNorm statistics frozen
@@ -91,9 +116,10 @@ def train_one_epoch(
         seen += batch
         for name, value in {"loss": loss, **{f"loss/{k}": v for k, v in parts.items()}}.items():
             sums[name] = sums.get(name, 0.0) + float(value.detach()) * batch
-        bar.set_postfix(
-            loss=f"{sums['loss'] / seen:.4f}", img_s=f"{seen / (time.perf_counter() - start):.1f}"
-        )
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", img_s=f"{seen / elapsed:.1f}")
+        if on_step is not None:
+            on_step(step, seen, elapsed)
     elapsed = time.perf_counter() - start
     totals = all_reduce_sum(torch.tensor([seen, *sums.values()], dtype=torch.float64), runtime)
     result = {k: float(v / max(totals[0], 1)) for k, v in zip(sums, totals[1:], strict=True)}

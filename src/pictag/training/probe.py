@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import safetensors.torch
 import torch
@@ -19,7 +20,8 @@ from tqdm.auto import tqdm
 from pictag.fileio import atomic_write
 from pictag.models.classifier import Classifier
 from pictag.models.onnx_features import onnx_feature_extractor
-from pictag.training.loop import Objective
+from pictag.training.loaders import Loaders
+from pictag.training.loop import Objective, Validation, validate
 from pictag.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -147,3 +149,31 @@ def _fit_head(
         optimizer.step(closure)
     with torch.no_grad():
         return float(loss_fn(head(features), target))
+
+
+def run_probe(
+    model: Classifier,
+    loaders: Loaders,
+    objective: Objective,
+    runtime: Runtime,
+    out_dir: Path,
+    train_cfg: Any,
+    progress: bool,
+) -> tuple[Validation, dict[str, float]]:
+    """Fit the heads on cached features of the frozen backbone; return its validation and
+    each head's final training loss."""
+    cache = out_dir / "features" if runtime.is_main and not runtime.distributed else None
+    features, targets = cached_features(
+        cache / "train.safetensors" if cache else None,
+        lambda: extract_features(
+            model, loaders.train_plain, runtime, train_cfg.channels_last, progress, cache
+        ),
+    )
+    losses = fit_heads(
+        model,
+        features.to(runtime.device),
+        {k: v.to(runtime.device) for k, v in targets.items()},
+        objective,
+    )
+    val = validate(model, loaders.val, objective, runtime, train_cfg.channels_last)
+    return val, losses

@@ -53,11 +53,18 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
-    """Pick the device and precision; join the process group when started by torchrun.
+def setup_runtime(device: str = "auto", amp: str = "auto", threads: int | None = None) -> Runtime:
+    """Pick the device, precision and CPU threads; join the process group under torchrun.
 
     Under torchrun (``WORLD_SIZE`` > 1) the backend is nccl on GPUs and gloo on CPUs.
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: ``train.amp``.
+        threads: torch's intra-op threads; 0: :func:`default_threads`; None: leave as it is.
     """
+    if threads is not None:
+        torch.set_num_threads(threads or default_threads())
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = process_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,6 +81,32 @@ def setup_runtime(device: str = "auto", amp: str = "auto") -> Runtime:
     if world_size > 1:
         amp_dtype = _rank0_choice(amp_dtype, dev)  # a timing probe may differ between ranks
     return Runtime(dev, amp_dtype, rank, world_size, local_rank)
+
+
+def default_threads() -> int:
+    """The CPUs this process may use (its affinity mask and the container's CPU quota),
+    shared among the processes torchrun starts on this machine.
+
+    torch's own default counts the machine's physical cores, so a process limited to fewer
+    (``taskset``, a container quota) or sharing them with other ranks runs more threads than
+    CPUs, and each kernel waits on its slowest, descheduled thread.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = min(cpus or 1, _cgroup_cpu_quota() or cpus or 1)
+    per_machine = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cpus // max(per_machine, 1))
+
+
+def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The CPUs a cgroup v2 quota allows (``quota period``, rounded up), or None."""
+    try:
+        with open(path, encoding="ascii") as file:
+            quota, period = file.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, -(-int(quota) // int(period)))
 
 
 def _rank0_choice(amp_dtype: torch.dtype | None, device: torch.device) -> torch.dtype | None:

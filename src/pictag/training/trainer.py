@@ -6,6 +6,8 @@ import copy
 import functools
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,29 +17,32 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pictag.config import Config, absolute_data_paths
-from pictag.data.pipeline import PreparedData, prepare_data
-from pictag.evaluation.evaluate import tune_params, tune_run_params
-from pictag.heads import LossOptions, check_config, check_monitor, get_kind, higher_is_better
+from pictag.data.pipeline import prepare_data
+from pictag.heads import check_config, check_monitor, higher_is_better
 from pictag.models.classifier import Classifier
 from pictag.run import (
     build_model,
     claim_run_dir,
-    default_params,
     discard_unfinished,
     read_resume_config,
-    read_run_info,
-    read_val_outputs,
     remove_stale_tmp,
     run_meta,
     save_model,
-    write_params,
     write_resume_config,
     write_splits,
 )
+from pictag.training.announce import epoch_line, metrics_text, plan_lines, step_timer
 from pictag.training.checkpoint import has_last, load_last, save_last
+from pictag.training.decisions import tune_decisions
 from pictag.training.loaders import Loaders, make_loaders
 from pictag.training.logs import MetricsLog
-from pictag.training.loop import Objective, Validation, train_one_epoch, validate
+from pictag.training.loop import (
+    Objective,
+    Validation,
+    make_objective,
+    train_one_epoch,
+    validate,
+)
 from pictag.training.mix import Mixer
 from pictag.training.optim import (
     build_optimizer,
@@ -45,7 +50,7 @@ from pictag.training.optim import (
     freeze_batchnorm,
     set_backbone_trainable,
 )
-from pictag.training.probe import cached_features, extract_features, fit_heads
+from pictag.training.probe import run_probe
 from pictag.training.runtime import (
     Runtime,
     average_batchnorm_stats,
@@ -109,7 +114,7 @@ def train(
     else:
         claim_run_dir(out_dir, overwrite, clear=writer)
         absolute_data_paths(config)  # the run's stored config must work from any folder
-    runtime = setup_runtime(config.train.device, config.train.amp)
+    runtime = setup_runtime(config.train.device, config.train.amp, config.train.threads)
     try:
         result = _train(config, out_dir, runtime, resume, progress and runtime.is_main)
         if runtime.is_main:
@@ -121,23 +126,6 @@ def train(
         raise
     finally:
         cleanup(runtime)
-
-
-def tune_decisions(out_dir: Path, config: Config, progress: bool, device: str) -> None:
-    """Tune every head's decision parameters (thresholds) on the chosen model's validation
-    outputs, kept in memory and saved with the model, and store them in ``pictag.json`` for
-    every prediction path. Without saved outputs (a run from before they were kept) the model
-    is run over the validation split again."""
-    outputs = read_val_outputs(out_dir)
-    if outputs is None:
-        tune_run_params(out_dir, progress=progress, device=device)
-        return
-    probs, targets = outputs
-    info = read_run_info(out_dir)
-    if not all(len(targets[name]) for name in info.heads):
-        log.warning("no validation images: decision thresholds keep their defaults")
-        return
-    write_params(out_dir, tune_params(info.heads, config, probs, targets))
 
 
 def _train(
@@ -159,6 +147,9 @@ def _train(
         model.to(memory_format=torch.channels_last)
     objective = make_objective(config, data)
     loaders = make_loaders(data, pre, config, runtime, progress)
+    if runtime.is_main:
+        for line in plan_lines(config, data, pre.size[0], _device_text(runtime)):
+            log.info(line)
 
     def save_best(state_model: torch.nn.Module, val: Validation, epoch: int) -> None:
         if runtime.is_main:
@@ -166,62 +157,26 @@ def _train(
             meta = run_meta(config, data.heads, pre, objective.params, extra)
             save_model(out_dir, state_model.state_dict(), meta, (val.probs, val.targets))
 
-    probe = None
+    probe, history = None, []
     if train_cfg.mode in ("linear-probe", "probe-then-fine-tune") and not resume:
-        probe = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
+        probe, losses = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
+        if runtime.is_main:
+            shown = metrics_text(probe.metrics, _summary_keys(objective))
+            log.info("linear probe: val loss %.4f %s", probe.metrics["loss"], shown)
         save_best(model, probe, 0)
+        # Epoch 0 of metrics.jsonl: the report shows the probe beside the epochs (if any).
+        fit = {"loss": sum(objective.weights[n] * v for n, v in losses.items()), **{
+            f"loss/{name}": value for name, value in losses.items()}}  # fmt: skip
+        history = [_record(0, fit, probe.metrics)]
         if train_cfg.mode == "linear-probe":
+            MetricsLog(out_dir, runtime.is_main).log(history[0])
             found = probe.metrics
-            return TrainResult(out_dir, 0, found["score"], found, [{"epoch": 0, **found}])
+            return TrainResult(out_dir, 0, found["score"], found, history)
+    timer = step_timer(config, data, pre.size[0]) if runtime.is_main and not resume else None
     return fine_tune(
-        model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe
-    )
-
-
-def make_objective(config: Config, data: PreparedData) -> Objective:
-    """Each head's kind builds its loss from the head's options and the training label counts."""
-    kinds, losses, weights, sizes = {}, {}, {}, {}
-    train = data.splits["train"]
-    for name, head in data.heads.items():
-        kind = get_kind(head.kind)
-        cfg = config.heads[name]
-        targets = np.stack([head.target(s.labels.get(name)) for s in train])
-        counts = kind.count_labels(targets, head.num_labels)
-        options = LossOptions(
-            name=cfg.loss, label_smoothing=cfg.label_smoothing, balance=cfg.balance
-        )
-        kinds[name], weights[name], sizes[name] = kind, cfg.weight, head.num_labels
-        losses[name] = kind.make_loss(options, counts, kind.count_known(targets))
-    return Objective(kinds, losses, weights, sizes, default_params(data.heads, config))
-
-
-def run_probe(
-    model: Classifier,
-    loaders: Loaders,
-    objective: Objective,
-    runtime: Runtime,
-    out_dir: Path,
-    train_cfg: Any,
-    progress: bool,
-) -> Validation:
-    """Fit the heads on cached features of the frozen backbone; return its validation."""
-    cache = out_dir / "features" if runtime.is_main and not runtime.distributed else None
-    features, targets = cached_features(
-        cache / "train.safetensors" if cache else None,
-        lambda: extract_features(
-            model, loaders.train_plain, runtime, train_cfg.channels_last, progress, cache
-        ),
-    )
-    fit_heads(
-        model,
-        features.to(runtime.device),
-        {k: v.to(runtime.device) for k, v in targets.items()},
-        objective,
-    )
-    val = validate(model, loaders.val, objective, runtime, train_cfg.channels_last)
-    if progress:
-        log.info("linear probe: %s", _short(val.metrics, objective))
-    return val
+        model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe,
+        timer, history,
+    )  # fmt: skip
 
 
 def fine_tune(
@@ -235,11 +190,14 @@ def fine_tune(
     save_best: Any,
     progress: bool,
     probe: Validation | None = None,
+    timer: Callable[[int, int, float], None] | None = None,
+    history: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
     """The epoch loop with warmup, freezing, EMA, early stopping and resumable checkpoints.
 
     ``probe`` (the linear probe's validation metrics) is the best so far, as epoch 0: an epoch
-    that validates worse does not replace the probe's model.
+    that validates worse does not replace the probe's model. ``timer`` gets the first epoch's
+    steps (see :func:`pictag.training.announce.step_timer`).
     """
     train_cfg = config.train
     optimizer = build_optimizer(model, train_cfg)
@@ -251,7 +209,7 @@ def fine_tune(
         "best_score": -math.inf,
         "best_epoch": -1,
         "bad_epochs": 0,
-        "history": [],
+        "history": list(history or []),  # the probe's record, before the epochs
     }
     monitored = functools.partial(_monitored, monitor=train_cfg.monitor, objective=objective)
     if probe is not None and not math.isnan(monitored(probe.metrics)):
@@ -268,6 +226,7 @@ def fine_tune(
     pretrained = config.model.pretrained != "none"
     prepare = freeze_batchnorm if pretrained and train_cfg.freeze_bn else None
     for epoch in range(start, train_cfg.epochs):
+        started = time.perf_counter()
         seed_everything(epoch_seed(train_cfg.seed, epoch, runtime.rank))  # resume-proof streams
         loaders.set_epoch(epoch)
         if mixer is not None:
@@ -280,17 +239,17 @@ def fine_tune(
             net, loaders.train, objective, optimizer, scheduler, runtime, epoch=epoch,
             accumulate=train_cfg.accumulate, clip_grad=train_cfg.clip_grad, mixer=mixer,
             ema=ema, scaler=scaler, channels_last=train_cfg.channels_last, prepare=prepare,
-            progress=progress,
+            progress=progress, on_step=timer if epoch == start else None,
         )  # fmt: skip
         average_batchnorm_stats([model, ema], runtime)  # so ranks validate what rank 0 saves
         eval_model = ema.module if ema is not None else model
         val = validate(eval_model, loaders.val, objective, runtime, train_cfg.channels_last)
         score = monitored(val.metrics)
-        record = {"epoch": epoch + 1, **{f"train/{k}": v for k, v in fit.items()},
-                  **{f"val/{k}": v for k, v in val.metrics.items()}}  # fmt: skip
-        logger.log(record)
-        if progress:
-            log.info("epoch %d/%d %s", epoch + 1, train_cfg.epochs, _short(val.metrics, objective))
+        logger.log(_record(epoch + 1, fit, val.metrics))
+        if runtime.is_main:
+            seconds = time.perf_counter() - started
+            line = epoch_line(epoch + 1, train_cfg.epochs, fit, val.metrics, seconds)
+            log.info("%s %s", line, metrics_text(val.metrics, _summary_keys(objective)))
         improved = not math.isnan(score) and score > state["best_score"]
         if improved or state["best_epoch"] < 0:
             state.update(
@@ -347,10 +306,24 @@ def _resumed_config(out_dir: Path) -> Config:
     return read_resume_config(out_dir)
 
 
-def _short(metrics: dict[str, float], objective: Objective) -> str:
-    """The loss, the score and each head's summary metrics, for the epoch line."""
-    keys = ["loss", "score"]
+def _record(epoch: int, fit: dict[str, float], val: dict[str, float]) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: ``train/...`` and ``val/...`` values of an epoch."""
+    return {
+        "epoch": epoch,
+        **{f"train/{k}": v for k, v in fit.items()},
+        **{f"val/{k}": v for k, v in val.items()},
+    }
+
+
+def _summary_keys(objective: Objective) -> list[str]:
+    """``score`` and each head's summary metrics, as the epoch line shows them."""
+    keys = ["score"]
     for name, kind in objective.kinds.items():
         keys += [f"{name}/{metric}" for metric in kind.summary_metrics]
-    shown = {key: metrics[key] for key in keys if isinstance(metrics.get(key), float)}
-    return " ".join(f"{key}={value:.4f}" for key, value in shown.items())
+    return keys
+
+
+def _device_text(runtime: Runtime) -> str:
+    precision = str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "fp32"
+    ranks = f", {runtime.world_size} processes" if runtime.distributed else ""
+    return f"{runtime.device}, {precision}, {torch.get_num_threads()} CPU threads{ranks}"
