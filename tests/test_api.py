@@ -87,3 +87,54 @@ def test_the_cli_refuses_a_bad_config_before_importing_torch(tmp_path, setting, 
     assert done.stdout.split() == ["False", "2"], done.stderr
     assert f"error: {key}" in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+FAST = [
+    "model.backbone=small_cnn",
+    "model.image_size=16",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.lr=0.01",
+    "train.warmup_epochs=0",
+    "data.test_fraction=0.25",
+]
+
+
+def test_three_lines_from_a_folder_to_a_trained_evaluated_model(folder_tree, tmp_path) -> None:
+    run = tmp_path / "run"
+    result = pictag.train(folder_tree, run, overrides=FAST, progress=False)
+    report = pictag.evaluate(run, progress=False)
+    predictions = pictag.predict(run, sorted((folder_tree / "red").glob("*.png"))[:2])
+    assert result.best_epoch in (1, 2) and (run / "model.safetensors").is_file()
+    assert report["split"] == "test" and report["heads"]["label"]["n"] == 9
+    assert [p.heads["label"].labels[0] in ("red", "green", "blue") for p in predictions] == [
+        True, True
+    ]  # fmt: skip
+
+
+def test_a_config_of_the_wrong_type_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(TypeError, match="config must be a YAML path, an image folder, a dict"):
+        pictag.train(["data.images=x"], tmp_path / "run")  # type: ignore[arg-type]
+    assert not (tmp_path / "run").exists()
+
+
+def test_lr_find_from_python_and_the_cli(folder_tree, tmp_path, capsys) -> None:
+    from pictag.cli import main
+
+    found = pictag.lr_find(folder_tree, tmp_path / "py", overrides=FAST, num_iter=12,
+                           progress=False)  # fmt: skip
+    assert 1e-7 <= found.suggestion <= 10 and (tmp_path / "py" / "lr_find.png").is_file()
+    args = [
+        "lr-find",
+        "--images",
+        str(folder_tree),
+        "--out",
+        str(tmp_path / "cli"),
+        "--steps",
+        "12",
+    ]
+    assert main(args + [x for item in FAST for x in ("--set", item)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("suggested train.lr: ") and "lr_find.png" in printed
+    rows = (tmp_path / "cli" / "lr_find.csv").read_text().splitlines()
+    assert rows[0] == "lr,loss,smoothed_loss" and 2 <= len(rows) - 1 <= 12

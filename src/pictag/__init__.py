@@ -1,13 +1,19 @@
 """pictag: image classification for every task kind -- multi-class, multi-label, multi-output.
 
-The Python API mirrors the command line; nothing needs importing from inner modules::
+From a folder of class sub-folders to a trained, evaluated model in three lines::
 
     import pictag
 
-    config = pictag.load_config("job.yaml", ["train.epochs=5"])  # or a dict, or a YAML path
-    result = pictag.train(config, "runs/job")
-    report = pictag.evaluate("runs/job")                 # report.json + report.html
-    predictor = pictag.Predictor.from_run("runs/job")
+    pictag.train("photos/", "runs/photos")               # a folder, a YAML path or a dict
+    report = pictag.evaluate("runs/photos")              # report.json + report.html
+    print(pictag.predict("runs/photos", "cat.jpg")[0].heads)
+
+The rest mirrors the command line; nothing needs importing from inner modules::
+
+    config = pictag.load_config("job.yaml", ["train.epochs=5"])  # or a dict, or a folder
+    result = pictag.train(config, "runs/job", overrides=["train.lr=3e-4"])
+    found = pictag.lr_find(config, "lr-find")            # lr_find.png; found.suggestion
+    predictor = pictag.Predictor.from_run("runs/job")    # keeps the model loaded
     labels = predictor.predict("photo.jpg")[0].heads["tags"].labels
     pictag.export("runs/job")                            # runs/job/model.onnx, parity-checked
 
@@ -22,13 +28,24 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pictag.config import Config
-    from pictag.evaluation.predictor import Predictor
+    from pictag.evaluation.image_inputs import ImageInput
+    from pictag.evaluation.predictor import Prediction, Predictor
     from pictag.export import ExportResult
+    from pictag.training.lr_find import LRFindResult
     from pictag.training.trainer import TrainResult
 
 from pictag.version import __version__
 
-__all__ = ["Predictor", "__version__", "evaluate", "export", "load_config", "train"]
+__all__ = [
+    "Predictor",
+    "__version__",
+    "evaluate",
+    "export",
+    "load_config",
+    "lr_find",
+    "predict",
+    "train",
+]
 
 
 def load_config(
@@ -39,17 +56,26 @@ def load_config(
     ``train.monitor`` included, so a mistake fails here rather than after an epoch.
 
     Args:
-        config: A YAML path, a dict shaped like the YAML file, a ``Config`` (checked as it is),
-            or None for the defaults.
+        config: A YAML path, an image folder (the defaults with ``data.images`` set to it), a
+            dict shaped like the YAML file, a ``Config`` (checked as it is), or None for the
+            defaults.
         overrides: ``section.key=value`` strings, as ``--set`` takes them.
 
     Raises:
         pictag.config.ConfigError: The message names the key and the valid values.
+        TypeError: ``config`` is none of these.
     """
-    from pictag.config import config_from_dict, config_to_dict, set_key
+    from pictag.config import Config, config_from_dict, config_to_dict, set_key
     from pictag.config import load_config as load_yaml
     from pictag.heads import check_config
 
+    if isinstance(config, (str, Path)) and Path(config).is_dir():
+        config = {"data": {"images": [str(config)]}}
+    if not (config is None or isinstance(config, (str, Path, Mapping, Config))):
+        raise TypeError(
+            "config must be a YAML path, an image folder, a dict shaped like the YAML file "
+            f"or a pictag Config, got {type(config).__name__}"
+        )
     if config is None or isinstance(config, (str, Path)):
         result = load_yaml(config, list(overrides))
     else:
@@ -65,6 +91,7 @@ def train(
     config: Config | Mapping[str, Any] | str | Path,
     out_dir: str | Path,
     *,
+    overrides: Sequence[str] = (),
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -72,9 +99,11 @@ def train(
     """Train a model and write its run folder (see :func:`pictag.training.trainer.train`).
 
     Args:
-        config: A ``Config``, a dict shaped like the YAML file, or a YAML path; it is checked
-            first and never changed. Ignored with ``resume`` (the run's own config is used).
+        config: A ``Config``, a dict shaped like the YAML file, a YAML path or an image folder
+            (see :func:`load_config`); it is checked first and never changed. Ignored with
+            ``resume`` (the run's own config is used).
         out_dir: The run folder.
+        overrides: ``section.key=value`` strings, as ``--set`` takes them.
         resume: Continue the run in ``out_dir`` from its last completed epoch.
         overwrite: Replace a run already in ``out_dir`` (otherwise that is an error).
         progress: Show progress bars.
@@ -82,7 +111,7 @@ def train(
     from pictag.training.trainer import train as _train
 
     if not resume:
-        config = load_config(config)
+        config = load_config(config, overrides)
     options = {"resume": resume, "overwrite": overwrite, "progress": progress}
     return _train(config, out_dir, **options)  # type: ignore[arg-type]
 
@@ -103,6 +132,36 @@ def evaluate(
 
     options = {"split": split, "tta": tta, "out_dir": out_dir, "progress": progress}
     return evaluate_run(run_dir, data, device=device, **options)
+
+
+def predict(
+    run_dir: str | Path,
+    images: ImageInput | Sequence[ImageInput],
+    *,
+    device: str = "auto",
+    **options: Any,
+) -> list[Prediction]:
+    """Predict every head of a run for one image or a list of them (paths, PIL images or bytes);
+    ``options`` as :meth:`pictag.Predictor.predict` takes them (``top_k``, ``at_least_one``).
+    For many calls keep a :class:`pictag.Predictor`: this loads the model each time."""
+    from pictag.evaluation.predictor import Predictor
+
+    return Predictor.from_run(run_dir, device).predict(images, **options)
+
+
+def lr_find(
+    config: Config | Mapping[str, Any] | str | Path,
+    out_dir: str | Path = "lr-find",
+    *,
+    overrides: Sequence[str] = (),
+    **options: Any,
+) -> LRFindResult:
+    """The learning-rate range test: ``lr_find.png`` and ``lr_find.csv`` in ``out_dir`` and a
+    suggested ``train.lr`` (``.suggestion``); ``options``: ``start_lr``, ``end_lr``,
+    ``num_iter``, ``progress`` (see :func:`pictag.training.lr_find.lr_find`)."""
+    from pictag.training.lr_find import lr_find as _lr_find
+
+    return _lr_find(load_config(config, overrides), out_dir, **options)
 
 
 def export(

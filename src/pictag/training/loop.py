@@ -108,7 +108,7 @@ def train_one_epoch(
             )
         (scaler.scale(loss) if scaler else loss).div(accumulate).backward()
         if (step + 1) % accumulate == 0 or step + 1 == len(loader):  # type: ignore[arg-type]
-            _optimizer_step(model, optimizer, scaler, clip_grad)
+            optimizer_step(model, optimizer, scaler, clip_grad)
             scheduler.step()
             if ema is not None:
                 ema.update(model)
@@ -128,7 +128,7 @@ def train_one_epoch(
     return result
 
 
-def _optimizer_step(
+def optimizer_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,

@@ -6,6 +6,7 @@
 | config --sch | pictag.config_schema.config_json_schema   |
 | check-data   | pictag.data.validate.check_data           |
 | train        | pictag.training.trainer.train             |
+| lr-find      | pictag.training.lr_find.lr_find           |
 | demo         | pictag.demo.run_demo                      |
 | evaluate     | pictag.evaluation.evaluate.evaluate_run   |
 | predict      | pictag.evaluation.predictor.Predictor     |
@@ -24,6 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pictag.cli.run_commands import RUN_COMMANDS, Handler
 from pictag.config import Config, ConfigError, config_to_dict, load_config
 from pictag.data.validate import DataCheckError
 
@@ -172,6 +174,28 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    from pictag.training.lr_find import lr_find
+
+    options = {"start_lr": args.start_lr, "end_lr": args.end_lr, "num_iter": args.steps}
+    result = lr_find(config, args.out, **options)
+    ended = f"; stopped early: {result.stopped}" if result.stopped else ""
+    print(
+        f"suggested train.lr: {result.suggestion:.2g} (where the smoothed loss falls fastest; "
+        f"{len(result.lrs)} steps{ended})\nplot: {result.plot_path}\nvalues: {result.csv_path}"
+    )
+    return 0
+
+
+def _lr_find_args(parser: argparse.ArgumentParser) -> None:
+    _data_args(parser)
+    parser.add_argument("--out", default="lr-find", help="folder for lr_find.png and .csv")
+    parser.add_argument("--start-lr", type=float, default=1e-7, help="first train.lr of the sweep")
+    parser.add_argument("--end-lr", type=float, default=10.0, help="last train.lr of the sweep")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps of the sweep")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pictag.demo import run_demo
 
@@ -191,168 +215,13 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-only", action="store_true", help="build the data, print stats")
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pictag.evaluation.evaluate import REPORT_HTML, REPORT_JSON, evaluate_run, summary_table
-
-    options = {"split": args.split, "tta": args.tta, "out_dir": args.out, "device": args.device}
-    report = evaluate_run(args.run_dir, args.data, **options)
-    out = Path(args.out or args.run_dir)
-    print(summary_table(report))
-    print(f"report: {out / REPORT_JSON}\n        {out / REPORT_HTML}")
-    return 0
-
-
-def _evaluate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="run folder written by `pictag train`")
-    parser.add_argument("--data", help="another split file (CSV) or data config (YAML)")
-    parser.add_argument(
-        "--split",
-        choices=("test", "val", "train", "all"),
-        help="default: test; with --data CONFIG, all its images the run did not train on",
-    )
-    parser.add_argument("--tta", action="store_true", help="also average flipped images (photos)")
-    parser.add_argument("--out", help="folder for report.json and report.html (default RUN_DIR)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-
-
-PROGRESS_FROM = 64  # images from which `predict` shows a progress bar
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from pictag.evaluation.predict_output import expand_inputs, format_predictions, save_figures
-    from pictag.evaluation.predictor import Predictor
-
-    files, failed = expand_inputs(args.images)
-    predictor = Predictor.from_run(args.run_dir, args.device, args.backend)
-    options = {"top_k": args.top_k, "at_least_one": args.at_least_one, "batch_size": args.batch}
-    predictions = predictor.predict(files, **options, progress=len(files) > PROGRESS_FROM)
-    print(format_predictions(predictions, predictor.heads, args.format, args.top_k))
-    failed += [p.error for p in predictions if p.error]
-    if args.show:
-        shown = save_figures(predictions, args.show)
-        print(f"{len(shown)} pictures with their labels in {args.show}", file=sys.stderr)
-    for message in failed:
-        print(f"pictag predict: {message}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _predict_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="run folder written by `pictag train`")
-    parser.add_argument("images", nargs="+", help="image files, folders (recursive) or globs")
-    parser.add_argument("--format", default="table", choices=("table", "json", "csv"))
-    parser.add_argument("--top-k", type=int, help="keep the K best scores (multilabel: K labels)")
-    parser.add_argument(
-        "--at-least-one", action="store_true", help="multilabel: never predict no label"
-    )
-    parser.add_argument("--show", metavar="OUT_DIR", help="save each image with its labels")
-    parser.add_argument("--batch", type=int, default=32, help="images per forward pass")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "onnxruntime", "torch"),
-        help="auto: ONNX Runtime on a CPU when RUN_DIR/model.onnx is up to date (pictag export)",
-    )
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from pictag.export import ParityError, export_run
-
-    try:
-        result = export_run(args.run_dir, args.onnx, args.torchscript, args.tolerance)
-    except ParityError as err:
-        print(f"pictag export: parity check failed, file not kept:\n{err}", file=sys.stderr)
-        return 1
-    print(result.summary())
-    return 0
-
-
-def _export_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="run folder written by `pictag train`")
-    parser.add_argument("--onnx", metavar="PATH", help="ONNX file (default RUN_DIR/model.onnx)")
-    parser.add_argument("--torchscript", metavar="PATH", help="also write a TorchScript file")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=1e-4,
-        help="max |probability difference| from PyTorch; a file above it is not kept",
-    )
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    from pictag.evaluation.predictor import Predictor
-    from pictag.serving.explain import default_output, explain
-
-    predictor = Predictor.from_run(args.run_dir, args.device)
-    result = explain(predictor, args.image, args.head, args.label)
-    out = Path(args.out) if args.out else default_output(args.image, args.head, result.label)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(result.png)
-    print(f"{result.caption} -> {out}")
-    return 0
-
-
-def _explain_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="run folder written by `pictag train`")
-    parser.add_argument("image", help="image file")
-    parser.add_argument("--head", required=True, help="head to explain")
-    parser.add_argument("--label", help="label to explain (default: the most probable one)")
-    parser.add_argument(
-        "--out", help="PNG to write (default: <image stem>.gradcam-<head>-<label>.png here)"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-
-
-# Flags of `pictag serve` -> their field of Limits, and help.
-SERVE_LIMITS = (
-    ("--max-batch", "max_images", "most images per request"),
-    ("--max-queue", "max_queue", "requests in the server at once; one more gets 503"),
-    ("--batch-images", "batch_images", "most images per model call (dynamic batching)"),
-    ("--batch-wait-ms", "batch_wait_ms", "how long an idle model waits for others to join"),
-    ("--body-timeout", "body_timeout_s", "seconds a client may take to send a request body"),
-    ("--body-idle", "body_idle_s", "longest pause in a request body, in seconds"),
-)
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from pictag.serving.limits import Limits, minimum
-    from pictag.serving.server import serve
-
-    for flag, field, _ in SERVE_LIMITS:
-        least = minimum(field)
-        if getattr(args, field) < least:
-            raise ValueError(f"{flag} must be at least {least}, got {getattr(args, field)}")
-    limits = Limits(**{field: getattr(args, field) for _, field, _ in SERVE_LIMITS})
-    serve(args.run_dir, args.host, args.port, limits, args.device)
-    return 0
-
-
-def _serve_args(parser: argparse.ArgumentParser) -> None:
-    from pictag.serving.limits import Limits  # no web framework import: `pictag --help` stays fast
-
-    default = Limits()
-    parser.add_argument("run_dir", help="run folder written by `pictag train`")
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="interface (0.0.0.0 opens it to the network)"
-    )
-    parser.add_argument("--port", type=int, default=8000, help="TCP port")
-    for flag, field, text in SERVE_LIMITS:
-        value = getattr(default, field)
-        parser.add_argument(flag, dest=field, type=int, default=value, help=f"{text} ({value})")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-
-
-Handler = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {
     "config": (cmd_config, _config_args, "check a config and print it as YAML, or --schema"),
     "check-data": (cmd_check_data, _check_args, "check images and labels before training"),
     "train": (cmd_train, _train_args, "train a model and write a run folder"),
+    "lr-find": (cmd_lr_find, _lr_find_args, "sweep the learning rate; plot and suggest train.lr"),
     "demo": (cmd_demo, _demo_args, "build the built-in digits data and train on it"),
-    "evaluate": (cmd_evaluate, _evaluate_args, "evaluate a run: report.json and report.html"),
-    "predict": (cmd_predict, _predict_args, "label images with a trained run"),
-    "export": (cmd_export, _export_args, "export a run to ONNX (and TorchScript), checked"),
-    "explain": (cmd_explain, _explain_args, "save a Grad-CAM heat map of a label over an image"),
-    "serve": (cmd_serve, _serve_args, "serve a run over HTTP: JSON API and a web page"),
+    **RUN_COMMANDS,
 }
 
 if __name__ == "__main__":
