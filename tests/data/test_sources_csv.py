@@ -155,6 +155,20 @@ def test_zero_one_column_groups(tmp_path: Path) -> None:
     assert bad.path == tmp_path / "5.png"
 
 
+def test_a_tag_head_on_one_0_1_column_is_the_tag_named_after_the_column(tmp_path: Path) -> None:
+    # `--head sea:multilabel` on the scenes' 0/1 `sea` column: the tag "sea", not "0" and "1".
+    for n in range(4):
+        _image(tmp_path / f"{n}.png")
+    text = "image,sea,tags\n0.png,1,a b\n1.png,0,b\n2.png,,a\n3.png,yes,1\n"
+    result = _read(_csv(tmp_path / "labels.csv", text), {"sea": {"kind": "multilabel"},
+                   "tags": {"kind": "multilabel"}})  # fmt: skip
+    got = {s.path.name: s.labels["sea"] for s in result.samples}
+    assert got == {"0.png": ("sea",), "1.png": (), "2.png": None, "3.png": ("sea",)}
+    assert "head 'sea': tag 'sea' where its 0/1 column is 1" in result.description
+    # A tag-list column with a "1" among other tags stays a tag list.
+    assert result.samples[3].labels["tags"] == ("1",)
+
+
 @pytest.mark.parametrize(
     ("cell", "separator", "shown"),
     [

@@ -47,6 +47,31 @@ def test_binary_head_names_its_positive_class_and_threshold() -> None:
     assert MULTICLASS.default_params(three, HeadConfig()) == {}
 
 
+@pytest.mark.parametrize(
+    ("labels", "positive"),
+    [(["0", "1"], "1"), (["abnormal", "normal"], "abnormal"), (["cat", "not_cat"], "cat"),
+     (["false", "true"], "true"), (["defect", "ok"], "defect"), (["female", "male"], "male")],
+)  # fmt: skip
+def test_the_positive_class_is_the_one_that_does_not_read_as_negative(labels, positive) -> None:
+    head = resolve_head("h", "multiclass", labels)
+    params = MULTICLASS.default_params(head, HeadConfig())
+    assert labels[params["positive"]] == positive
+
+
+def test_training_says_which_class_pictag_took_as_positive() -> None:
+    head = resolve_head("sex", "multiclass", ["female", "male"])
+    assert MULTICLASS.plan_note(head, HeadConfig()) == (
+        "heads.sex: positive class 'male' (the second label); thresholds, recall and "
+        "precision speak of it; set heads.sex.positive=female to change"
+    )
+    ok = resolve_head("part", "multiclass", ["defect", "ok"])
+    assert "positive class 'defect' (the other reads as negative)" in MULTICLASS.plan_note(
+        ok, HeadConfig()
+    )
+    assert MULTICLASS.plan_note(head, HeadConfig(positive="female")) is None  # chosen by the user
+    assert MULTICLASS.plan_note(resolve_head("c", "multiclass", ["a", "b", "c"]), None) is None
+
+
 def test_binary_threshold_tuned_for_recall_reaches_it() -> None:
     rng = np.random.default_rng(3)
     targets = rng.integers(0, 2, 400)

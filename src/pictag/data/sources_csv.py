@@ -118,12 +118,13 @@ def _zero_one_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig
     """``{'tags': multilabel over every label column}`` when those columns are all 0/1."""
     columns = _label_columns(table, skip)
     indexes = [table.header.index(c) for c in columns]
-    binary = bool(columns) and all(
-        all(cell == "" or parse_flag(cell) is not None for cell in table.cells(i))
-        and any(table.cells(i))
-        for i in indexes
-    )
+    binary = bool(columns) and all(_is_flags(table.cells(i)) for i in indexes)
     return {"tags": HeadConfig(kind="multilabel", columns=columns)} if binary else None
+
+
+def _is_flags(cells: list[str]) -> bool:
+    """Every filled cell 1/0 (true/false, yes/no), and at least one filled."""
+    return any(cells) and all(cell == "" or parse_flag(cell) is not None for cell in cells)
 
 
 def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
@@ -150,6 +151,9 @@ def _head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
         return HeadReader(name, kind, indexes, list(head.columns), group=True)
     column = head.column or name
     index = table.column(column, f"heads.{name}.column")
+    if kind.tags and head.separator is None and _is_flags(table.cells(index)):
+        # `--head sea:multilabel` on a 0/1 column means the tag `sea`, not tags "0" and "1".
+        return HeadReader(name, kind, [index], [column], group=True)
     separator = head.separator
     if kind.tags and separator is None:
         separator = detect_separator(table.cells(index))
@@ -162,6 +166,8 @@ def detect_separator(cells: list[str]) -> str | None:
 
 
 def _head_note(reader: HeadReader) -> str:
+    if reader.group and len(reader.names) == 1:
+        return f"head {reader.name!r}: tag {reader.names[0]!r} where its 0/1 column is 1"
     if reader.group:
         return f"head {reader.name!r} from {len(reader.indexes)} 0/1 columns"
     if reader.kind.tags:

@@ -119,6 +119,8 @@ class HeadKind:
         describe: ``(head, probs_row, target_row, decided_row) -> (true, pred, scores)`` of one
             image, in label names, for the mistakes grid.
         html: ``(name, section) -> str``, the head's part of ``report.html``.
+        plan_note: ``(head, cfg) -> str | None``: a choice pictag made for the head that the
+            user should hear of when training starts (e.g. which class is positive).
         report_text: ``(name, section) -> str``, the head's per-label table (and confusion) as
             plain text, which ``pictag evaluate`` prints after its summary.
         export_meta: ``(head, params) -> dict``: what an exported model's consumer needs to
@@ -157,6 +159,7 @@ class HeadKind:
     describe: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any]]
     html: Callable[[str, dict[str, Any]], str]
     report_text: Callable[[str, dict[str, Any]], str]
+    plan_note: Callable[[Any, Any], str | None]
     export_meta: Callable[[Any, Params], dict[str, Any]]
     text_lines: Callable[[Any], int]
     draw: Callable[..., float]

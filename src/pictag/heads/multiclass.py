@@ -236,6 +236,7 @@ MULTICLASS = HeadKind(
     describe=decide_.describe,
     html=_html,
     report_text=_report_text,
+    plan_note=decide_.plan_note,
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,

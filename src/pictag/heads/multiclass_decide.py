@@ -17,21 +17,51 @@ from pictag.heads.kinds import Params, as_probs, untuned_threshold
 _EPS = 1e-7  # keeps log(0) finite in the per-image loss
 
 
+# Labels that read as "the negative class": the other class of a pair is the positive one.
+NEGATIVE = frozenset({
+    "0", "-1", "false", "no", "n", "f", "negative", "neg", "none", "absent", "off",
+    "normal", "ok", "good", "clean", "benign", "healthy", "background", "other",
+})  # fmt: skip
+NEGATIVE_PREFIXES = ("not_", "not ", "non_", "non-", "no_", "no ")
+
+
 def positive_index(head: Any, cfg: Any) -> int:
-    """Index of a two-class head's positive class: ``heads.NAME.positive``, else the second.
+    """Index of a two-class head's positive class: ``heads.NAME.positive``; else the class that
+    is not a negative word (``no``/``yes``, ``normal``/``tumour``, ``cat``/``not_cat``); else
+    the second label.
 
     Raises:
         ValueError: ``positive`` names no class of the head; the message lists them.
     """
     positive = getattr(cfg, "positive", None)
     if positive is None:
-        return 1
+        negative = [_reads_negative(label) for label in head.labels]
+        return negative.index(False) if sorted(negative) == [False, True] else 1
     if positive not in head.labels:
         raise ValueError(
             f"heads.{head.name}.positive: {positive!r} is not one of its classes "
             f"({', '.join(head.labels)})"
         )
     return head.labels.index(positive)
+
+
+def _reads_negative(label: str) -> bool:
+    text = str(label).strip().lower()
+    return text in NEGATIVE or text.startswith(NEGATIVE_PREFIXES)
+
+
+def plan_note(head: Any, cfg: Any) -> str | None:
+    """For a two-class head whose positive class pictag chose: which, and how to change it
+    (thresholds, recall and precision all speak of that class)."""
+    if head.num_labels != 2 or getattr(cfg, "positive", None) is not None:
+        return None
+    index = positive_index(head, cfg)
+    other = head.labels[1 - index]
+    why = "the other reads as negative" if _reads_negative(other) else "the second label"
+    return (
+        f"heads.{head.name}: positive class {head.labels[index]!r} ({why}); thresholds, recall "
+        f"and precision speak of it; set heads.{head.name}.positive={other} to change"
+    )
 
 
 def default_params(head: Any, cfg: Any) -> Params:

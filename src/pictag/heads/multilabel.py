@@ -224,6 +224,10 @@ def _report_text(name: str, section: dict) -> str:
     return multilabel_text.report_text(name, section)
 
 
+def _no_note(head: Any, cfg: Any) -> None:
+    return None  # a tag head's choices (one threshold per tag) show in its report
+
+
 MULTILABEL = HeadKind(
     name="multilabel",
     tags=True,
@@ -253,6 +257,7 @@ MULTILABEL = HeadKind(
     describe=decide_.describe,
     html=_html,
     report_text=_report_text,
+    plan_note=_no_note,
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,

@@ -15,6 +15,7 @@ from typing import Any
 
 from pictag.config import Config
 from pictag.data.pipeline import PreparedData
+from pictag.heads import get_kind
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,16 @@ def plan_lines(config: Config, data: PreparedData, input_size: int, device: str)
     heads = ", ".join(
         f"{name} ({head.kind}, {head.num_labels} labels)" for name, head in data.heads.items()
     )
+    notes = [
+        get_kind(head.kind).plan_note(head, config.heads.get(name))
+        for name, head in data.heads.items()
+    ]
     return [
         f"model: {model.backbone}, {pretrained}, {input_size} px, {train.mode}{epochs}, "
         f"batch {train.batch_size}, {optimizer}",
         f"data: {sizes} images; heads: {heads}",
         f"device: {device}",
+        *(note for note in notes if note),
     ]
 
 
