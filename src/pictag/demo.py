@@ -6,6 +6,7 @@ the small CNN trains from scratch on the CPU in about two minutes for all three 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from pictag.config import Config, DataConfig, HeadConfig, ModelConfig, TrainConf
 from pictag.data.builtin import describe as describe_builtin
 from pictag.data.builtin import make_builtin
 from pictag.heads import get_kind
+
+log = logging.getLogger(__name__)
 
 DEMO_TASKS = ("digits", "multilabel", "multioutput")
 IMAGE_SIZE = 32  # px: the 8x8 source digits need no more
@@ -60,12 +63,14 @@ def run_demo(
 
     lines = []
     rows = [("task", "heads", "train/val", "epochs", "seconds", "validation metrics")]
-    for task in tasks or DEMO_TASKS:
+    chosen = tasks or list(DEMO_TASKS)
+    for number, task in enumerate(chosen, 1):
         data_dir = out_dir / "data" / task
         if data_only:
             lines.append(describe_builtin(make_builtin(task, data_dir)))
             continue
         config = demo_config(task, data_dir, epochs)
+        log.info("demo %d/%d: %s (%d epochs)", number, len(chosen), task, config.train.epochs)
         start = time.perf_counter()
         # The demo's runs are scratch: each `pictag demo` replaces the last one's.
         result = train(config, out_dir / "runs" / task, overwrite=True, progress=False)

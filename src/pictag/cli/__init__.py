@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from pictag.cli.run_commands import RUN_COMMANDS, Handler
 from pictag.config import Config, ConfigError, config_to_dict, load_config
 from pictag.data.validate import DataCheckError
@@ -38,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet = os.environ.get("RANK", "0") != "0"
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     try:
-        return args.handler(args)
+        # Log lines go above the progress bars instead of onto the end of a bar's line.
+        with logging_redirect_tqdm():
+            return args.handler(args)
     except DataCheckError as err:
         print(f"pictag {args.command}: the data checks found problems:\n{err}", file=sys.stderr)
         return 1

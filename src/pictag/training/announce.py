@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from pictag.config import Config
 from pictag.data.pipeline import PreparedData
 from pictag.heads import get_kind
@@ -150,3 +152,18 @@ def _median_side(data: PreparedData) -> int | None:
     if not sizes:
         return None
     return int(statistics.median(min(w, h) for w, h in sizes))
+
+
+def summary_keys(kinds: dict[str, Any]) -> list[str]:
+    """``score`` and each head's summary metrics (``HEAD/METRIC``), as epoch lines show them."""
+    keys = ["score"]
+    for name, kind in kinds.items():
+        keys += [f"{name}/{metric}" for metric in kind.summary_metrics]
+    return keys
+
+
+def device_text(runtime: Any) -> str:
+    """``cpu, fp32, 2 CPU threads``: where and how the run computes."""
+    precision = str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "fp32"
+    ranks = f", {runtime.world_size} processes" if runtime.distributed else ""
+    return f"{runtime.device}, {precision}, {torch.get_num_threads()} CPU threads{ranks}"

@@ -31,7 +31,14 @@ from pictag.run import (
     write_resume_config,
     write_splits,
 )
-from pictag.training.announce import epoch_line, metrics_text, plan_lines, step_timer
+from pictag.training.announce import (
+    device_text,
+    epoch_line,
+    metrics_text,
+    plan_lines,
+    step_timer,
+    summary_keys,
+)
 from pictag.training.checkpoint import has_last, load_last, save_last
 from pictag.training.decisions import tune_decisions
 from pictag.training.loaders import Loaders, make_loaders
@@ -148,7 +155,7 @@ def _train(
     objective = make_objective(config, data)
     loaders = make_loaders(data, pre, config, runtime, progress)
     if runtime.is_main:
-        for line in plan_lines(config, data, pre.size[0], _device_text(runtime)):
+        for line in plan_lines(config, data, pre.size[0], device_text(runtime)):
             log.info(line)
 
     def save_best(state_model: torch.nn.Module, val: Validation, epoch: int) -> None:
@@ -161,7 +168,7 @@ def _train(
     if train_cfg.mode in ("linear-probe", "probe-then-fine-tune") and not resume:
         probe, losses = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
         if runtime.is_main:
-            shown = metrics_text(probe.metrics, _summary_keys(objective))
+            shown = metrics_text(probe.metrics, summary_keys(objective.kinds))
             log.info("linear probe: val loss %.4f %s", probe.metrics["loss"], shown)
         save_best(model, probe, 0)
         # Epoch 0 of metrics.jsonl: the report shows the probe beside the epochs (if any).
@@ -249,7 +256,7 @@ def fine_tune(
         if runtime.is_main:
             seconds = time.perf_counter() - started
             line = epoch_line(epoch + 1, train_cfg.epochs, fit, val.metrics, seconds)
-            log.info("%s %s", line, metrics_text(val.metrics, _summary_keys(objective)))
+            log.info("%s %s", line, metrics_text(val.metrics, summary_keys(objective.kinds)))
         improved = not math.isnan(score) and score > state["best_score"]
         if improved or state["best_epoch"] < 0:
             state.update(
@@ -313,17 +320,3 @@ def _record(epoch: int, fit: dict[str, float], val: dict[str, float]) -> dict[st
         **{f"train/{k}": v for k, v in fit.items()},
         **{f"val/{k}": v for k, v in val.items()},
     }
-
-
-def _summary_keys(objective: Objective) -> list[str]:
-    """``score`` and each head's summary metrics, as the epoch line shows them."""
-    keys = ["score"]
-    for name, kind in objective.kinds.items():
-        keys += [f"{name}/{metric}" for metric in kind.summary_metrics]
-    return keys
-
-
-def _device_text(runtime: Runtime) -> str:
-    precision = str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "fp32"
-    ranks = f", {runtime.world_size} processes" if runtime.distributed else ""
-    return f"{runtime.device}, {precision}, {torch.get_num_threads()} CPU threads{ranks}"
