@@ -16,4 +16,5 @@ def test_demo_trains_and_reports_its_progress(tmp_path, caplog) -> None:
     assert any(line.startswith("epoch 1/1 (") for line in logged)  # progress while it trains
     header, rule, row = table.splitlines()[:3]
     assert header.split()[:3] == ["task", "heads", "train/val"] and row.startswith("digits")
+    assert set(rule.replace(" ", "")) == {"-"}
     assert "digit/accuracy=" in row
