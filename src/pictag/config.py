@@ -97,6 +97,13 @@ class DataConfig:
     policy: str = _f("strict", "strict: stop on problems; skip: drop bad rows, list them in a file")
     max_pixels: int = _f(DEFAULT_MAX_PIXELS, "refuse larger images (decompression bombs)", ge=1)
     min_per_label: int = _f(2, "labels with fewer images cannot be stratified; reported", ge=1)
+    near_duplicates: int | None = _f(
+        2,
+        "warn of near-duplicate images: perceptual hashes at most this many bits apart (of 64); "
+        "null: no hashing",
+        ge=0,
+        le=64,
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pictag.config import Config
+from pictag.data.leakage import warn_leaks
 from pictag.data.schema import Head, Sample
 from pictag.data.sources import read_samples
 from pictag.data.splits import assign_splits
@@ -51,10 +52,15 @@ def prepare_data(
     """
     source = read_samples(config.data, config.heads, workdir)
     config.heads = dict(source.heads)
-    report = check_data(source, config.data, decode=decode, progress=progress)
+    hashing = config.data.near_duplicates
+    report = check_data(
+        source, config.data, decode=decode, progress=progress, near_duplicates=hashing
+    )
     kept = apply_policy(report, config.data.policy, out_dir)
     splits = assign_splits(kept, report.heads, config.data)
     log.info("split: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    # Only now are the splits final: a copy on each side of train/test inflates the test score.
+    warn_leaks(report.near_duplicates, splits)
     if config.train.hflip is None:  # its default follows the labels, known only now
         config.train.hflip, why = hflip_for({n: h.labels for n, h in report.heads.items()})
         if why:

@@ -17,6 +17,7 @@ from pictag.data.problems import Problem
 from pictag.data.schema import Head, Sample
 
 if TYPE_CHECKING:
+    from pictag.data.near_duplicates import NearDuplicate
     from pictag.data.sources import SourceResult
 
 # Errors about a whole head or the whole data set: dropping rows cannot fix them, so they stop
@@ -59,6 +60,9 @@ class CheckReport:
         missing_counts: Head -> number of samples without a label for it.
         decoded: Whether the image files were decoded (``False``: only their existence checked).
         by_sample: Sample index -> the problems about that sample.
+        near_duplicates: Pairs of files that show (nearly) the same picture, byte-identical
+            copies included (``identical``), for the check of copies split across train/test
+            (`pictag.data.leakage.find_leaks`).
     """
 
     source: SourceResult
@@ -69,6 +73,7 @@ class CheckReport:
     missing_counts: dict[str, int] = field(default_factory=dict)
     decoded: bool = True
     by_sample: dict[int, list[Problem]] = field(default_factory=dict, repr=False)
+    near_duplicates: list[NearDuplicate] = field(default_factory=list, repr=False)
 
     def errors(self) -> list[Problem]:
         """Problems that stop a strict run and drop their row under skip."""

@@ -207,7 +207,8 @@ def _checked(
     if not samples:
         return []
     subset = dataclasses.replace(source, samples=list(samples), problems=[])
-    report = check_data(subset, config.data, decode=True, progress=progress)
+    # No near-duplicate hashing: it warns about training data, and costs a third of the pass.
+    report = check_data(subset, config.data, decode=True, progress=progress, near_duplicates=None)
     dropped = report.dropped()
     if dropped and config.data.policy == "strict":
         raise DataCheckError(format_report(report))
