@@ -114,6 +114,14 @@ class HeadKind:
             section; its ``metrics`` are ``metrics(...)``.
         image_loss: ``(probs, targets) -> [N]`` per-image loss for ranking mistakes (0 where
             the target is missing).
+        label_issues: ``(head, probs [N, C], targets [N...]) -> [finding, ...]``: rows whose
+            given label looks wrong (``pictag audit``), found by cleanlab's confident learning
+            on out-of-fold probabilities and targets as this kind encodes them (rows with a
+            missing target left out). A finding is a dict: ``index`` (row in the given arrays),
+            ``given`` and ``suggested`` (a label name, or a list of tag names), ``score``
+            (label quality in [0, 1], low = likely wrong) and ``issue`` (what differs, in
+            words); most likely wrong first. Raises ValueError when the labels leave nothing
+            to compare (fewer than two classes, no tag both given and not given).
         judge: ``(decided, targets) -> (known [N], right [N])``: which images have a target and
             whether the decision matches it.
         describe: ``(head, probs_row, target_row, decided_row) -> (true, pred, scores)`` of one
@@ -155,6 +163,7 @@ class HeadKind:
     metrics: Callable[[np.ndarray, np.ndarray, Params], dict[str, float]]
     section: Callable[[np.ndarray, np.ndarray, list[str], Params], dict[str, Any]]
     image_loss: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    label_issues: Callable[[Any, np.ndarray, np.ndarray], list[dict[str, Any]]]
     judge: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
     describe: Callable[[Any, np.ndarray, np.ndarray, np.ndarray], tuple[Any, Any, Any]]
     html: Callable[[str, dict[str, Any]], str]

@@ -207,6 +207,12 @@ def _report_text(name: str, section: dict) -> str:
     return multiclass_text.report_text(name, section)
 
 
+def _label_issues(head: Any, probs: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
+    from pictag.heads import multiclass_audit  # cleanlab: imported on first use
+
+    return multiclass_audit.label_issues(head, probs, targets)
+
+
 MULTICLASS = HeadKind(
     name="multiclass",
     tags=False,
@@ -232,6 +238,7 @@ MULTICLASS = HeadKind(
     metrics=_metrics,
     section=_section,
     image_loss=decide_.image_loss,
+    label_issues=_label_issues,
     judge=decide_.judge,
     describe=decide_.describe,
     html=_html,

@@ -224,6 +224,12 @@ def _report_text(name: str, section: dict) -> str:
     return multilabel_text.report_text(name, section)
 
 
+def _label_issues(head: Any, probs: np.ndarray, targets: np.ndarray) -> list[dict[str, Any]]:
+    from pictag.heads import multilabel_audit  # cleanlab: imported on first use
+
+    return multilabel_audit.label_issues(head, probs, targets)
+
+
 def _no_note(head: Any, cfg: Any) -> None:
     return None  # a tag head's choices (one threshold per tag) show in its report
 
@@ -253,6 +259,7 @@ MULTILABEL = HeadKind(
     metrics=_metrics,
     section=_section,
     image_loss=decide_.image_loss,
+    label_issues=_label_issues,
     judge=decide_.judge,
     describe=decide_.describe,
     html=_html,
