@@ -16,6 +16,7 @@ The rest mirrors the command line; nothing needs importing from inner modules::
     predictor = pictag.Predictor.from_run("runs/job")    # keeps the model loaded
     labels = predictor.predict("photo.jpg")[0].heads["tags"].labels
     pictag.export("runs/job")                            # runs/job/model.onnx, parity-checked
+    findings = pictag.audit("runs/job")                  # audit.json: label issues, leaks
 
 Torch is imported only when one of these is used, so ``import pictag`` stays cheap.
 """
@@ -39,6 +40,7 @@ from pictag.version import __version__
 __all__ = [
     "Predictor",
     "__version__",
+    "audit",
     "evaluate",
     "export",
     "load_config",
@@ -162,6 +164,24 @@ def lr_find(
     from pictag.training.lr_find import lr_find as _lr_find
 
     return _lr_find(load_config(config, overrides), out_dir, **options)
+
+
+def audit(
+    run_dir: str | Path,
+    *,
+    folds: int = 5,
+    out_dir: str | Path | None = None,
+    fix_csv: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Find possible label errors, near-duplicates (leaks across splits) and outliers among a
+    run's images; writes ``audit.json`` and ``audit.html`` (see :func:`pictag.auditing.audit_run`)
+    and returns the findings. Nothing is changed; ``fix_csv`` writes a reviewed-later copy."""
+    from pictag.auditing import audit_run
+
+    options = {"folds": folds, "out_dir": out_dir, "fix_csv": fix_csv, "progress": progress}
+    return audit_run(run_dir, **options, device=device)
 
 
 def export(

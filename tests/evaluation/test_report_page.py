@@ -13,14 +13,9 @@ from PIL import Image
 
 from pictag.config import load_config
 from pictag.data.schema import Head, Sample
-from pictag.evaluation.evaluate import (
-    build_sections,
-    evaluate_run,
-    json_ready,
-    saved_fit,
-    summary_table,
-)
+from pictag.evaluation.evaluate import build_sections, evaluate_run, json_ready, summary_table
 from pictag.evaluation.html import render_html
+from pictag.evaluation.run_extras import saved_fit
 from pictag.training.trainer import train
 
 GATE = ("closed", "open")

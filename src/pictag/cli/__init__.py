@@ -13,6 +13,7 @@
 | export       | pictag.export.export_run                  |
 | explain      | pictag.serving.explain.explain            |
 | serve        | pictag.serving.server.serve               |
+| audit        | pictag.auditing.audit_run                 |
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     source = read_samples(config.data, config.heads)
-    report = check_data(source, config.data, decode=not args.no_decode)
+    report = check_data(
+        source, config.data, decode=not args.no_decode, near_duplicates=config.data.near_duplicates
+    )
     print(format_report(report))
     if report.errors() and config.data.policy == "skip":
         kept = apply_policy(report, "skip", Path(args.out) if args.out else None)

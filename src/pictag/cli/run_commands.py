@@ -161,10 +161,55 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pictag.auditing import AUDIT_HTML, AUDIT_JSON, audit_run
+
+    options = {"folds": args.folds, "out_dir": args.out, "fix_csv": args.fix_csv}
+    audit = audit_run(args.run_dir, **options, device=args.device)
+    print(audit_text(audit))
+    out = Path(args.out or args.run_dir)
+    print(f"audit: {out / AUDIT_JSON}\n       {out / AUDIT_HTML}")
+    if audit.get("fix_csv"):
+        print(f"       {audit['fix_csv']} (the label file with suggestions in new columns)")
+    return 0
+
+
+def audit_text(audit: dict, shown: int = 5) -> str:
+    """Counts and the first few findings of each kind, for the terminal."""
+    issues, pairs, odd = audit["label_issues"], audit["near_duplicates"], audit["outliers"]
+    leaks = sum(1 for pair in pairs if len(set(pair["splits"])) > 1)
+    lines = [
+        f"{audit['n_images']} images: {len(issues)} possible label errors, {len(pairs)} "
+        f"near-duplicate pairs ({leaks} across splits), {len(odd)} outliers shown"
+    ]
+    for item in issues[:shown]:
+        lines.append(
+            f"  {item['head']}: {item['image']} given {item['given']!r}, suggested "
+            f"{item['suggested']!r} (score {item['score']:.3f}, {item['split']})"
+        )
+    for pair in pairs[:shown]:
+        where = " / ".join(pair["splits"])
+        lines.append(f"  near-duplicates ({where}): {pair['a']} ~ {pair['b']}")
+    return "\n".join(lines)
+
+
+def _audit_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run folder written by `pictag train`")
+    parser.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold heads")
+    parser.add_argument("--out", help="folder for audit.json and audit.html (default RUN_DIR)")
+    parser.add_argument(
+        "--fix-csv",
+        action="store_true",
+        help="also write a copy of the label CSV with the suggestions in new columns",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
 RUN_COMMANDS: dict[str, tuple[Handler, Callable[[argparse.ArgumentParser], None], str]] = {
     "evaluate": (cmd_evaluate, _evaluate_args, "evaluate a run: report.json and report.html"),
     "predict": (cmd_predict, _predict_args, "label images with a trained run"),
     "export": (cmd_export, _export_args, "export a run to ONNX (and TorchScript), checked"),
     "explain": (cmd_explain, _explain_args, "save a Grad-CAM heat map of a label over an image"),
     "serve": (cmd_serve, _serve_args, "serve a run over HTTP: JSON API and a web page"),
+    "audit": (cmd_audit, _audit_args, "find wrong labels, near-duplicates and outliers"),
 }

@@ -9,7 +9,6 @@ prediction, export and serving read, so every consumer decides the same way.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from pictag.data.transforms import eval_transform
 from pictag.evaluation.html import render_html
 from pictag.evaluation.inference import predict_logits, probabilities, resolve_device
 from pictag.evaluation.metrics import all_heads_correct, head_report
+from pictag.evaluation.run_extras import audit_summary, read_history, saved_fit
 from pictag.evaluation.samples import eval_samples
 from pictag.fileio import write_json, write_text
 from pictag.heads import Params, get_kind
@@ -36,7 +36,6 @@ from pictag.run import LoadedRun, load_run, write_params
 log = logging.getLogger(__name__)
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
-HISTORY_FILE = "metrics.jsonl"
 MAX_MISTAKES = 24
 
 
@@ -84,6 +83,7 @@ def evaluate_run(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **build_sections(run.heads, run.params, samples, probs, targets),
     }
+    report["audit"] = audit_summary(run_dir, out_dir)
     report = json_ready(report)
     write_json(out_dir / REPORT_JSON, report)
     history = read_history(run_dir) or saved_fit(run.meta)
@@ -215,27 +215,6 @@ def _infer(
         run.model.to(memory_format=torch.channels_last)
     logits, targets = predict_logits(run.model, loader, device, tta, channels_last, progress)
     return probabilities(run.heads, logits), targets
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The lines of the run's ``metrics.jsonl`` (empty when there is none)."""
-    path = Path(run_dir) / HISTORY_FILE
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def saved_fit(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The saved model's validation metrics (``pictag.json``) as a one-record history, for a
-    run without ``metrics.jsonl`` (linear probes trained before they logged their fit), whose
-    report should say so rather than leave the training section out. Empty when ``meta`` holds
-    no metrics."""
-    metrics, epoch = meta.get("metrics"), meta.get("epoch")
-    if not isinstance(metrics, Mapping) or epoch is None:
-        return []
-    values = {f"val/{key}": value for key, value in metrics.items()}
-    return [{"epoch": epoch, "mode": meta.get("mode"), **values}]
 
 
 def json_ready(value: Any) -> Any:

@@ -9,20 +9,14 @@ data (run, label and head names, paths) is HTML-escaped; undefined metrics print
 
 from __future__ import annotations
 
-import io
-import math
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from pictag import figures
 from pictag.heads import HeadKind, get_kind
-from pictag.htmlparts import DASH, data_uri, figure, fmt, table
+from pictag.htmlparts import DASH, figure, fmt, image_tag, table, thumbnail
 
-THUMB_PX = 160
-SMALL_PX = 96  # a thumbnail narrower than this (32 px CIFAR, 28 px MNIST) is shown enlarged
 SUMMARY_KEYS = ("mAP", "accuracy", "f1_macro", "f1_micro", "roc_auc_macro", "roc_auc_ovr", "ece")
 
 _CSS = """
@@ -96,6 +90,13 @@ def _header(report: dict, heads: dict, has_mistakes: bool) -> str:
     links = [f'<a href="#head-{i}">{escape(name)}</a>' for i, name in enumerate(heads)]
     if has_mistakes:
         links.append('<a href="#mistakes">mistakes</a>')
+    audit = report.get("audit")
+    if audit:  # `pictag audit` ran on this run: its findings are one click away
+        links.append(
+            f'<a href="{escape(audit["html"])}">data audit: {audit["label_issues"]} possible '
+            f"label errors, {audit['near_duplicates']} near-duplicate pairs "
+            f"({audit['across_splits']} across splits)</a>"
+        )
     return f"<h1>Evaluation report</h1><p class=meta>{meta}</p><nav>{''.join(links)}</nav>"
 
 
@@ -173,8 +174,8 @@ def _mistakes(mistakes: list[dict], thumbnails: dict[str, bytes] | None) -> str:
 
 def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     path = str(mistake.get("image", ""))
-    data = thumbnails.get(path) if thumbnails is not None else _thumbnail(path)
-    image = _image(data, path) if data else "<div class=noimg>no image</div>"
+    data = thumbnails.get(path) if thumbnails is not None else thumbnail(path)
+    image = image_tag(data, path) if data else "<div class=noimg>no image</div>"
     lines = [
         image,
         f'<div class=path title="{escape(path)}">{escape(Path(path).name)}</div>',
@@ -218,43 +219,3 @@ def _tag_texts(true: list | None, pred: list, scores: Any) -> tuple[str, str]:
 def _mark(label: Any, wrong: bool, css: str = "bad") -> str:
     text = escape(str(label))
     return f"<span class={css}>{text}</span>" if wrong else text
-
-
-def _image(data: bytes, path: str) -> str:
-    """The ``<img>`` of a thumbnail. One under ``SMALL_PX`` a side is too small to see a mistake
-    in at its own size: it is shown enlarged by a whole factor (to at least ``SMALL_PX``, up to
-    ``THUMB_PX``), its pixels kept square and sharp rather than blurred."""
-    attrs = ""
-    size = _size(data)
-    if size and 0 < max(size) < SMALL_PX:
-        longest = max(size)
-        factor = max(math.ceil(SMALL_PX / longest), THUMB_PX // longest)
-        attrs = f' class=px width="{size[0] * factor}" height="{size[1] * factor}"'
-    return f'<img src="{data_uri(data)}" alt="{escape(path)}"{attrs}>'
-
-
-def _size(data: bytes) -> tuple[int, int] | None:
-    """Width and height of image bytes (read from the header only), None if unreadable."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (OSError, ValueError):
-        return None
-
-
-def _thumbnail(path: str) -> bytes | None:
-    """A JPEG of at most ``THUMB_PX`` pixels a side, or None if the file cannot be read."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at a fraction of full size
-            small = image.convert("RGB")
-            small.thumbnail((THUMB_PX, THUMB_PX))
-            buffer = io.BytesIO()
-            # A small image is shown enlarged: full-resolution colour (no 2x2 chroma blocks)
-            # and a higher quality keep JPEG artefacts from being enlarged with it.
-            tiny = max(small.size) < SMALL_PX
-            options = {"quality": 95, "subsampling": 0} if tiny else {"quality": 85}
-            small.save(buffer, format="JPEG", **options)
-            return buffer.getvalue()
-    except (OSError, ValueError):
-        return None

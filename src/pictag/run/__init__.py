@@ -32,6 +32,8 @@ from pictag.run.files import (
     write_splits,
 )
 from pictag.run.meta import (
+    AUDIT_HTML,
+    AUDIT_JSON,
     META_FILE,
     ONNX_FILE,
     RESUME_CONFIG_FILE,
@@ -58,6 +60,8 @@ from pictag.run.model import (
 )
 
 __all__ = [
+    "AUDIT_HTML",
+    "AUDIT_JSON",
     "META_FILE",
     "ONNX_FILE",
     "RESUME_CONFIG_FILE",

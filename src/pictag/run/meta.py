@@ -29,6 +29,8 @@ SPLITS_FILE = "splits.csv"
 RESUME_CONFIG_FILE = "config.resolved.json"  # written before the first epoch, for --resume
 VAL_OUTPUTS_FILE = "val_outputs.safetensors"  # validation probabilities of the saved model
 ONNX_FILE = "model.onnx"  # the default export path inside a run folder
+AUDIT_JSON = "audit.json"  # `pictag audit`'s findings; the report links to its page
+AUDIT_HTML = "audit.html"
 # 1: multilabel thresholds under "thresholds" (pictag 0.1 before head kinds owned decisions);
 # 2: every head's decision parameters under "decisions".
 SCHEMA_VERSION = 2
