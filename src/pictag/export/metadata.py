@@ -24,8 +24,10 @@ head with a threshold chooses ``positive`` when its probability is at least ``th
 
 A few flat keys repeat the essentials for tools that show ``metadata_props`` as a table (e.g.
 Netron): ``pictag_version``, ``heads``, ``input_size``, ``mean``, ``std``, ``interpolation``,
-``crop_pct`` and ``labels.<head>``. The same document goes into a TorchScript file as the extra
-file ``pictag.json``.
+``crop_pct`` and ``labels.<head>``. The model card (:mod:`pictag.export.model_card`, Markdown)
+has its own key, ``pictag.model_card``, rather than a place in the JSON document, which
+consumers parse on every load; :func:`read_onnx_metadata` returns it as ``model_card``. The same
+document, card included, goes into a TorchScript file as the extra file ``pictag.json``.
 
 Preprocessing, as pictag does it: decode to RGB, resize so the shorter side is
 ``resize_shorter_to`` (= ``round(max(H, W) / crop_pct)``) with ``interpolation`` (antialiased),
@@ -50,6 +52,7 @@ from pictag.models.onnx_runner import METADATA_FORMAT, METADATA_KEY
 from pictag.version import __version__
 
 INPUT_NAME = "images"
+MODEL_CARD_KEY = "pictag.model_card"  # metadata_props key of the Markdown model card
 
 
 def input_name(heads: dict[str, Head]) -> str:
@@ -65,6 +68,7 @@ def build_metadata(
     preprocess: Preprocess,
     params: Mapping[str, Params],
     checkpoint_id: str | None,
+    model_card: str | None = None,
 ) -> dict[str, Any]:
     """The ``pictag`` document of an export (see the module notes for its layout).
 
@@ -74,6 +78,7 @@ def build_metadata(
         params: Head name -> the run's decision parameters; a head left out gets its kind's
             defaults (argmax, 0.5 thresholds).
         checkpoint_id: The run's checkpoint id, so a stale export can be recognised.
+        model_card: The Markdown model card, kept under ``model_card`` (None: no card).
     """
     entries = []
     for name, head in heads.items():
@@ -83,7 +88,7 @@ def build_metadata(
         entries.append(entry)
     # Per-label thresholds of every head that has them, as pictag-onnx/1 consumers read them.
     filled = {e["name"]: e["thresholds"] for e in entries if "thresholds" in e}
-    return {
+    document = {
         "format": METADATA_FORMAT,
         "pictag_version": __version__,
         "torch_version": torch.__version__,
@@ -99,13 +104,18 @@ def build_metadata(
         "heads": entries,
         "thresholds": filled,
     }
+    if model_card is not None:
+        document["model_card"] = model_card
+    return document
 
 
 def metadata_props(metadata: dict[str, Any]) -> dict[str, str]:
-    """The string pairs stored in ``metadata_props``: the JSON document plus flat keys."""
+    """The string pairs stored in ``metadata_props``: the JSON document plus flat keys (the
+    model card under its own key, not in the document)."""
+    document = {key: value for key, value in metadata.items() if key != "model_card"}
     pre = metadata["preprocess"]
     props = {
-        METADATA_KEY: json.dumps(metadata, ensure_ascii=False),
+        METADATA_KEY: json.dumps(document, ensure_ascii=False),
         "pictag_version": metadata["pictag_version"],
         "heads": ",".join(head["name"] for head in metadata["heads"]),
         "input_size": ",".join(str(v) for v in pre["input_size"]),
@@ -116,6 +126,8 @@ def metadata_props(metadata: dict[str, Any]) -> dict[str, str]:
     }
     for head in metadata["heads"]:
         props[f"labels.{head['name']}"] = json.dumps(head["labels"], ensure_ascii=False)
+    if "model_card" in metadata:
+        props[MODEL_CARD_KEY] = metadata["model_card"]
     return props
 
 
@@ -133,7 +145,8 @@ def write_onnx_metadata(path: Path, metadata: dict[str, Any]) -> None:
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``pictag`` document of an exported ONNX file.
+    """The ``pictag`` document of an exported ONNX file, with its model card (when it has one)
+    under ``model_card``.
 
     Raises:
         ValueError: The file has no pictag metadata.
@@ -142,4 +155,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     props = {prop.key: prop.value for prop in model.metadata_props}
     if METADATA_KEY not in props:
         raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: export it with pictag")
-    return json.loads(props[METADATA_KEY])
+    document = json.loads(props[METADATA_KEY])
+    if MODEL_CARD_KEY in props:
+        document["model_card"] = props[MODEL_CARD_KEY]
+    return document

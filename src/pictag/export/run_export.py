@@ -4,17 +4,25 @@
     print(result.onnx.summary())                         # max |diff| per head
 
 Each file is written beside its destination, loaded back and compared with the PyTorch model
-(:mod:`pictag.export.parity`); only a file within the tolerance is moved into place. A file
-that fails, or a model that cannot be exported, leaves nothing at the destination (an earlier
-export there is removed as well, so nothing looks like the result of this export), and
-:class:`ParityError` says by how much it missed. ``RUN_DIR/model.onnx`` is what
+(:mod:`pictag.export.parity`); only a file within the tolerance is moved into place, with its
+model card beside it (``model.onnx`` -> ``model.card.md``, see :mod:`pictag.export.model_card`;
+the ONNX file also holds the card's text in its metadata). A file that fails, or a model that
+cannot be exported, leaves nothing at the destination (an earlier export and its card there are
+removed as well, so nothing looks like the result of this export), and :class:`ParityError`
+says by how much it missed.
+
+The card is built before any file is written: a ``report.json`` or ``audit.json`` it cannot
+read stops the export with a message saying what to re-run, rather than shipping a card that
+hides it. A run never evaluated or audited is no error: its card says so. For an evaluated run
+the card predicts the test split again (for its intervals), which adds that split's inference
+time to the export. ``RUN_DIR/model.onnx`` is what
 :class:`pictag.evaluation.predictor.Predictor` runs on a CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,8 +38,9 @@ from pictag.export.formats import (
     write_torchscript,
 )
 from pictag.export.metadata import build_metadata
+from pictag.export.model_card import build_model_card, card_path
 from pictag.export.parity import ParityError, ParityReport, check_parity, parity_inputs
-from pictag.fileio import atomic_write
+from pictag.fileio import atomic_write, write_text
 from pictag.run import load_run, run_onnx_path
 
 DEFAULT_TOLERANCE = 1e-4  # max |probability difference|; fp32 graphs agree to ~1e-6
@@ -45,16 +54,19 @@ class ExportResult:
     Attributes:
         onnx: The ONNX file's parity report (None when not exported).
         torchscript: The TorchScript file's parity report (None when not exported).
+        cards: The model cards written, one beside each file.
     """
 
     onnx: ParityReport | None = None
     torchscript: ParityReport | None = None
+    cards: list[Path] = field(default_factory=list)
 
     def reports(self) -> list[ParityReport]:
         return [r for r in (self.onnx, self.torchscript) if r is not None]
 
     def summary(self) -> str:
-        return "\n".join(report.summary() for report in self.reports())
+        lines = [report.summary() for report in self.reports()]
+        return "\n".join(lines + [f"model card {path}" for path in dict.fromkeys(self.cards)])
 
 
 def export_run(
@@ -82,7 +94,8 @@ def export_run(
         ParityError: A file differs from PyTorch by more than ``tolerance``; it is not kept.
         ExportError: No exporter can write the model to ONNX.
         FileNotFoundError: ``run_dir`` is not a run folder.
-        ValueError: ``tolerance`` is negative or nothing was asked for.
+        ValueError: ``tolerance`` is negative, nothing was asked for, or the run's
+            ``report.json`` or ``audit.json`` cannot be read for the model card.
     """
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
@@ -91,8 +104,10 @@ def export_run(
     run_dir = Path(run_dir)
     run = load_run(run_dir, "cpu")
     model = ProbabilityModel(run.model, run.heads).eval()
-    metadata = build_metadata(run.heads, run.preprocess, run.params, run.checkpoint_id)
-    check = _Check(eager_runner(model), parity_inputs(run_dir, run.preprocess, max_real), tolerance)
+    card = build_model_card(run_dir, run)
+    metadata = build_metadata(run.heads, run.preprocess, run.params, run.checkpoint_id, card)
+    inputs = parity_inputs(run_dir, run.preprocess, max_real)
+    check = _Check(eager_runner(model), inputs, tolerance, card)
     size = run.preprocess.input_size
     result = ExportResult()
     if onnx:
@@ -100,6 +115,7 @@ def export_run(
         result.onnx = check.write(
             "onnx", target, lambda tmp: write_onnx(model, metadata, size, tmp), onnx_file_runner
         )
+        result.cards.append(card_path(target))
     if torchscript_path is not None:
         heads = list(run.heads)
         result.torchscript = check.write(
@@ -108,16 +124,18 @@ def export_run(
             lambda tmp: write_torchscript(model, metadata, size, tmp),
             lambda tmp: torchscript_file_runner(tmp, heads),
         )
+        result.cards.append(card_path(Path(torchscript_path)))
     return result
 
 
 @dataclass
 class _Check:
-    """The parity reference, inputs and tolerance shared by every format."""
+    """The parity reference, inputs, tolerance and model card shared by every format."""
 
     reference: Runner
     inputs: dict[str, list[torch.Tensor]]
     tolerance: float
+    card: str
 
     def write(
         self,
@@ -127,7 +145,7 @@ class _Check:
         load: Callable[[Path], Runner],
     ) -> ParityReport:
         """Write through a temporary file beside ``path`` that replaces it only when parity
-        holds; on failure nothing is left at ``path``.
+        holds, then the model card beside it; on failure neither is left.
 
         Args:
             fmt: Format name for the report.
@@ -147,5 +165,7 @@ class _Check:
             atomic_write(path, write_and_check)
         except (ParityError, ExportError):
             path.unlink(missing_ok=True)
+            card_path(path).unlink(missing_ok=True)
             raise
+        write_text(card_path(path), self.card)
         return report
