@@ -185,7 +185,7 @@ def audit_text(audit: dict, shown: int = 5) -> str:
     for item in issues[:shown]:
         lines.append(
             f"  {item['head']}: {item['image']} given {item['given']!r}, suggested "
-            f"{item['suggested']!r} (score {item['score']:.3f}, {item['split']})"
+            f"{item['suggested']!r} (score {item['score']:.3g}, {item['split']})"
         )
     for pair in pairs[:shown]:
         where = " / ".join(pair["splits"])
