@@ -122,3 +122,20 @@ def test_a_blank_frame_among_coloured_images_is_the_top_outlier(planted, tmp_pat
     audit = audit_run(tmp_path / "run", folds=3, progress=False)
     assert Path(audit["outliers"][0]["image"]).name == "blank.png"
     assert audit["outliers"][0]["score"] < audit["outliers"][-1]["score"]
+
+
+def test_pretrained_features_add_pairs_the_hashes_miss_and_say_how_found(tmp_path) -> None:
+    from pictag.auditing.run_audit import MIN_COSINE, near_duplicates
+    from pictag.data.schema import Sample
+
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for value, path in enumerate(paths):
+        _image(path, value)  # three different pictures: no two hashes agree
+    samples = [Sample(path, {}) for path in paths]
+    split_of = {paths[0]: "train", paths[1]: "test", paths[2]: "train"}
+    features = np.eye(3, 8)
+    features[1] = features[0] + 0.01  # 0 and 1 look alike to the backbone (a crop, say)
+    assert near_duplicates(samples, split_of, 10**8) == []
+    (pair,) = near_duplicates(samples, split_of, 10**8, features)
+    assert (pair["a"], pair["b"], pair["method"]) == (str(paths[0]), str(paths[1]), "embedding")
+    assert pair["distance"] <= 1 - MIN_COSINE and pair["splits"] == ["train", "test"]

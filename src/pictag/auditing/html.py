@@ -35,9 +35,9 @@ def render_audit_html(audit: dict[str, Any]) -> str:
             "Near-duplicates",
             audit["near_duplicates"],
             _pair_card,
-            "pairs of images with (nearly) the same perceptual hash: one photo resized, "
-            "re-encoded, shifted or mirrored; across splits they leak the answer into "
-            "validation or test",
+            "pairs of images with (nearly) the same perceptual hash or pretrained features: one "
+            "photo resized, re-encoded, shifted, mirrored or cropped; across splits they leak "
+            "the answer into validation or test",
         ),
         _section(
             "Outliers",
@@ -89,9 +89,12 @@ def _issue_card(item: dict) -> str:
 def _pair_card(item: dict) -> str:
     splits = " / ".join(item["splits"])
     mirrored = " (mirrored)" if item.get("flipped") else ""
+    how = f"{fmt(item['distance'])} bits apart{mirrored}"
+    if item.get("method") == "embedding":
+        how = f"features at cosine {fmt(1 - item['distance'])}"
     return (
         f"<div class=card>{_picture(item['a'])}{_picture(item['b'])}<div>"
-        f"{fmt(item['distance'])} bits apart{mirrored}, splits {escape(splits)}"
+        f"{how}, splits {escape(splits)}"
         f"<div class=path>{escape(item['a'])}<br>{escape(item['b'])}</div></div></div>"
     )
 

@@ -5,8 +5,8 @@ suggestions in new columns). Nothing is changed: a person reviews the findings.
 How: pooled features of every image of the run (train, val and test) from the pretrained
 backbone (see :mod:`pictag.auditing.features`); out-of-fold probabilities of linear heads fitted on
 them; each head's kind ranks its label issues with cleanlab; near-duplicates are pairs of
-almost identical perceptual hashes; outliers are scored by cleanlab's ``OutOfDistribution`` on
-the features.
+almost identical perceptual hashes or pretrained features; outliers are scored by cleanlab's
+``OutOfDistribution`` on the features.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ from pictag.auditing.features import audit_features, out_of_fold_probs
 from pictag.auditing.fix_csv import write_fix_csv
 from pictag.auditing.html import render_audit_html
 from pictag.auditing.outliers import outlier_scores, top_outliers
-from pictag.data.near_duplicates import hash_files, near_duplicate_pairs
+from pictag.data.near_duplicates import (
+    NearDuplicate,
+    embedding_pairs,
+    hash_files,
+    near_duplicate_pairs,
+)
 from pictag.data.schema import Sample
 from pictag.evaluation.evaluate import json_ready
 from pictag.evaluation.samples import eval_samples
@@ -32,6 +37,10 @@ from pictag.run import AUDIT_HTML, AUDIT_JSON, LoadedRun, load_run, read_splits
 from pictag.training.runtime import setup_runtime
 
 log = logging.getLogger(__name__)
+# Pretrained Lite0 features of one photo cropped, re-encoded or shifted are this close; on
+# utkface-5k the pairs at >= 0.96 that the hashes missed were all real copies, while three
+# pairs of different faces came in at 0.950-0.954 (benchmarks/near_duplicates_embeddings.py).
+MIN_COSINE = 0.96
 
 
 def audit_run(
@@ -64,6 +73,7 @@ def audit_run(
     samples, _ = eval_samples(run, run_dir, None, "all", progress)
     split_of = {path: name for name, paths in read_splits(run_dir).items() for path in paths}
     features, targets, source = audit_features(run, samples, runtime, progress)
+    pretrained = run.config.model.pretrained != "none"
     seed = run.config.data.seed
     probs = out_of_fold_probs(run, samples, features, targets, folds, seed)
     audit = {
@@ -73,7 +83,9 @@ def audit_run(
         "features": source,
         "folds": folds,
         "label_issues": label_issues(run, samples, probs, targets, split_of),
-        "near_duplicates": near_duplicates(samples, split_of, run.config.data.max_pixels),
+        "near_duplicates": near_duplicates(
+            samples, split_of, run.config.data.max_pixels, features if pretrained else None
+        ),
         "outliers": outliers(samples, features, split_of),
     }
     audit = json_ready(audit)
@@ -114,29 +126,39 @@ def label_issues(
 
 
 def near_duplicates(
-    samples: list[Sample], split_of: dict[Path, str], max_pixels: int
+    samples: list[Sample],
+    split_of: dict[Path, str],
+    max_pixels: int,
+    features: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Pairs of images with (nearly) the same perceptual hash -- one photo resized, re-encoded,
-    shifted or mirrored -- across splits (leakage) first, then closest first.
+    """Pairs of images that show one photo, across splits (leakage) first, then closest first.
 
-    Hashes, not the features: a network's pooled features put many distinct images of one class
-    at the same point (a small CNN's saturate), while a perceptual hash separates them (see
-    :data:`pictag.data.near_duplicates.DEFAULT_MAX_DISTANCE` for its measured error rates).
+    Perceptual hashes find it resized, re-encoded, shifted or mirrored (``method: hash``,
+    ``distance`` in bits); pretrained ``features`` also find it cropped (``method: embedding``,
+    ``distance`` = 1 - cosine, from ``MIN_COSINE``). Only pretrained features: a network
+    trained from scratch on few images puts distinct images of one class at one point.
     """
     paths, hashes = hash_files([sample.path for sample in samples], max_pixels)
-    found = [
-        {
-            "a": str(pair.a),
-            "b": str(pair.b),
-            "distance": int(pair.distance),
-            "flipped": pair.flipped,
-            "splits": [split_of.get(Path(pair.a), ""), split_of.get(Path(pair.b), "")],
-        }
-        for pair in near_duplicate_pairs(paths, hashes)
-    ]
+    found = [_pair(pair, "hash", split_of) for pair in near_duplicate_pairs(paths, hashes)]
+    if features is not None:
+        seen = {frozenset((item["a"], item["b"])) for item in found}
+        for pair in embedding_pairs([sample.path for sample in samples], features, MIN_COSINE):
+            if frozenset((str(pair.a), str(pair.b))) not in seen:
+                found.append(_pair(pair, "embedding", split_of))
     return sorted(
         found, key=lambda item: (item["splits"][0] == item["splits"][1], item["distance"])
     )
+
+
+def _pair(pair: NearDuplicate, method: str, split_of: dict[Path, str]) -> dict[str, Any]:
+    return {
+        "a": str(pair.a),
+        "b": str(pair.b),
+        "method": method,
+        "distance": int(pair.distance) if method == "hash" else round(float(pair.distance), 4),
+        "flipped": pair.flipped,
+        "splits": [split_of.get(Path(pair.a), ""), split_of.get(Path(pair.b), "")],
+    }
 
 
 def outliers(
