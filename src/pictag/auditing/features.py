@@ -15,12 +15,10 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 from torch import nn
-from torch.utils.data import DataLoader
 
-from pictag.data.dataset import ImageDataset
 from pictag.data.pipeline import PreparedData
 from pictag.data.schema import Sample
-from pictag.data.transforms import eval_transform
+from pictag.evaluation.evaluate import eval_loader
 from pictag.run import LoadedRun, build_model
 from pictag.training.loop import make_objective
 from pictag.training.probe import extract_features, fit_heads
@@ -42,11 +40,7 @@ def audit_features(
         source = f"pretrained ({config.model.pretrained}), not the fine-tuned one"
     assert model is not None  # load_run always loads the model
     model.to(runtime.device)
-    pre = run.preprocess
-    dataset = ImageDataset(
-        samples, run.heads, pre, eval_transform(pre), max_pixels=config.data.max_pixels
-    )
-    loader = DataLoader(dataset, batch_size=config.train.batch_size, num_workers=0)
+    loader = eval_loader(run, samples)
     features, targets = extract_features(
         model, loader, runtime, config.train.channels_last, progress
     )

@@ -74,7 +74,7 @@ def evaluate_run(
     samples, used = eval_samples(run, run_dir, data_config, split, progress)
     if not samples:
         raise ValueError(f"no usable images in the {used} split of {run_dir}; nothing to evaluate")
-    probs, targets = _infer(run, samples, tta, progress)
+    probs, targets = infer(run, samples, tta, progress)
     report = {
         "run": str(run_dir),
         "split": used,
@@ -111,7 +111,7 @@ def tune_run_params(
     if not samples:
         log.warning("no validation images: decision thresholds are left as they are")
         return run.params
-    probs, targets = _infer(run, samples, False, progress)
+    probs, targets = infer(run, samples, False, progress)
     tuned = tune_params(run.heads, run.config, probs, targets)
     write_params(run_dir, tuned)
     return tuned
@@ -195,24 +195,30 @@ def _mistake(
     return entry
 
 
-def _infer(
-    run: LoadedRun, samples: list[Sample], tta: bool, progress: bool
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Probabilities and targets of ``samples`` under the run's eval preprocessing."""
-    pre, train_cfg = run.preprocess, run.config.train
+def eval_loader(run: LoadedRun, samples: list[Sample]) -> DataLoader:
+    """Batches of ``(images, targets)`` of ``samples`` under the run's eval preprocessing."""
+    pre, cfg = run.preprocess, run.config
     dataset = ImageDataset(
-        samples, run.heads, pre, eval_transform(pre), max_pixels=run.config.data.max_pixels
+        samples, run.heads, pre, eval_transform(pre), max_pixels=cfg.data.max_pixels
     )
     device = next(run.model.parameters()).device
-    loader = DataLoader(
+    return DataLoader(
         dataset,
-        batch_size=train_cfg.batch_size,
-        num_workers=train_cfg.workers,
+        batch_size=cfg.train.batch_size,
+        num_workers=cfg.train.workers,
         pin_memory=device.type == "cuda",
     )
-    channels_last = train_cfg.channels_last
+
+
+def infer(
+    run: LoadedRun, samples: list[Sample], tta: bool = False, progress: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Probabilities and targets of ``samples`` under the run's eval preprocessing."""
+    device = next(run.model.parameters()).device
+    channels_last = run.config.train.channels_last
     if channels_last:
         run.model.to(memory_format=torch.channels_last)
+    loader = eval_loader(run, samples)
     logits, targets = predict_logits(run.model, loader, device, tta, channels_last, progress)
     return probabilities(run.heads, logits), targets
 

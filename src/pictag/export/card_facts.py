@@ -22,15 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import DataLoader
 
-from pictag.data.dataset import ImageDataset
 from pictag.data.schema import Head, LabelError, Sample
 from pictag.data.sources import read_samples
 from pictag.data.split_file import splits_of
-from pictag.data.transforms import eval_transform
-from pictag.evaluation.evaluate import REPORT_JSON
-from pictag.evaluation.inference import predict_logits, probabilities
+from pictag.evaluation.evaluate import REPORT_JSON, infer
 from pictag.evaluation.run_extras import audit_summary
 from pictag.evaluation.samples import eval_samples
 from pictag.export.bootstrap import Interval, metric_interval
@@ -145,28 +141,14 @@ def _read_optional(run_dir: Path, name: str, command: str) -> dict[str, Any] | N
 
 def _evaluate(run: LoadedRun, samples: list[Sample], split: str) -> Evaluation:
     """Each head's report section and primary-metric interval on ``samples``."""
-    probs, targets = _outputs(run, samples)
+    # As `pictag evaluate` computes them, without TTA (which the exported model lacks).
+    probs, targets = infer(run, samples)
     sections, intervals = {}, {}
     for name, head in run.heads.items():
         kind, params = get_kind(head.kind), run.params[name]
         sections[name] = kind.section(probs[name], targets[name], list(head.labels), params)
         intervals[name] = metric_interval(kind, probs[name], targets[name], params)
     return Evaluation(split, len(samples), sections, intervals)
-
-
-def _outputs(
-    run: LoadedRun, samples: list[Sample]
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Probabilities and targets of ``samples`` under the run's eval preprocessing, as
-    ``pictag evaluate`` computes them (without TTA, which the exported model lacks)."""
-    pre, data_cfg, train_cfg = run.preprocess, run.config.data, run.config.train
-    dataset = ImageDataset(
-        samples, run.heads, pre, eval_transform(pre), max_pixels=data_cfg.max_pixels
-    )
-    loader = DataLoader(dataset, batch_size=train_cfg.batch_size, num_workers=train_cfg.workers)
-    device = next(run.model.parameters()).device
-    logits, targets = predict_logits(run.model, loader, device)
-    return probabilities(run.heads, logits), targets
 
 
 def _label_counts(run: LoadedRun, run_dir: Path) -> dict[str, dict[str, list[int]]]:
