@@ -91,11 +91,8 @@ def train_one_epoch(
     seen, start = 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
     optimizer.zero_grad(set_to_none=True)
-    for step, (images, targets) in enumerate(bar):
-        images = images.to(runtime.device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = {k: v.to(runtime.device, non_blocking=True) for k, v in targets.items()}
+    for step, loaded in enumerate(bar):
+        images, targets = to_device(loaded, runtime, channels_last)
         if mixer is not None:
             images, targets = mixer(images, targets)
         with runtime.autocast():
@@ -126,6 +123,18 @@ def train_one_epoch(
     result["images_per_s"] = float(totals[0]) / elapsed if elapsed > 0 else math.nan
     result["lr"] = optimizer.param_groups[-1]["lr"]
     return result
+
+
+def to_device(
+    batch: tuple[torch.Tensor, dict[str, torch.Tensor]], runtime: Runtime, channels_last: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A loader's ``(images, {head: targets})`` on the run's device, images channels-last when
+    asked (the layout the model was put in)."""
+    images, targets = batch
+    images = images.to(runtime.device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, {k: v.to(runtime.device, non_blocking=True) for k, v in targets.items()}
 
 
 def optimizer_step(
@@ -159,11 +168,8 @@ def predict_probs(
     probs: dict[str, list[np.ndarray]] = {name: [] for name in objective.kinds}
     targets: dict[str, list[np.ndarray]] = {name: [] for name in objective.kinds}
     loss_sum, seen = 0.0, 0
-    for images, batch_targets in loader:
-        images = images.to(runtime.device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        batch_targets = {k: v.to(runtime.device) for k, v in batch_targets.items()}
+    for batch in loader:
+        images, batch_targets = to_device(batch, runtime, channels_last)
         with runtime.autocast():
             logits = model(images)
         loss, _ = objective(logits, batch_targets)

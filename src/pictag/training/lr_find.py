@@ -30,7 +30,7 @@ from pictag.fileio import atomic_write, write_text
 from pictag.heads import check_config
 from pictag.run import build_model
 from pictag.training.loaders import make_loaders
-from pictag.training.loop import Objective, make_objective, optimizer_step
+from pictag.training.loop import Objective, make_objective, optimizer_step, to_device
 from pictag.training.optim import build_optimizer, freeze_batchnorm
 from pictag.training.runtime import Runtime, cleanup, seed_everything, setup_runtime
 
@@ -162,11 +162,7 @@ def range_test(
                 group["lr"] = lr * ratio
             loss = 0.0
             for _ in range(accumulate):
-                images, targets = next(batches)
-                images = images.to(runtime.device, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                targets = {k: v.to(runtime.device, non_blocking=True) for k, v in targets.items()}
+                images, targets = to_device(next(batches), runtime, channels_last)
                 with runtime.autocast():
                     logits = model(images)
                 total, _ = objective(logits, targets)
