@@ -176,11 +176,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def audit_text(audit: dict, shown: int = 5) -> str:
     """Counts and the first few findings of each kind, for the terminal."""
-    issues, pairs, odd = audit["label_issues"], audit["near_duplicates"], audit["outliers"]
-    leaks = sum(1 for pair in pairs if len(set(pair["splits"])) > 1)
+    from pictag.evaluation.run_extras import audit_counts
+
+    issues, pairs, count = audit["label_issues"], audit["near_duplicates"], audit_counts(audit)
     lines = [
-        f"{audit['n_images']} images: {len(issues)} possible label errors, {len(pairs)} "
-        f"near-duplicate pairs ({leaks} across splits), {len(odd)} outliers shown"
+        f"{audit['n_images']} images: {count['label_issues']} possible label errors, "
+        f"{count['near_duplicates']} near-duplicate pairs ({count['across_splits']} across "
+        f"splits), {count['outliers']} outliers shown"
     ]
     for item in issues[:shown]:
         lines.append(

@@ -42,9 +42,14 @@ def audit_summary(run_dir: Path, out_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     audit = json.loads(path.read_text(encoding="utf-8"))
+    return {"html": os.path.relpath(run_dir / AUDIT_HTML, out_dir), **audit_counts(audit)}
+
+
+def audit_counts(audit: Mapping[str, Any]) -> dict[str, int]:
+    """How many label issues, near-duplicate pairs (and of those, pairs across splits: leaks)
+    and outliers an audit (``audit.json``) holds."""
     pairs = audit.get("near_duplicates") or []
     return {
-        "html": os.path.relpath(run_dir / AUDIT_HTML, out_dir),
         "label_issues": len(audit.get("label_issues") or []),
         "near_duplicates": len(pairs),
         "across_splits": sum(1 for pair in pairs if len(set(pair.get("splits", []))) > 1),
