@@ -143,7 +143,11 @@ class TrainConfig:
     accumulate: int = _f(1, "gradient accumulation steps", ge=1)
     clip_grad: float = _f(0.0, "max gradient norm; 0 disables", ge=0)
     ema: float = _f(0.0, "EMA decay of the weights (e.g. 0.999); 0 disables", ge=0, lt=1)
-    amp: str = _f("auto", "auto (bf16/fp16 on GPU, fp32 on CPUs without bf16) | off | bf16 | fp16")
+    amp: str = _f(
+        "auto",
+        "auto (GPU: bf16/fp16; CPU: bf16 if its flags show native bf16, else fp32) | "
+        "off | bf16 | fp16",
+    )
     channels_last: bool = _f(True, "channels-last memory format (faster convolutions on GPU)")
     augment: str = _f("light", "none | light | randaugment | trivialaugment")
     hflip: float | None = _f(

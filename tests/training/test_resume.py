@@ -217,3 +217,19 @@ def test_resume_without_a_checkpoint_names_the_folder(tmp_path, capsys, made):
     assert main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert str(run) in err and "nothing to resume" in err
+
+
+def test_two_deterministic_runs_with_amp_auto_agree_and_store_the_precision(folder_tree, tmp_path):
+    """``amp: auto`` is decided from the CPU's flags, so two runs (and a resumed one, which reads
+    the stored setting) compute in the same precision and give the same numbers."""
+    from pictag.training.runtime import amp_setting, choose_amp_dtype
+
+    settings = [*SETTINGS, "train.amp=auto", "train.epochs=2"]
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        train(load_config(overrides=[f"data.images={folder_tree}", *settings]), run)
+    assert _history(runs[0]) == _history(runs[1])
+    chosen = amp_setting(choose_amp_dtype(torch.device("cpu"), "auto"))
+    for run in runs:
+        stored = json.loads((run / "pictag.json").read_text())["config"]["train"]["amp"]
+        assert stored == chosen

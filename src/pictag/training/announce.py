@@ -18,6 +18,7 @@ import torch
 from pictag.config import Config
 from pictag.data.pipeline import PreparedData
 from pictag.heads import get_kind
+from pictag.training.runtime import precision_text
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,9 @@ def summary_keys(kinds: dict[str, Any]) -> list[str]:
     return keys
 
 
-def device_text(runtime: Any) -> str:
-    """``cpu, fp32, 2 CPU threads``: where and how the run computes."""
-    precision = str(runtime.amp_dtype).removeprefix("torch.") if runtime.amp_dtype else "fp32"
+def device_text(runtime: Any, amp: str = "auto") -> str:
+    """``cpu, fp32 (CPU without native bf16), 2 CPU threads``: where and how the run computes,
+    and why in that precision (``amp``: the ``train.amp`` asked for)."""
+    precision = precision_text(runtime, amp)
     ranks = f", {runtime.world_size} processes" if runtime.distributed else ""
     return f"{runtime.device}, {precision}, {torch.get_num_threads()} CPU threads{ranks}"

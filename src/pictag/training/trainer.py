@@ -60,6 +60,7 @@ from pictag.training.optim import (
 from pictag.training.probe import run_probe
 from pictag.training.runtime import (
     Runtime,
+    amp_setting,
     average_batchnorm_stats,
     broadcast_from_main,
     cleanup,
@@ -122,8 +123,11 @@ def train(
         claim_run_dir(out_dir, overwrite, clear=writer)
         absolute_data_paths(config)  # the run's stored config must work from any folder
     runtime = setup_runtime(config.train.device, config.train.amp, config.train.threads)
+    asked_amp = config.train.amp
+    # The run stores the precision it chose, so resuming it (here or elsewhere) keeps it.
+    config.train.amp = amp_setting(runtime.amp_dtype)
     try:
-        result = _train(config, out_dir, runtime, resume, progress and runtime.is_main)
+        result = _train(config, out_dir, runtime, resume, progress and runtime.is_main, asked_amp)
         if runtime.is_main:
             tune_decisions(out_dir, config, progress, str(runtime.device))
         return result
@@ -136,7 +140,7 @@ def train(
 
 
 def _train(
-    config: Config, out_dir: Path, runtime: Runtime, resume: bool, progress: bool
+    config: Config, out_dir: Path, runtime: Runtime, resume: bool, progress: bool, amp: str
 ) -> TrainResult:
     train_cfg = config.train
     seed_everything(train_cfg.seed + runtime.rank, train_cfg.deterministic)
@@ -155,7 +159,7 @@ def _train(
     objective = make_objective(config, data)
     loaders = make_loaders(data, pre, config, runtime, progress)
     if runtime.is_main:
-        for line in plan_lines(config, data, pre.size[0], device_text(runtime)):
+        for line in plan_lines(config, data, pre.size[0], device_text(runtime, amp)):
             log.info(line)
 
     def save_best(state_model: torch.nn.Module, val: Validation, epoch: int) -> None:
