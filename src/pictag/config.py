@@ -170,6 +170,14 @@ class TrainConfig:
     threads: int = _f(
         0, "CPU threads of torch's kernels; 0: the CPUs this process may use (per process)", ge=0
     )
+    probe_flip: bool = _f(
+        False, "linear probe: also fit on each training image's mirror image (2x feature time)"
+    )
+    refit: bool = _f(
+        False,
+        "linear-probe: refit the heads on train+val once their L2 is chosen on val "
+        "(thresholds and reported val metrics stay those of the train-only fit)",
+    )
     cache: str = _f("auto", "decode-once image cache: auto | memory | off")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
 
@@ -359,5 +367,10 @@ def _check(config: Config) -> None:
     for name, head in config.heads.items():
         if head.bins and any(a >= b for a, b in zip(head.bins, head.bins[1:], strict=False)):
             raise ConfigError(f"heads.{name}.bins: must be strictly ascending; got {head.bins}")
+    if config.train.refit and config.train.mode != "linear-probe":
+        raise ConfigError(
+            f"train.refit: applies to train.mode=linear-probe only (the fine-tune epochs are "
+            f"chosen on val, which a refit would have seen); got mode {config.train.mode}"
+        )
     if config.heads and not any(head.weight > 0 for head in config.heads.values()):
         raise ConfigError("heads.*.weight: at least one head needs a weight > 0")

@@ -65,3 +65,11 @@ def test_empty_loader_gives_no_features() -> None:
     features, targets = extract_features(model, [], CPU, progress=False)
     assert features.shape == (0, model.num_features)
     assert targets == {}
+
+
+def test_flip_gives_the_features_of_the_mirror_images() -> None:
+    model, loader = _model_and_loader()
+    mirrored = [(images.flip(-1), targets) for images, targets in loader]
+    features, _ = extract_features(model, loader, CPU, progress=False, flip=True)
+    assert torch.allclose(features, _expected(model, mirrored), atol=1e-5)
+    assert not torch.allclose(features, _expected(model, loader), atol=1e-3)

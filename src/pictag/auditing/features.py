@@ -21,7 +21,8 @@ from pictag.data.schema import Sample
 from pictag.evaluation.evaluate import eval_loader
 from pictag.run import LoadedRun, build_model
 from pictag.training.loop import make_objective
-from pictag.training.probe import extract_features, fit_heads
+from pictag.training.probe import extract_features
+from pictag.training.probe_fit import fit_heads
 from pictag.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -70,20 +71,13 @@ def out_of_fold_probs(
     probs = {name: np.zeros((len(samples), head.num_labels)) for name, head in run.heads.items()}
     splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (fit_rows, held_rows) in enumerate(splitter.split(features)):
-        heads = _LinearHeads(x.shape[1], {n: h.num_labels for n, h in run.heads.items()})
+        # One linear layer per head, as the linear probe fits.
+        heads = {name: nn.Linear(x.shape[1], head.num_labels) for name, head in run.heads.items()}
         fit_targets = {n: torch.from_numpy(t[fit_rows]) for n, t in targets.items()}
-        fit_heads(heads, x[fit_rows], fit_targets, objective)  # type: ignore[arg-type]
+        fit_heads(heads, x[fit_rows], fit_targets, objective.losses)
         with torch.no_grad():
-            for name, head in heads.heads.items():
+            for name, head in heads.items():
                 logits = head(x[held_rows])
                 probs[name][held_rows] = objective.kinds[name].activate(logits).numpy()
         log.debug("audit fold %d/%d fitted", fold + 1, folds)
     return probs
-
-
-class _LinearHeads(nn.Module):
-    """What :func:`pictag.training.probe.fit_heads` fits: one linear layer per head."""
-
-    def __init__(self, width: int, sizes: dict[str, int]) -> None:
-        super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(width, size) for name, size in sizes.items()})

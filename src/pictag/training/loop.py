@@ -214,6 +214,18 @@ def validate(
     """Validation metrics: ``loss``, ``HEAD/METRIC`` for each head (its kind's metrics at the
     objective's decision parameters), and ``score``, the mean of the heads' primary metrics."""
     probs, targets, result = predict_probs(model, loader, objective, runtime, channels_last)
+    return score_outputs(probs, targets, result["loss"], objective)
+
+
+def score_outputs(
+    probs: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    loss: float,
+    objective: Objective,
+) -> Validation:
+    """The :class:`Validation` of outputs computed elsewhere (e.g. heads on cached features):
+    ``loss``, each head's metrics at the objective's decision parameters, and ``score``."""
+    result = {"loss": loss}
     primaries = []
     for name, kind in objective.kinds.items():
         params = objective.params.get(name, {})

@@ -21,7 +21,8 @@ from pictag.fileio import atomic_write
 from pictag.models.classifier import Classifier
 from pictag.models.onnx_features import onnx_feature_extractor
 from pictag.training.loaders import Loaders
-from pictag.training.loop import Objective, Validation, validate
+from pictag.training.loop import Objective, Validation, score_outputs, validate
+from pictag.training.probe_fit import choose_weight_decays, fit_heads
 from pictag.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def extract_features(
     progress: bool = True,
     cache_dir: Path | None = None,
     use_onnx: bool = True,
+    flip: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pooled features ``[N, F]`` and stacked targets of every image in ``loader``.
 
@@ -51,6 +53,7 @@ def extract_features(
         progress: Show a progress bar.
         cache_dir: Folder to keep the exported ``.onnx`` in for the next call (None: not kept).
         use_onnx: Allow ONNX Runtime on a CPU.
+        flip: Compute the features of the mirror images (left-right) instead.
     """
     model.eval()
     forward = None  # chosen at the first batch, whose image size the ONNX graph fixes
@@ -60,7 +63,7 @@ def extract_features(
             onnx_ok = use_onnx and runtime.device.type == "cpu"
             forward = _onnx_forward(model, images.shape[1:], cache_dir) if onnx_ok else None
             forward = forward or _eager_forward(model, runtime, channels_last)
-        features.append(forward(images))
+        features.append(forward(images.flip(-1) if flip else images))
         targets.append(batch_targets)
     stacked = {k: torch.cat([t[k] for t in targets]) for k in targets[0]} if targets else {}
     return torch.cat(features) if features else torch.zeros(0, model.num_features), stacked
@@ -106,51 +109,6 @@ def cached_features(
     return features, targets
 
 
-def fit_heads(
-    model: Classifier,
-    features: torch.Tensor,
-    targets: dict[str, torch.Tensor],
-    objective: Objective,
-    weight_decay: float = 1e-4,
-    max_iter: int = 200,
-) -> dict[str, float]:
-    """Fit every head on fixed features with full-batch L-BFGS (L2-regularised); return the
-    final training loss of each head."""
-    model.eval()  # no dropout: the probe is a deterministic convex fit for linear heads
-    return {
-        name: _fit_head(
-            head, features, targets[name], objective.losses[name], weight_decay, max_iter
-        )
-        for name, head in model.heads.items()
-    }
-
-
-def _fit_head(
-    head: torch.nn.Module,
-    features: torch.Tensor,
-    target: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    weight_decay: float,
-    max_iter: int,
-) -> float:
-    params = list(head.parameters())
-    optimizer = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = loss_fn(head(features), target)
-        loss = loss + weight_decay * sum((p**2).sum() for p in params if p.ndim > 1)
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    with torch.no_grad():
-        return float(loss_fn(head(features), target))
-
-
 def run_probe(
     model: Classifier,
     loaders: Loaders,
@@ -159,21 +117,89 @@ def run_probe(
     out_dir: Path,
     train_cfg: Any,
     progress: bool,
+    has_val: bool = True,
 ) -> tuple[Validation, dict[str, float]]:
     """Fit the heads on cached features of the frozen backbone; return its validation and
-    each head's final training loss."""
+    each head's final training loss.
+
+    With validation images (and one process) each head's L2 strength is chosen on cached
+    validation features, which then also give the validation metrics; ``train.probe_flip``
+    adds each training image's mirror image, ``train.refit`` refits on train+val at the end
+    (the returned validation, and the thresholds tuned on it, stay the train-only fit's).
+    """
     cache = out_dir / "features" if runtime.is_main and not runtime.distributed else None
-    features, targets = cached_features(
-        cache / "train.safetensors" if cache else None,
+    train = _features(model, loaders.train_plain, runtime, train_cfg, progress, cache, "train")
+    if train_cfg.probe_flip:
+        flipped = _features(
+            model, loaders.train_plain, runtime, train_cfg, progress, cache, "train_flip"
+        )
+        train = _concat(train, flipped)
+    heads, losses_fn = dict(model.heads.items()), objective.losses
+    if not has_val or runtime.distributed:
+        # No held-out images to choose on (or each rank holds only its shard of them).
+        fit_heads(heads, *_on(train, runtime), losses_fn)
+        val = validate(model, loaders.val, objective, runtime, train_cfg.channels_last)
+        return val, _train_losses(heads, _on(train, runtime), losses_fn)
+    val_set = _features(model, loaders.val, runtime, train_cfg, progress, cache, "val")
+    train, val_set = _on(train, runtime), _on(val_set, runtime)
+    chosen = choose_weight_decays(heads, train, val_set, losses_fn)
+    val = _feature_validation(model, val_set, objective)
+    losses = _train_losses(heads, train, losses_fn)
+    if train_cfg.refit:
+        losses = fit_heads(heads, *_concat(train, val_set), losses_fn, chosen)
+        log.info("linear probe: refitted on train+val (%d images)", len(train[0]) + len(val_set[0]))
+    return val, losses
+
+
+Features = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+
+def _features(
+    model: Classifier,
+    loader: Iterable,
+    runtime: Runtime,
+    train_cfg: Any,
+    progress: bool,
+    cache: Path | None,
+    name: str,
+) -> Features:
+    flip = name.endswith("_flip")
+    return cached_features(
+        cache / f"{name}.safetensors" if cache else None,
         lambda: extract_features(
-            model, loaders.train_plain, runtime, train_cfg.channels_last, progress, cache
+            model, loader, runtime, train_cfg.channels_last, progress, cache, flip=flip
         ),
     )
-    losses = fit_heads(
-        model,
-        features.to(runtime.device),
-        {k: v.to(runtime.device) for k, v in targets.items()},
-        objective,
-    )
-    val = validate(model, loaders.val, objective, runtime, train_cfg.channels_last)
-    return val, losses
+
+
+def _concat(a: Features, b: Features) -> Features:
+    return torch.cat([a[0], b[0]]), {k: torch.cat([a[1][k], b[1][k]]) for k in a[1]}
+
+
+def _on(features: Features, runtime: Runtime) -> Features:
+    return features[0].to(runtime.device), {k: v.to(runtime.device) for k, v in features[1].items()}
+
+
+def _train_losses(
+    heads: dict[str, torch.nn.Module], train: Features, losses: dict[str, Any]
+) -> dict[str, float]:
+    with torch.no_grad():
+        return {
+            name: float(losses[name](head(train[0]), train[1][name]))
+            for name, head in heads.items()
+        }
+
+
+@torch.no_grad()
+def _feature_validation(model: Classifier, val: Features, objective: Objective) -> Validation:
+    """Validation metrics of the heads on cached validation features (no second pass of the
+    backbone over the validation images)."""
+    model.eval()
+    logits = model.forward_heads(val[0])
+    loss, _ = objective(logits, val[1])
+    probs = {
+        name: kind.activate(logits[name].float()).cpu().numpy()
+        for name, kind in objective.kinds.items()
+    }
+    targets = {name: val[1][name].cpu().numpy() for name in objective.kinds}
+    return score_outputs(probs, targets, float(loss), objective)

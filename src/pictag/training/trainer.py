@@ -170,7 +170,10 @@ def _train(
 
     probe, history = None, []
     if train_cfg.mode in ("linear-probe", "probe-then-fine-tune") and not resume:
-        probe, losses = run_probe(model, loaders, objective, runtime, out_dir, train_cfg, progress)
+        probe, losses = run_probe(
+            model, loaders, objective, runtime, out_dir, train_cfg, progress,
+            has_val=bool(data.splits.get("val")),
+        )  # fmt: skip
         if runtime.is_main:
             shown = metrics_text(probe.metrics, summary_keys(objective.kinds))
             log.info("linear probe: val loss %.4f %s", probe.metrics["loss"], shown)
