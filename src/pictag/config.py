@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from pictag.config_parse import ConfigError, build, check_fields
+from pictag.config_parse import ConfigError, build, check_fields, parse_duration
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit
 MAX_SEED = 2**32 - 1  # NumPy and the stratified splitter refuse larger (and negative) seeds
@@ -123,7 +123,16 @@ class ModelConfig:
 class TrainConfig:
     """The training loop."""
 
-    mode: str = _f("fine-tune", "linear-probe | fine-tune | probe-then-fine-tune")
+    mode: str = _f(
+        "auto",
+        "auto (probe-then-fine-tune with pretrained weights, else fine-tune) | linear-probe | "
+        "fine-tune | probe-then-fine-tune",
+    )
+    budget: str = _f(
+        "auto",
+        "wall-clock budget of the run: a duration (90s, 5m, 1h30m) plans the probe and as many "
+        "fine-tune epochs as fit (at most `epochs`); auto: 5m on a CPU, none on a GPU; off",
+    )
     epochs: int = _f(10, "passes over the training images", ge=1)
     batch_size: int = _f(32, "images per step (per process under torchrun)", ge=1)
     lr: float = _f(1e-3, "learning rate of the heads", gt=0)
@@ -197,7 +206,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.builtin": ("digits", "multilabel", "multioutput"),
     "data.policy": ("strict", "skip"),
     "heads.*.threshold_by": ("f1", "precision", "recall", "fixed"),
-    "train.mode": ("linear-probe", "fine-tune", "probe-then-fine-tune"),
+    "train.mode": ("auto", "linear-probe", "fine-tune", "probe-then-fine-tune"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "onecycle", "constant"),
     "train.amp": ("auto", "off", "bf16", "fp16"),
@@ -271,6 +280,10 @@ def resolve_defaults(config: Config) -> None:
     """
     model, train = config.model, config.train
     model.pretrained = pretrained_for(model.backbone, model.pretrained)
+    if train.mode == "auto":
+        # A probe is seconds on cached features and the best start for the fine-tune.
+        scratch = model.pretrained.lower() == "none"
+        train.mode = "fine-tune" if scratch else "probe-then-fine-tune"
     if train.backbone_lr_scale is None:
         train.backbone_lr_scale = 1.0 if model.pretrained.lower() == "none" else 0.1
     if train.weight_decay is None:
@@ -367,6 +380,11 @@ def _check(config: Config) -> None:
     for name, head in config.heads.items():
         if head.bins and any(a >= b for a, b in zip(head.bins, head.bins[1:], strict=False)):
             raise ConfigError(f"heads.{name}.bins: must be strictly ascending; got {head.bins}")
+    if config.train.budget not in ("auto", "off"):
+        try:
+            parse_duration(config.train.budget)
+        except ValueError as err:
+            raise ConfigError(f"train.budget: {err}") from None
     if config.train.refit and config.train.mode != "linear-probe":
         raise ConfigError(
             f"train.refit: applies to train.mode=linear-probe only (the fine-tune epochs are "

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import math
 import operator
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -110,3 +111,29 @@ def check_fields(
         allowed = choices.get(f"{pattern}.{item.name}")
         if allowed is not None and value not in allowed:
             raise ConfigError(f"{key}: must be one of {', '.join(allowed)}; got {value!r}")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhd]))+$")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``90``, ``90s``, ``5m``, ``1.5h`` or ``1h30m``.
+
+    Raises:
+        ValueError: Not a positive duration; the message gives examples.
+    """
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(?:\.\d+)?", value):
+            seconds = float(value)
+        elif _DURATION.match(value):
+            parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", value)
+            seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
+        else:
+            seconds = -1.0
+    if not seconds > 0 or math.isinf(seconds):
+        raise ValueError(f"{text!r} is not a duration; use e.g. 90s, 5m, 1h30m, auto or off")
+    return seconds

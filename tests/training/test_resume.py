@@ -25,7 +25,7 @@ import pytest
 import safetensors.torch
 import torch
 
-import pictag.training.trainer as trainer
+import pictag.training.epochs as epochs
 from pictag.cli import main
 from pictag.config import Config, load_config
 from pictag.training.trainer import train
@@ -96,14 +96,14 @@ def _assert_same_run(run: Path, reference: Path) -> None:
 
 
 def _train_interrupted_after_epoch_2(images: Path, run: Path, monkeypatch) -> None:
-    save_last = trainer.save_last
+    save_last = epochs.save_last
 
     def save_then_interrupt(*args, **kwargs):
         save_last(*args, **kwargs)
         if kwargs["epoch"] == 2:
             raise Interrupted
 
-    monkeypatch.setattr(trainer, "save_last", save_then_interrupt)
+    monkeypatch.setattr(epochs, "save_last", save_then_interrupt)
     with pytest.raises(Interrupted):
         train(_config(images), run, progress=False)
     monkeypatch.undo()
@@ -137,14 +137,14 @@ def test_resuming_needs_no_random_state_but_the_seed(folder_tree, tmp_path, monk
     and the rank alone."""
     train(_config(folder_tree), tmp_path / "full", progress=False)
     _train_interrupted_after_epoch_2(folder_tree, tmp_path / "cut", monkeypatch)
-    load_last = trainer.load_last
+    load_last = epochs.load_last
 
     def load_then_lose_the_random_states(*args, **kwargs):
         loaded = load_last(*args, **kwargs)
         random.seed(1), np.random.seed(1), torch.manual_seed(1)  # as another rank would hold
         return loaded
 
-    monkeypatch.setattr(trainer, "load_last", load_then_lose_the_random_states)
+    monkeypatch.setattr(epochs, "load_last", load_then_lose_the_random_states)
     train(Config(), tmp_path / "cut", resume=True, progress=False)
 
     _assert_same_run(tmp_path / "cut", tmp_path / "full")

@@ -12,8 +12,8 @@ from pictag.config import TrainConfig
 from pictag.models.classifier import Classifier
 
 
-def param_groups(model: Classifier, train: TrainConfig) -> list[dict]:
-    """Four groups: backbone/heads x decayed/not decayed.
+def param_groups(model: Classifier, train: TrainConfig, head_lr_scale: float = 1.0) -> list[dict]:
+    """Four groups: backbone/heads x decayed/not decayed; the heads at ``lr * head_lr_scale``.
 
     Biases and normalisation weights (1-D tensors) get no weight decay, as in timm.
     """
@@ -22,7 +22,7 @@ def param_groups(model: Classifier, train: TrainConfig) -> list[dict]:
     groups = []
     for part, params, lr in (
         ("backbone", model.backbone_parameters(), train.lr * train.backbone_lr_scale),
-        ("heads", model.head_parameters(), train.lr),
+        ("heads", model.head_parameters(), train.lr * head_lr_scale),
     ):
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
@@ -33,9 +33,11 @@ def param_groups(model: Classifier, train: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: Classifier, train: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: Classifier, train: TrainConfig, head_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """AdamW, or SGD with momentum (Nesterov when asked), over :func:`param_groups`."""
-    groups = param_groups(model, train)
+    groups = param_groups(model, train, head_lr_scale)
     if train.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov
@@ -52,7 +54,9 @@ def build_scheduler(
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total
         )
-    warmup = min(int(train.warmup_epochs * steps_per_epoch), total - 1)
+    # At most a fifth of the run: a one-epoch warmup would be all of a one-epoch run, which
+    # would end at its peak learning rate.
+    warmup = min(int(train.warmup_epochs * steps_per_epoch), total // 5)
     cosine = train.schedule == "cosine"
 
     def factor(step: int) -> float:

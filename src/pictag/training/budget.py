@@ -1,0 +1,200 @@
+"""``train.budget``: a run planned to finish within a wall-clock time on this machine.
+
+The linear probe runs first (cheap, and always a usable model); then a few training steps are
+timed and the run takes as many fine-tune epochs as the time left allows (at most
+``train.epochs``), so the learning-rate schedule completes within the budget instead of being
+cut off half-way. After each epoch the run stops early if the next one would overrun.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pictag.config_parse import parse_duration
+from pictag.training.announce import duration
+from pictag.training.loop import Objective, to_device
+from pictag.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# The budget of a CPU run when none is set: what a user waits for at the desk. On ~1,000-5,000
+# photos it buys the linear probe plus a few fine-tune epochs of EfficientNet-Lite0 on 2 cores.
+CPU_BUDGET_S = 300.0
+# A validation pass runs forward only: about a third of a training step's work per image.
+EVAL_COST = 1 / 3
+
+
+def budget_seconds(setting: str, device: torch.device) -> float | None:
+    """The budget ``train.budget`` stands for on ``device``, in seconds; None: no budget.
+
+    ``auto`` is :data:`CPU_BUDGET_S` on a CPU and no budget on a GPU (where a normal
+    fine-tune of ``train.epochs`` takes minutes anyway).
+    """
+    if setting == "off":
+        return None
+    if setting == "auto":
+        return CPU_BUDGET_S if device.type == "cpu" else None
+    return parse_duration(setting)
+
+
+@dataclass
+class Budget:
+    """A wall-clock budget that started counting when the run began (data checks included).
+
+    Attributes:
+        seconds: The budget; None for no budget.
+        started: ``time.perf_counter()`` at the start.
+    """
+
+    seconds: float | None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def active(self) -> bool:
+        return self.seconds is not None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def left(self) -> float:
+        return math.inf if self.seconds is None else self.seconds - self.elapsed()
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How many fine-tune epochs fit, and the measured cost they were planned from."""
+
+    epochs: int
+    epoch_s: float
+    images_per_s: float
+
+
+def plan_epochs(
+    left_s: float,
+    max_epochs: int,
+    train_images: int,
+    val_images: int,
+    images_per_s: float,
+    at_least_one: bool,
+) -> EpochPlan:
+    """The number of epochs (train pass + validation pass each) that fit in ``left_s``.
+
+    Args:
+        left_s: Seconds left in the budget.
+        max_epochs: ``train.epochs``, never exceeded.
+        train_images: Images per training epoch.
+        val_images: Images per validation pass.
+        images_per_s: Measured training speed.
+        at_least_one: Plan one epoch even when none fits (a run from scratch has no probe to
+            fall back on).
+    """
+    epoch_s = (train_images + EVAL_COST * val_images) / max(images_per_s, 1e-9)
+    fit = int(max(left_s, 0.0) // epoch_s)
+    epochs = min(max_epochs, max(fit, 1 if at_least_one else 0))
+    return EpochPlan(epochs, epoch_s, images_per_s)
+
+
+def measure_speed(
+    model: nn.Module,
+    loader: Iterable,
+    objective: Objective,
+    runtime: Runtime,
+    channels_last: bool,
+    prepare: Callable[[nn.Module], None] | None = None,
+    steps: int = 4,
+) -> float:
+    """Training images per second: forward and backward passes of the first ``steps`` batches
+    (the first untimed when there are more: it pays for warm-up), weights and BatchNorm
+    statistics restored after.
+
+    No optimizer step is taken, so the model leaves exactly as it came; the optimizer's own
+    cost is small beside the backward pass of a convolutional net.
+    """
+    saved = copy.deepcopy(model.state_dict())
+    model.train()
+    if prepare is not None:
+        prepare(model)
+    timed: list[tuple[int, float]] = []  # (images, seconds) of each step
+    started = time.perf_counter()
+    for step, batch in enumerate(loader):  # each step timed with its batch's loading
+        inputs, targets = to_device(batch, runtime, channels_last)
+        with runtime.autocast():
+            loss, _ = objective(model(inputs), targets)
+        loss.backward()
+        ended = time.perf_counter()
+        timed.append((inputs.shape[0], ended - started))
+        started = ended
+        if step + 1 >= steps:
+            break
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)
+    timed = timed[1:] or timed  # one batch only: its time, warm-up included (an overestimate)
+    seconds = sum(s for _, s in timed)
+    return sum(n for n, _ in timed) / seconds if seconds > 0 else math.nan
+
+
+def budget_line(setting: str, seconds: float | None, max_epochs: int, probe: bool) -> str | None:
+    """The plan line of a budgeted run, before it starts (None without a budget)."""
+    if seconds is None:
+        return None
+    why = " (auto: the default on a CPU)" if setting == "auto" else ""
+    first = "the linear probe, then " if probe else ""
+    return (
+        f"budget: {duration(seconds)}{why}: {first}as many of the {max_epochs} fine-tune epochs "
+        f"as fit, timed on this machine (train.budget=off for exactly train.epochs)"
+    )
+
+
+def plan_fine_tune(
+    model: nn.Module,
+    loaders: Any,
+    objective: Objective,
+    runtime: Runtime,
+    train_cfg: Any,
+    budget: Budget,
+    has_probe: bool,
+    prepare: Callable[[nn.Module], None] | None,
+) -> EpochPlan:
+    """Time a few training steps, then plan the fine-tune epochs that fit in what is left of
+    ``budget`` (after a reserve for choosing thresholds and writing the run), and say so."""
+    speed = measure_speed(
+        model, loaders.train, objective, runtime, train_cfg.channels_last, prepare
+    )
+    left = budget.left() - reserve_seconds(budget.seconds or 0.0)
+    train_images = len(loaders.sampler)
+    plan = plan_epochs(
+        left, train_cfg.epochs, train_images, len(loaders.val.dataset), speed, not has_probe
+    )
+    used = f"{duration(budget.elapsed())} used so far"
+    cost = f"{speed:.1f} img/s -> an epoch with validation takes ~{duration(plan.epoch_s)}"
+    if plan.epochs == 0:
+        log.info(
+            "budget: %s; %s: no fine-tune epoch fits in the %s left, so the linear probe is "
+            "the model (raise train.budget, or set it to off, to fine-tune)",
+            used, cost, duration(max(left, 0.0)),
+        )  # fmt: skip
+    else:
+        log.info(
+            "budget: %s; %s: %d of at most %d epochs fit",
+            used, cost, plan.epochs, train_cfg.epochs,
+        )  # fmt: skip
+    return plan
+
+
+def reserve_seconds(budget_s: float) -> float:
+    """Time kept back for what follows the last epoch (tuning thresholds, writing files)."""
+    return 2.0 + 0.03 * budget_s
+
+
+def next_epoch_fits(budget: Budget, epoch_s: float) -> bool:
+    """Whether another epoch of ``epoch_s`` seconds fits in what is left of the budget."""
+    return budget.left() - reserve_seconds(budget.seconds or 0.0) >= epoch_s
