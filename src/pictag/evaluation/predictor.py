@@ -11,7 +11,10 @@ gives a prediction with ``error`` set and the rest of the batch goes on.
 
 On a CPU the model runs through ONNX Runtime when ``RUN_DIR/model.onnx`` (written by ``pictag
 export``) is up to date with the run -- 3-4x faster than eager PyTorch for EfficientNet-Lite0 on
-2 cores -- else in eager PyTorch with channels-last memory; ``predictor.backend`` says which.
+2 cores -- or through OpenVINO when that is faster still on this CPU
+(:mod:`pictag.evaluation.backends`), else in eager PyTorch with channels-last memory;
+``predictor.backend`` says which. :meth:`Predictor.predict` decodes the next batch on its
+threads while the model runs the current one.
 """
 
 from __future__ import annotations
@@ -30,16 +33,16 @@ from tqdm import tqdm
 from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess, decode_image, eval_transform
+from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
+from pictag.evaluation.prefetch import prefetched
 from pictag.heads import Params, get_kind
-from pictag.models.onnx_runner import OnnxRunner
-from pictag.run import load_run, read_run_info, run_onnx_path, run_onnx_runner
+from pictag.run import load_run, read_run_info
 
 __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
-BACKENDS = ("auto", "onnxruntime", "torch")
 Loaded = tuple[str, "torch.Tensor | str"]  # (source name, transformed image or error message)
 
 
@@ -97,13 +100,14 @@ class Predictor:
             kind's defaults.
         device: Where ``model`` is.
         max_pixels: Larger images are refused (decompression bombs).
-        runner: An exported copy of the model to run instead (CPU only).
+        runner: An exported copy of the model to run instead (CPU only): ONNX Runtime's or
+            OpenVINO's.
         load_model: Builds the model on first use of :attr:`model` when ``model`` is None (with
             a ``runner`` only callers needing PyTorch, e.g. Grad-CAM, need it; building
             EfficientNet-Lite0 costs ~1 s on 2 cores).
 
     Attributes:
-        backend: ``onnxruntime`` when ``runner`` computes the predictions, else ``torch``.
+        backend: What computes the predictions: ``onnxruntime``, ``openvino`` or ``torch``.
     """
 
     def __init__(
@@ -114,16 +118,16 @@ class Predictor:
         params: Mapping[str, Params] | None = None,
         device: str | torch.device = "cpu",
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        runner: OnnxRunner | None = None,
+        runner: Runner | None = None,
         load_model: Callable[[], torch.nn.Module] | None = None,
     ) -> None:
         self.device = torch.device(device)
         if runner is not None and self.device.type != "cpu":
-            raise ValueError(f"an ONNX Runtime runner runs on the CPU, not on {self.device}")
+            raise ValueError(f"an exported model's runner runs on the CPU, not on {self.device}")
         if model is None and load_model is None:
             raise ValueError("Predictor needs a model or a load_model function")
         self.runner = runner
-        self.backend = "torch" if runner is None else "onnxruntime"
+        self.backend = backend_name(runner)
         self._model = None if model is None else self._prepare(model)
         self._load_model = load_model
         self._model_lock = threading.Lock()
@@ -157,27 +161,19 @@ class Predictor:
         Args:
             run_dir: Folder with ``model.safetensors`` and ``pictag.json``.
             device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-            backend: ``auto`` (ONNX Runtime on a CPU when ``RUN_DIR/model.onnx`` is up to date,
-                else PyTorch), ``onnxruntime`` (fail if it cannot be used) or ``torch``.
+            backend: ``auto`` (on a CPU with an up-to-date ``RUN_DIR/model.onnx``, ONNX Runtime
+                or OpenVINO, whichever is faster here; else PyTorch), ``onnxruntime``,
+                ``openvino``, ``openvino-fp32`` (fail if it cannot be used) or ``torch``; see
+                :mod:`pictag.evaluation.backends`.
 
         Raises:
-            ValueError: ``backend`` is unknown, or ``onnxruntime`` was asked for on a GPU or
-                without an up-to-date ``model.onnx``.
+            ValueError: ``backend`` is unknown, or an exported-model backend was asked for on
+                a GPU, without an up-to-date ``model.onnx``, or failing its parity check.
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         device = resolve_device(device)
         info = read_run_info(run_dir)
-        runner = None
-        if backend != "torch" and device.type == "cpu":
-            runner = run_onnx_runner(run_dir, info.meta)
-        if backend == "onnxruntime" and runner is None:
-            onnx_file = run_onnx_path(run_dir)
-            raise ValueError(
-                f"backend 'onnxruntime' needs the CPU and an up-to-date {onnx_file} (write it "
-                f"with `pictag export {run_dir}`); see the log for why it was not used"
-            )
-        # With ONNX Runtime the PyTorch model is built only if someone asks for it.
+        runner = select_runner(run_dir, info.meta, device, backend)
+        # With an exported model the PyTorch model is built only if someone asks for it.
         model = None if runner is not None else load_run(run_dir, device).model
         return cls(
             model,
@@ -224,13 +220,14 @@ class Predictor:
             tqdm(total=len(items), unit="img", disable=not progress, leave=False) as bar,
             ThreadPoolExecutor(DECODE_THREADS) as pool,
         ):
-            for start in range(0, len(named), batch_size):
-                chunk = named[start : start + batch_size]
-                loaded = list(pool.map(self._load, chunk))
+            chunks = [
+                named[start : start + batch_size] for start in range(0, len(named), batch_size)
+            ]
+            for loaded in prefetched(self._load, chunks, pool):
                 results.extend(
                     self.assemble(loaded, self.batch_probabilities(loaded), top_k, at_least_one)
                 )
-                bar.update(len(chunk))
+                bar.update(len(loaded))
         return results
 
     def load(self, images: Sequence[ImageInput]) -> list[Loaded]:

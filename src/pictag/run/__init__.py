@@ -55,6 +55,7 @@ from pictag.run.model import (
     read_val_outputs,
     run_onnx_path,
     run_onnx_runner,
+    run_openvino_runner,
     save_model,
     stale_reason,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "run_meta",
     "run_onnx_path",
     "run_onnx_runner",
+    "run_openvino_runner",
     "save_model",
     "splits_path",
     "stale_reason",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import safetensors
@@ -24,6 +24,7 @@ from pictag.models.backbone import create_backbone
 from pictag.models.classifier import Classifier
 from pictag.models.onnx_features import first_line
 from pictag.models.onnx_runner import OnnxRunner
+from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run.meta import (
     META_FILE,
     ONNX_FILE,
@@ -35,6 +36,7 @@ from pictag.run.meta import (
 )
 
 logger = logging.getLogger(__name__)
+RunnerT = TypeVar("RunnerT", OnnxRunner, OpenVinoRunner)
 ValOutputs = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # probs, targets per head
 
 
@@ -125,7 +127,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     return LoadedRun(**vars(info), model=model)
 
 
-def stale_reason(path: Path, run_dir: Path, meta: Mapping[str, Any], runner: OnnxRunner) -> str:
+def stale_reason(
+    path: Path, run_dir: Path, meta: Mapping[str, Any], runner: OnnxRunner | OpenVinoRunner
+) -> str:
     """Why an exported file does not belong to the run's current model ('' when it does).
 
     Args:
@@ -154,34 +158,64 @@ def run_onnx_path(run_dir: str | Path) -> Path:
 
 
 def run_onnx_runner(run_dir: str | Path, meta: Mapping[str, Any]) -> OnnxRunner | None:
-    """The runner of ``RUN_DIR/model.onnx`` when it is up to date with the run, else None
-    (the reason is logged).
+    """The ONNX Runtime runner of ``RUN_DIR/model.onnx`` when it is up to date with the run,
+    else None (the reason is logged).
 
     Args:
         run_dir: The run folder.
         meta: Its ``pictag.json`` document (as :func:`pictag.run.load_run` read it).
     """
+    return _up_to_date(run_dir, meta, OnnxRunner.load, "onnxruntime", "eager PyTorch")
+
+
+def run_openvino_runner(
+    run_dir: str | Path, meta: Mapping[str, Any], precision: str = "auto"
+) -> OpenVinoRunner | None:
+    """The OpenVINO runner of ``RUN_DIR/model.onnx`` when it is up to date with the run, else
+    None (the reason is logged).
+
+    Args:
+        run_dir: The run folder.
+        meta: Its ``pictag.json`` document.
+        precision: ``auto`` (OpenVINO's default for the CPU) or ``f32``.
+    """
+
+    def load(path: Path) -> OpenVinoRunner:
+        return OpenVinoRunner.load(path, precision)
+
+    return _up_to_date(run_dir, meta, load, "openvino", "ONNX Runtime or eager PyTorch")
+
+
+def _up_to_date(
+    run_dir: str | Path,
+    meta: Mapping[str, Any],
+    load: Callable[[Path], RunnerT],
+    runtime: str,
+    fallback: str,
+) -> RunnerT | None:
+    """``load(RUN_DIR/model.onnx)`` when the file exists, loads and is up to date, else None;
+    ``runtime`` and ``fallback`` name the runtime and what the caller uses instead in the log."""
     run_dir = Path(run_dir)
     path = run_onnx_path(run_dir)
     if not path.is_file():
         return None
     try:
-        runner = OnnxRunner.load(path)
+        runner = load(path)
     except ImportError as error:
-        logger.info("onnxruntime unavailable (%s): predicting with eager PyTorch", error)
+        logger.info("%s unavailable (%s): predicting with %s", runtime, error, fallback)
         return None
-    except Exception as error:  # onnxruntime raises its own, unexported exception types
+    except Exception as error:  # the runtimes raise their own, unexported exception types
         logger.warning(
-            "cannot load %s (%s): predicting with eager PyTorch", path, first_line(error)
+            "%s cannot load %s (%s): predicting with %s", runtime, path, first_line(error), fallback
         )
         return None
     reason = stale_reason(path, run_dir, meta, runner)
     if reason:
         logger.warning(
-            "%s is out of date (%s): predicting with eager PyTorch; run `pictag export %s` "
-            "to refresh it",
+            "%s is out of date (%s): predicting with %s; run `pictag export %s` to refresh it",
             path,
             reason,
+            fallback,
             run_dir,
         )
         return None

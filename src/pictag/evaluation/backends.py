@@ -1,0 +1,178 @@
+"""Which runtime computes a :class:`pictag.evaluation.predictor.Predictor`'s probabilities.
+
+Backends: eager PyTorch (``torch``, any device), and on a CPU the exported ``RUN_DIR/model.onnx``
+run by ONNX Runtime (``onnxruntime``) or by OpenVINO (``openvino``: OpenVINO's default
+precision for the CPU, bfloat16 where the CPU has native bf16; ``openvino-fp32``: float32
+forced). ``auto`` takes ONNX Runtime when the export is up to date, and OpenVINO (float32)
+instead only when it is measurably faster on this machine: which runtime wins depends on the
+CPU (OpenVINO is tuned for Intel's), so it is measured, once per process and model file, on a
+small seeded batch (about 0.5 s for EfficientNet-Lite0 on 2 cores). ``auto`` keeps float32 so
+that its results stay within float rounding of the ones ``pictag export`` checked; bf16 is
+there for whoever asks for ``openvino``.
+
+Every OpenVINO runner is checked against ONNX Runtime on the same batch first, with a
+tolerance that fits its precision (:attr:`pictag.models.openvino_runner.OpenVinoRunner.tolerance`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from pictag.models.onnx_runner import OnnxRunner
+from pictag.models.openvino_runner import OpenVinoRunner, max_difference
+from pictag.run import run_onnx_path, run_onnx_runner, run_openvino_runner
+
+BACKENDS = ("auto", "onnxruntime", "openvino", "openvino-fp32", "torch")
+SAMPLE_IMAGES = 4  # the seeded batch that parity and timing run on
+TIMING_REPEATS = 2  # timed calls per runtime, after the parity call has warmed both up
+# OpenVINO must be this much faster to replace ONNX Runtime: within the noise of a shared CPU,
+# keep the runtime pictag export checked, so auto does not flip between runs of a command.
+MARGIN = 0.05
+
+logger = logging.getLogger(__name__)
+
+# Model file (path, size, mtime) -> the backend auto chose for it in this process.
+_AUTO_CHOICES: dict[tuple[str, int, int], str] = {}
+_AUTO_LOCK = threading.Lock()  # two threads loading one run measure it once
+
+
+class Runner(Protocol):
+    """What a Predictor needs of an exported model: :class:`OnnxRunner` and
+    :class:`OpenVinoRunner` both fit."""
+
+    metadata: dict[str, Any]
+    path: Path
+
+    def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Head name -> probabilities ``[B, C]`` of a normalised batch ``[B, 3, H, W]``."""
+        ...
+
+
+def backend_name(runner: Runner | None) -> str:
+    """``torch`` (no runner), ``onnxruntime`` or ``openvino``."""
+    if runner is None:
+        return "torch"
+    return OpenVinoRunner.backend if isinstance(runner, OpenVinoRunner) else "onnxruntime"
+
+
+def select_runner(
+    run_dir: str | Path, meta: dict[str, Any], device: torch.device, backend: str
+) -> Runner | None:
+    """The exported model to predict with, or None for eager PyTorch.
+
+    Args:
+        run_dir: The run folder.
+        meta: Its ``pictag.json`` document.
+        device: Where the Predictor runs; exported models run on the CPU only.
+        backend: One of :data:`BACKENDS`.
+
+    Raises:
+        ValueError: ``backend`` is unknown, or a runtime was asked for that cannot be used
+            (a GPU, no up-to-date ``model.onnx``, the runtime missing, or OpenVINO results that
+            fail the parity check).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+        return None
+    onnx_file = run_onnx_path(run_dir)
+    if device.type != "cpu":
+        raise ValueError(f"backend {backend!r} runs on the CPU, not on {device}")
+    if backend in ("auto", "onnxruntime"):
+        onnx = run_onnx_runner(run_dir, meta)
+        if backend == "auto":
+            return onnx if onnx is None else _auto(run_dir, meta, onnx)
+        if onnx is None:
+            raise ValueError(
+                f"backend 'onnxruntime' needs the CPU and an up-to-date {onnx_file} (write it "
+                f"with `pictag export {run_dir}`); see the log for why it was not used"
+            )
+        return onnx
+    runner = run_openvino_runner(run_dir, meta, "f32" if backend == "openvino-fp32" else "auto")
+    if runner is None:
+        raise ValueError(
+            f"backend {backend!r} needs openvino (pip install openvino) and an up-to-date "
+            f"{onnx_file} (write it with `pictag export {run_dir}`); see the log for why it "
+            "was not used"
+        )
+    reference = run_onnx_runner(run_dir, meta)  # None only without onnxruntime
+    if reference is not None:
+        worst = _parity(runner, reference, sample_batch(runner))
+        if worst > runner.tolerance:
+            raise ValueError(
+                f"OpenVINO ({runner.precision}) differs from ONNX Runtime by {worst:.2e} on "
+                f"{onnx_file}, more than {runner.tolerance:g}: use backend 'onnxruntime'"
+            )
+    return runner
+
+
+def sample_batch(runner: Runner) -> np.ndarray:
+    """A seeded ``[SAMPLE_IMAGES, 3, H, W]`` batch of normalised-looking values (the same in
+    every process, so a choice depends on the machine, not on the draw)."""
+    shape = (SAMPLE_IMAGES, *runner.metadata["preprocess"]["input_size"])
+    return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+
+
+def _parity(runner: Runner, reference: Runner, images: np.ndarray) -> float:
+    return max(max_difference(runner, reference, images).values())
+
+
+def _auto(run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner) -> Runner:
+    """ONNX Runtime, or float32 OpenVINO when it is faster here (measured once a process)."""
+    stat = onnx.path.stat()
+    key = (str(onnx.path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _AUTO_LOCK:
+        choice = _AUTO_CHOICES.get(key)
+        if choice is None:
+            choice, measured = _measure(run_dir, meta, onnx)
+            _AUTO_CHOICES[key] = choice
+            if measured is not None:  # compiled for the measurement: use it
+                return measured
+    if choice == "openvino":
+        # None only if the file changed in between (then the key changes too): keep ORT.
+        return run_openvino_runner(run_dir, meta, "f32") or onnx
+    return onnx
+
+
+def _measure(
+    run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner
+) -> tuple[str, OpenVinoRunner | None]:
+    """``("openvino", runner)`` when float32 OpenVINO passes parity and is faster than ONNX
+    Runtime by :data:`MARGIN` on the sample batch, else ``("onnxruntime", None)``."""
+    openvino = run_openvino_runner(run_dir, meta, "f32")
+    if openvino is None:
+        return "onnxruntime", None
+    images = sample_batch(onnx)
+    worst = _parity(openvino, onnx, images)  # also the warm-up call of both
+    if worst > openvino.tolerance:
+        logger.warning(
+            "OpenVINO differs from ONNX Runtime by %.2e on %s (tolerance %g): using ONNX Runtime",
+            worst,
+            onnx.path,
+            openvino.tolerance,
+        )
+        return "onnxruntime", None
+    best = {"onnxruntime": float("inf"), "openvino": float("inf")}
+    for _ in range(TIMING_REPEATS):  # alternate, so a burst of load hits both alike
+        for name, runner in (("onnxruntime", onnx), ("openvino", openvino)):
+            start = time.perf_counter()
+            runner(images)
+            best[name] = min(best[name], time.perf_counter() - start)
+    faster = best["openvino"] < best["onnxruntime"] * (1 - MARGIN)
+    choice = "openvino" if faster else "onnxruntime"
+    logger.info(
+        "auto backend for %s: ONNX Runtime %.1f ms, OpenVINO %.1f ms per %d images: %s",
+        onnx.path,
+        best["onnxruntime"] * 1e3,
+        best["openvino"] * 1e3,
+        SAMPLE_IMAGES,
+        choice,
+    )
+    return choice, openvino if faster else None

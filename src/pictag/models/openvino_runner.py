@@ -1,0 +1,139 @@
+"""A whole exported classifier run by OpenVINO: ``images -> {head: probabilities}``.
+
+OpenVINO reads the ``RUN_DIR/model.onnx`` that ``pictag export`` writes for ONNX Runtime as it
+is (no conversion step, no second file), and its ONNX front end keeps the file's
+``metadata_props``, so the ``pictag`` document (heads, labels, preprocessing) comes with it.
+:class:`OpenVinoRunner` has :class:`pictag.models.onnx_runner.OnnxRunner`'s interface
+(``load``, ``metadata``, ``path``, ``outputs``, calling it on a batch), so
+:class:`pictag.evaluation.predictor.Predictor` runs either one.
+
+Precision: by default OpenVINO computes in the CPU's fastest precision, which is bfloat16 on
+CPUs with native bf16 (AMX, AVX512-BF16) and float32 elsewhere. ``precision="f32"`` sets
+``INFERENCE_PRECISION_HINT`` to f32 so the results match ONNX Runtime and PyTorch to float
+rounding; :attr:`OpenVinoRunner.tolerance` is the parity tolerance that fits what it computes in.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from pictag.models.onnx_runner import METADATA_KEY
+
+PRECISIONS = ("auto", "f32")  # auto: OpenVINO's choice for the CPU; f32: forced float32
+# Max |probability difference| from a float32 reference, by the precision the CPU computes in.
+# f32 is pictag export's own default tolerance. bf16 keeps 8 bits of mantissa (~0.4% per value)
+# and the errors of ~50 layers add up: a few 1e-3 on probabilities is usual, so 2e-2 flags a
+# broken graph without failing on bf16's ordinary rounding.
+TOLERANCES = {"f32": 1e-4, "bf16": 2e-2, "f16": 2e-2}
+DEVICE = "CPU"  # pictag runs OpenVINO on the CPU only: CUDA GPUs go through PyTorch
+
+
+@dataclass
+class OpenVinoRunner:
+    """An OpenVINO model, compiled for the CPU, over an exported pictag classifier.
+
+    Attributes:
+        compiled: The ``openvino.CompiledModel``.
+        metadata: The ``pictag`` metadata document (heads, labels, thresholds, preprocess).
+        path: The file it was loaded from.
+        precision: What the CPU computes in: ``f32`` or ``bf16`` (read back from OpenVINO).
+    """
+
+    backend: ClassVar[str] = "openvino"
+
+    compiled: Any
+    metadata: dict[str, Any]
+    path: Path
+    precision: str
+    _request: Any = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @classmethod
+    def load(cls, path: str | Path, precision: str = "auto") -> OpenVinoRunner:
+        """Read an exported file and compile it for the CPU.
+
+        Args:
+            path: A ``model.onnx`` written by ``pictag export``.
+            precision: ``auto`` (OpenVINO's default for the CPU) or ``f32``.
+
+        Raises:
+            ImportError: openvino is not installed.
+            ValueError: ``precision`` is unknown, or the file has no pictag metadata.
+            Exception: Whatever OpenVINO raises for a file it cannot read or compile.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}: {precision!r}")
+        import openvino
+
+        path = Path(path)
+        core = openvino.Core()
+        model = core.read_model(str(path))
+        key = ["framework", METADATA_KEY]  # where the ONNX front end puts metadata_props
+        if not model.has_rt_info(key):
+            raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: export it with pictag")
+        metadata = json.loads(model.get_rt_info(key).astype(str))
+        config = {
+            # One stream over all threads: pictag sends whole batches, one call at a time.
+            "PERFORMANCE_HINT": "LATENCY",
+            # The same thread budget as torch and ONNX Runtime (create_session), so decoding
+            # threads and other processes get what the user left them.
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        }
+        if precision == "f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(model, DEVICE, config)
+        actual = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        return cls(compiled, metadata, path, actual)
+
+    @property
+    def tolerance(self) -> float:
+        """Max |probability difference| from a float32 runtime that fits :attr:`precision`."""
+        return TOLERANCES.get(self.precision, TOLERANCES["bf16"])
+
+    @property
+    def input_name(self) -> str:
+        return str(self.metadata["input"]["name"])
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """Head name -> graph output name, in head order."""
+        return {head["name"]: head["output"] for head in self.metadata["heads"]}
+
+    def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Probabilities of a normalised batch ``[B, 3, H, W]``: head name -> float32 ``[B, C]``."""
+        if isinstance(images, torch.Tensor):
+            images = images.detach().to("cpu", torch.float32).numpy()
+        array = np.ascontiguousarray(images, dtype=np.float32)
+        # An infer request is not thread-safe (a server or a user may call from several
+        # threads); one shared request behind a lock keeps its buffers between calls.
+        with self._lock:
+            if self._request is None:
+                self._request = self.compiled.create_infer_request()
+            # infer copies the outputs (share_outputs=False), so the next call cannot touch them.
+            result = self._request.infer({self.input_name: array})
+            return {
+                head: np.asarray(result[output], dtype=np.float32)
+                for head, output in self.outputs.items()
+            }
+
+
+def max_difference(
+    runner: Any, reference: Any, images: torch.Tensor | np.ndarray
+) -> dict[str, float]:
+    """Head name -> max |probability difference| between two runners on the same batch.
+
+    Args:
+        runner: The runner checked (e.g. an :class:`OpenVinoRunner`).
+        reference: A float32 runner of the same model (ONNX Runtime, or PyTorch wrapped to
+            return probabilities).
+        images: A normalised batch ``[B, 3, H, W]``.
+    """
+    got, want = runner(images), reference(images)
+    return {head: float(np.max(np.abs(got[head] - want[head]))) for head in want}
