@@ -18,7 +18,7 @@ from torch import nn
 
 from pictag.data.pipeline import PreparedData
 from pictag.data.schema import Sample
-from pictag.evaluation.evaluate import eval_loader
+from pictag.evaluation.run_inference import eval_loader
 from pictag.run import LoadedRun, build_model
 from pictag.training.loop import make_objective
 from pictag.training.probe import extract_features

@@ -17,21 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from pictag.config import Config, HeadConfig
-from pictag.data.dataset import ImageDataset
 from pictag.data.schema import Head, Sample
-from pictag.data.transforms import eval_transform
 from pictag.evaluation.html import render_html
-from pictag.evaluation.inference import predict_logits, probabilities, resolve_device
+from pictag.evaluation.inference import resolve_device
 from pictag.evaluation.metrics import all_heads_correct, head_report
 from pictag.evaluation.run_extras import audit_summary, read_history, saved_fit
+from pictag.evaluation.run_inference import infer
 from pictag.evaluation.samples import eval_samples
 from pictag.fileio import write_json, write_text
 from pictag.heads import Params, get_kind
-from pictag.run import LoadedRun, load_run, write_params
+from pictag.run import load_run, write_params
 
 log = logging.getLogger(__name__)
 REPORT_JSON = "report.json"
@@ -74,7 +71,7 @@ def evaluate_run(
     samples, used = eval_samples(run, run_dir, data_config, split, progress)
     if not samples:
         raise ValueError(f"no usable images in the {used} split of {run_dir}; nothing to evaluate")
-    probs, targets = infer(run, samples, tta, progress)
+    probs, targets = infer(run, samples, tta, progress, run_dir)
     report = {
         "run": str(run_dir),
         "split": used,
@@ -193,34 +190,6 @@ def _mistake(
         )
         entry["true"][name], entry["pred"][name], entry["scores"][name] = true, pred, scores
     return entry
-
-
-def eval_loader(run: LoadedRun, samples: list[Sample]) -> DataLoader:
-    """Batches of ``(images, targets)`` of ``samples`` under the run's eval preprocessing."""
-    pre, cfg = run.preprocess, run.config
-    dataset = ImageDataset(
-        samples, run.heads, pre, eval_transform(pre), max_pixels=cfg.data.max_pixels
-    )
-    device = next(run.model.parameters()).device
-    return DataLoader(
-        dataset,
-        batch_size=cfg.train.batch_size,
-        num_workers=cfg.train.workers,
-        pin_memory=device.type == "cuda",
-    )
-
-
-def infer(
-    run: LoadedRun, samples: list[Sample], tta: bool = False, progress: bool = False
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Probabilities and targets of ``samples`` under the run's eval preprocessing."""
-    device = next(run.model.parameters()).device
-    channels_last = run.config.train.channels_last
-    if channels_last:
-        run.model.to(memory_format=torch.channels_last)
-    loader = eval_loader(run, samples)
-    logits, targets = predict_logits(run.model, loader, device, tta, channels_last, progress)
-    return probabilities(run.heads, logits), targets
 
 
 def json_ready(value: Any) -> Any:

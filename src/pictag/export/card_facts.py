@@ -26,8 +26,9 @@ import numpy as np
 from pictag.data.schema import Head, LabelError, Sample
 from pictag.data.sources import read_samples
 from pictag.data.split_file import splits_of
-from pictag.evaluation.evaluate import REPORT_JSON, infer
+from pictag.evaluation.evaluate import REPORT_JSON
 from pictag.evaluation.run_extras import audit_summary
+from pictag.evaluation.run_inference import infer
 from pictag.evaluation.samples import eval_samples
 from pictag.export.bootstrap import Interval, metric_interval
 from pictag.heads import get_kind

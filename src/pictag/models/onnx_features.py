@@ -151,7 +151,10 @@ def _export(
 
 
 def onnx_feature_extractor(
-    backbone: nn.Module, input_size: tuple[int, int, int], cache_dir: Path | None
+    backbone: nn.Module,
+    input_size: tuple[int, int, int],
+    cache_dir: Path | None,
+    export: bool = True,
 ) -> FeatureFn | None:
     """A function ``images [B, 3, H, W] -> features [B, F]`` (float32, CPU) run by ONNX Runtime.
 
@@ -162,6 +165,8 @@ def onnx_feature_extractor(
         backbone: A headless model on the CPU whose ``forward`` gives pooled features.
         input_size: ``(3, H, W)`` of the images the function will be given.
         cache_dir: Folder for the ``.onnx`` file, or None.
+        export: Export when no cached file agrees with ``backbone``; False: only reuse one
+            (an export costs tens of seconds for Lite0 on 2 cores, more than a short pass saves).
 
     Returns:
         The function, or None (with the reason logged) when onnx/onnxruntime is missing, the
@@ -178,22 +183,29 @@ def onnx_feature_extractor(
         return None
     input_size = tuple(int(v) for v in input_size)
     if cache_dir is not None:
-        return _cached_session(onnxruntime, backbone, input_size, Path(cache_dir))
+        return _cached_session(onnxruntime, backbone, input_size, Path(cache_dir), export)
+    if not export:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         # The session holds the model in memory, so the file may go once it is built.
         return _export_session(onnxruntime, backbone, input_size, Path(tmp) / "backbone.onnx")
 
 
 def _cached_session(
-    ort: ModuleType, backbone: nn.Module, input_size: tuple[int, ...], cache_dir: Path
+    ort: ModuleType,
+    backbone: nn.Module,
+    input_size: tuple[int, ...],
+    cache_dir: Path,
+    export: bool = True,
 ) -> FeatureFn | None:
     path = cache_dir / f"backbone_{input_size[1]}x{input_size[2]}.onnx"
     if path.is_file():
         extractor = _session(ort, path)
         if extractor is not None and _agrees(extractor, backbone, input_size, quiet=True):
             return extractor
-        logger.info("%s is stale or unreadable: exporting again", path)
-    return _export_session(ort, backbone, input_size, path)
+        if export:
+            logger.info("%s is stale or unreadable: exporting again", path)
+    return _export_session(ort, backbone, input_size, path) if export else None
 
 
 def _export_session(

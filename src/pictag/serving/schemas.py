@@ -49,7 +49,7 @@ class HeadInfo(BaseModel):
 
 class ModelInfo(ModelSummary):
     backbone: str | None = None
-    backend: str = Field(description="What runs the model: onnxruntime or torch")
+    backend: str = Field(description="What runs the model: onnxruntime, openvino or torch")
     heads: list[HeadInfo]
     preprocess: dict[str, Any] = Field(description="input_size, mean, std, interpolation, crop_pct")
     limits: dict[str, int] = Field(description="What one request may hold")

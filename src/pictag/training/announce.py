@@ -100,11 +100,13 @@ def faster_choices(config: Config, data: PreparedData, input_size: int) -> list[
             f"--set model.image_size={small} (or model.backbone=small_cnn, trained from "
             "scratch, for tiny images such as digits)"
         )
-    if config.model.pretrained != "none" and config.train.mode == "fine-tune":
+    if config.model.pretrained != "none" and config.train.mode != "linear-probe":
         hints.append(
             "--set train.mode=linear-probe: computes the pretrained features once and fits "
             "the heads in seconds (often close to fine-tuning on photos)"
         )
+    if config.train.budget == "off":
+        hints.append("--set train.budget=10m: as many epochs as fit in 10 minutes")
     if config.train.epochs > 3:
         hints.append(f"--set train.epochs=3 (now {config.train.epochs})")
     return hints

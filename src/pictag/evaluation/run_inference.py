@@ -1,0 +1,89 @@
+"""A run's model over a list of samples: the eval loader, and inference that runs the backbone
+in ONNX Runtime on a CPU when an export is at hand or pays for itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pictag.data.dataset import ImageDataset
+from pictag.data.schema import Sample
+from pictag.data.transforms import eval_transform
+from pictag.evaluation.inference import predict_logits, probabilities
+from pictag.models.onnx_features import onnx_feature_extractor
+from pictag.run import LoadedRun
+
+
+def eval_loader(run: LoadedRun, samples: list[Sample]) -> DataLoader:
+    """Batches of ``(images, targets)`` of ``samples`` under the run's eval preprocessing."""
+    pre, cfg = run.preprocess, run.config
+    dataset = ImageDataset(
+        samples, run.heads, pre, eval_transform(pre), max_pixels=cfg.data.max_pixels
+    )
+    device = next(run.model.parameters()).device
+    return DataLoader(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        num_workers=cfg.train.workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def infer(
+    run: LoadedRun,
+    samples: list[Sample],
+    tta: bool = False,
+    progress: bool = False,
+    run_dir: Path | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Probabilities and targets of ``samples`` under the run's eval preprocessing.
+
+    On a CPU the backbone runs in ONNX Runtime (several times faster than eager PyTorch) when
+    ``RUN_DIR/features`` holds an export that agrees with the run's backbone (a linear probe's
+    always does), or when there are enough images for a new export to pay for itself.
+    """
+    device = next(run.model.parameters()).device
+    model: torch.nn.Module = run.model
+    fast = _onnx_model(run, len(samples) * (2 if tta else 1), run_dir) if run_dir else None
+    channels_last = run.config.train.channels_last and fast is None
+    if channels_last:
+        run.model.to(memory_format=torch.channels_last)
+    loader = eval_loader(run, samples)
+    logits, targets = predict_logits(fast or model, loader, device, tta, channels_last, progress)
+    return probabilities(run.heads, logits), targets
+
+
+# Images from which exporting the backbone pays: an export and parity check of Lite0 takes
+# ~20-30 s on 2 quiet cores, and ONNX Runtime saves ~0.06 s an image over eager PyTorch there
+# (13 vs 75 img/s, benchmarks/feature_extraction.py).
+EXPORT_FROM_IMAGES = 400
+
+
+def _onnx_model(run: LoadedRun, images: int, run_dir: Path) -> torch.nn.Module | None:
+    """The run's model with its backbone in ONNX Runtime, or None (GPU, no onnxruntime, no
+    agreeing export and too few images to make one)."""
+    if next(run.model.parameters()).device.type != "cpu":
+        return None
+    extractor = onnx_feature_extractor(
+        run.model.backbone,
+        (3, *run.preprocess.size),
+        run_dir / "features",
+        export=images >= EXPORT_FROM_IMAGES,
+    )
+    return None if extractor is None else _FeatureHeads(extractor, run.model)
+
+
+class _FeatureHeads(torch.nn.Module):
+    """``images -> {head: logits}``: backbone features from ``extract``, heads in PyTorch."""
+
+    def __init__(self, extract: Callable[[torch.Tensor], torch.Tensor], model: Any) -> None:
+        super().__init__()
+        self.extract, self.model = extract, model
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_heads(self.extract(images))
