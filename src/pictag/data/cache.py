@@ -94,6 +94,14 @@ class ImageCache:
         return image.clone()
 
     @property
+    def packed(self) -> torch.Tensor | None:
+        """All images as one uint8 ``[N, 3, h, w]`` tensor when they share a shape, else None.
+
+        The tensor itself, not a copy (whole-batch augmentation indexes it, which copies).
+        """
+        return self._stack
+
+    @property
     def nbytes(self) -> int:
         """Memory held by the pixels."""
         if self._stack is not None:
