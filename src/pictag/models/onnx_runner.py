@@ -64,13 +64,23 @@ class OnnxRunner:
     @property
     def outputs(self) -> dict[str, str]:
         """Head name -> graph output name, in head order."""
-        return {head["name"]: head["output"] for head in self.metadata["heads"]}
+        return head_outputs(self.metadata)
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities of a normalised batch ``[B, 3, H, W]``: head name -> float32 ``[B, C]``."""
-        if isinstance(images, torch.Tensor):
-            images = images.detach().to("cpu", torch.float32).numpy()
-        array = np.ascontiguousarray(images, dtype=np.float32)
+        array = as_batch(images)
         outputs = self.outputs
         values = self.session.run(list(outputs.values()), {self.input_name: array})
         return dict(zip(outputs, values, strict=True))
+
+
+def head_outputs(metadata: dict[str, Any]) -> dict[str, str]:
+    """Head name -> graph output name of an exported model, in head order."""
+    return {head["name"]: head["output"] for head in metadata["heads"]}
+
+
+def as_batch(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A batch as the contiguous float32 array the runtimes take."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().to("cpu", torch.float32).numpy()
+    return np.ascontiguousarray(images, dtype=np.float32)

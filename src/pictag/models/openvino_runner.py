@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pictag.models.onnx_runner import METADATA_KEY
+from pictag.models.onnx_runner import METADATA_KEY, as_batch, head_outputs
 
 PRECISIONS = ("auto", "f32")  # auto: OpenVINO's choice for the CPU; f32: forced float32
 # Max |probability difference| from a float32 reference, by the precision the CPU computes in.
@@ -104,13 +104,11 @@ class OpenVinoRunner:
     @property
     def outputs(self) -> dict[str, str]:
         """Head name -> graph output name, in head order."""
-        return {head["name"]: head["output"] for head in self.metadata["heads"]}
+        return head_outputs(self.metadata)
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities of a normalised batch ``[B, 3, H, W]``: head name -> float32 ``[B, C]``."""
-        if isinstance(images, torch.Tensor):
-            images = images.detach().to("cpu", torch.float32).numpy()
-        array = np.ascontiguousarray(images, dtype=np.float32)
+        array = as_batch(images)
         # An infer request is not thread-safe (a server or a user may call from several
         # threads); one shared request behind a lock keeps its buffers between calls.
         with self._lock:
