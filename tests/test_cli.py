@@ -168,3 +168,14 @@ def test_check_data_skip_writes_skipped_csv_only_where_asked(tmp_path, monkeypat
     assert list(work.iterdir()) == []
     assert main([*args, "--out", str(tmp_path / "checks")]) == 0
     assert "missing.png" in (tmp_path / "checks" / "skipped.csv").read_text(encoding="utf-8")
+
+
+def test_train_budget_flag_sets_train_budget_and_a_bad_one_is_refused(tmp_path, capsys):
+    from pictag.cli import config_from_args
+
+    args = build_parser().parse_args(["train", "--images", str(tmp_path), "--budget", "7m"])
+    assert config_from_args(args).train.budget == "7m"
+    command = ["train", "--images", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*command, "--budget", "7 min"]) == 2
+    assert "train.budget: '7 min' is not a duration" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -98,6 +98,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     for flag in ("labels", "format", "pattern", "policy"):
         if getattr(args, flag):
             values[f"data.{flag}"] = getattr(args, flag)
+    if getattr(args, "budget", None):
+        values["train.budget"] = args.budget
     for spec in args.head or []:
         name, _, rest = spec.partition(":")
         kind, _, separator = rest.partition(":")
@@ -179,6 +181,11 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder to write")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument(
+        "--budget",
+        help="train.budget: a wall-clock budget (90s, 5m, 1h30m) for the probe and the epochs "
+        "that fit; auto (5m on a CPU) or off",
+    )
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
