@@ -5,7 +5,8 @@ linear probe alone, and a plain hand-written reference of the same steps
 For each set: ``pictag train CONFIG`` and ``pictag evaluate RUN --split test`` as a user runs
 them (wall time of both, and the plan pictag chose: mode, planned epochs, best epoch), the same
 with ``train.mode=linear-probe`` (fitted on train, its L2 chosen on val) and with
-``train.refit=true`` added (refitted on train+val, as the reference's probe), then the
+``train.refit=true`` added (refitted on train+val, as the reference's probe), with no budget
+and one fine-tune epoch after the probe (does the epoch gain on the probe?), then the
 reference on the same split (its probe and fine-tune on train+val, scored on test after the
 probe and after each epoch). Writes
 ``benchmarks/results/time_to_accuracy.json`` with the CPU and how busy other processes kept it.
@@ -113,7 +114,7 @@ def pictag_run(config: Path, run: Path, sets: list[str]) -> dict:
         "best_epoch": meta.get("epoch"),
         "test": {head: _primary(section) for head, section in report["heads"].items()},
         "n_test": report["n_images"],
-        "plan_log": [line.split(" ", 3)[-1] for line in plan],
+        "plan_log": plan,
         "load": meter.to_dict(),
     }
 
@@ -153,7 +154,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(SETS), help="sets to run")
     parser.add_argument("--epochs", type=int, default=2, help="the reference's epochs")
     parser.add_argument("--out", default="/tmp/pictag-tta", help="where the runs go")
-    steps = ("default", "probe", "refit", "reference")
+    steps = ("default", "probe", "finetune1", "refit", "reference")
     parser.add_argument("--skip", nargs="*", default=[], choices=steps)
     args = parser.parse_args()
     out = Path(args.out)
@@ -168,6 +169,10 @@ def main() -> None:
         if "probe" not in args.skip:
             entry["pictag_linear_probe"] = pictag_run(
                 config, out / f"{name}-probe", ["train.mode=linear-probe"]
+            )
+        if "finetune1" not in args.skip:  # does one fine-tune epoch gain on the probe?
+            entry["pictag_probe_then_1_epoch"] = pictag_run(
+                config, out / f"{name}-ft1", ["train.budget=off", "train.epochs=1"]
             )
         if "refit" not in args.skip:  # fits on train+val, as the reference's probe does
             entry["pictag_linear_probe_refit"] = pictag_run(
