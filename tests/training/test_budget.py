@@ -121,6 +121,7 @@ def test_a_budget_plans_the_epochs_that_fit_and_a_resume_keeps_them(
     run = tmp_path / "run"
     assert _epochs(run) == [1, 2]
     assert "2 of at most 5 epochs fit" in caplog.text
+    assert "speed:" not in caplog.text  # the plan has said it: no second estimate
     assert "budget: 17 min: as many of the 5 fine-tune epochs as fit" in caplog.text
     stored = json.loads((run / "pictag.json").read_text())["config"]["train"]
     assert stored["epochs"] == 2  # what a resumed run continues
@@ -143,10 +144,12 @@ def test_from_scratch_one_epoch_runs_even_when_none_fits(folder_tree, tmp_path, 
     assert _epochs(tmp_path / "run") == [1]
 
 
-def test_budget_off_trains_every_epoch_without_timing(folder_tree, tmp_path, monkeypatch):
+def test_budget_off_trains_every_epoch_without_timing(folder_tree, tmp_path, monkeypatch, caplog):
     def fail(*args, **kwargs):
         raise AssertionError("no budget: nothing to time")
 
     monkeypatch.setattr(budget_module, "measure_speed", fail)
-    _run(folder_tree, tmp_path, None, "train.budget=off", "train.epochs=2")
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        _run(folder_tree, tmp_path, None, "train.budget=off", "train.epochs=2")
     assert _epochs(tmp_path / "run") == [1, 2]
+    assert "speed:" in caplog.text and "budget:" not in caplog.text

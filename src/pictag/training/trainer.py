@@ -185,7 +185,9 @@ def _train(
             return _probe_result(out_dir, runtime, probe, history)
         train_cfg.epochs = plan.epochs
         write_resume_config(out_dir, config)  # a resumed run continues the planned epochs
-    timer = step_timer(config, data, pre.size[0]) if runtime.is_main and not resume else None
+    # A budgeted run has printed its plan from timed steps already.
+    timed = runtime.is_main and not resume and not budget.active
+    timer = step_timer(config, data, pre.size[0]) if timed else None
     return fine_tune(
         model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe,
         timer, history, budget,
