@@ -29,13 +29,13 @@ Setups: ``cifar10-lite0`` (CIFAR-10 JPEGs upscaled to 224 px, EfficientNet-Lite0
 pretrained), ``cifar10-smallcnn`` (CIFAR-10 at 32 px, ``small_cnn`` from scratch) and
 ``miml-lite0`` (MIML scenes, multi-label, Lite0 at 224 px), each on a slice (``--limit``).
 
-Result (AMD EPYC, 2 cores, 2026-12-01; other jobs took 50-75% of the CPUs throughout, so no
-pair was quiet; before = per-sample DataLoader, after = whole-batch augmentation):
-cifar10-smallcnn (--limit 200): alternating-batch ratio 0.93/0.94 -> 0.97/0.97 (data 1.9 ->
-0.6-0.8 ms an image beside a 20-30 ms step), loader alone 2208 -> 3969 img/s; the train-call
-ratio (0.79 -> 0.68) and all-pairs median (1.34 -> 1.17) swung with the load. cifar10-lite0
-(--limit 12 --epochs 2): alternating 0.92/0.85 -> 0.98/0.98, train call 0.81 -> 0.99, all
-pairs 0.92 -> 0.92. Details and the load of each block in benchmarks/results/.
+Result (AMD EPYC, 2 cores, 2026-12-01; before = per-sample DataLoader, after = whole-batch
+augmentation): cifar10-smallcnn (--limit 200) on a quiet machine after: train call 0.97,
+quiet pairs median 0.97 (0.93 / 0.97 / 1.04), alternating batches 0.98 / 0.98 (data 0.06 ms an
+image beside a 2.3-2.6 ms step); before: 0.84. cifar10-lite0 (--limit 12 --epochs 2) quiet:
+train call 1.00, quiet pairs 0.91 / 0.95, alternating 0.98 / 0.98. Under 50-75 % foreign load (no quiet pair):
+alternating batches 0.93/0.94 -> 0.97/0.97 (small_cnn), 0.92/0.85 -> 0.98/0.98 (cifar10-lite0,
+--limit 12 --epochs 2). Details and the load of each block in benchmarks/results/.
 
 Run from the repository root, one at a time (each uses every core):
     python benchmarks/pipeline_efficiency.py --setup cifar10-lite0
