@@ -31,11 +31,12 @@ pretrained), ``cifar10-smallcnn`` (CIFAR-10 at 32 px, ``small_cnn`` from scratch
 
 Result (AMD EPYC, 2 cores, 2026-12-01; before = per-sample DataLoader, after = whole-batch
 augmentation): cifar10-smallcnn (--limit 200) on a quiet machine after: train call 0.97,
-quiet pairs median 0.97 (0.93 / 0.97 / 1.04), alternating batches 0.98 / 0.98 (data 0.06 ms an
-image beside a 2.3-2.6 ms step); before: 0.84. cifar10-lite0 (--limit 12 --epochs 2) quiet:
-train call 1.00, quiet pairs 0.91 / 0.95, alternating 0.98 / 0.98. Under 50-75 % foreign load
-(no quiet pair): alternating batches 0.93/0.94 -> 0.97/0.97 (small_cnn), 0.92/0.85 -> 0.98/0.98 (cifar10-lite0,
---limit 12 --epochs 2). Details and the load of each block in benchmarks/results/.
+quiet pairs median 0.97 (0.93 / 0.97 / 1.04), alternating batches 0.98 / 0.98 (data 0.06 ms
+an image beside a 2.3-2.6 ms step); before: 0.84. cifar10-lite0 (--limit 12 --epochs 2),
+quiet: train call 1.00, quiet pairs 0.91 / 0.95, alternating 0.98 / 0.98. Under 50-75 %
+foreign load (no quiet pair): alternating batches 0.93/0.94 -> 0.97/0.97 (small_cnn),
+0.92/0.85 -> 0.98/0.98 (cifar10-lite0). Details and the load of each block in
+benchmarks/results/.
 
 Run from the repository root, one at a time (each uses every core):
     python benchmarks/pipeline_efficiency.py --setup cifar10-lite0
