@@ -131,7 +131,7 @@ def run_probe(
     train = _features(model, loaders.train_plain, runtime, train_cfg, progress, cache, "train")
     if train_cfg.probe_flip:
         flipped = _features(
-            model, loaders.train_plain, runtime, train_cfg, progress, cache, "train_flip"
+            model, loaders.train_plain, runtime, train_cfg, progress, cache, "train_flip", True
         )
         train = _concat(train, flipped)
     heads, losses_fn = dict(model.heads.items()), objective.losses
@@ -162,8 +162,9 @@ def _features(
     progress: bool,
     cache: Path | None,
     name: str,
+    flip: bool = False,
 ) -> Features:
-    flip = name.endswith("_flip")
+    """Features of ``loader`` (of its mirror images with ``flip``), cached as ``name``."""
     return cached_features(
         cache / f"{name}.safetensors" if cache else None,
         lambda: extract_features(
