@@ -73,7 +73,10 @@ class HeadConfig:
 class DataConfig:
     """Where the images and labels are, and how to split and check them."""
 
-    format: str = _f("auto", "auto | folder | csv | voc | coco | filename | builtin")
+    format: str = _f(
+        "auto",
+        "auto | folder | csv | voc | coco | yolo | boxcsv (a row per box) | filename | builtin",
+    )
     images: list[str] = _f(list, "image root(s); CSV ids resolve in each in turn")
     labels: str | None = _f(None, "CSV/TSV label file, or COCO instances JSON")
     image_column: str | None = _f(None, "CSV column with the image path or id; default: the first")
@@ -88,7 +91,9 @@ class DataConfig:
         "a folder's one head); the heads section then only changes their settings. "
         "`--set heads.NAME.KEY=...` turns it on when the config names no heads",
     )
-    builtin: str = _f("multioutput", "built-in demo task: digits | multilabel | multioutput")
+    builtin: str = _f(
+        "multioutput", "built-in demo task: digits | multilabel | multioutput | detection"
+    )
     split_column: str | None = _f(None, "CSV column with train/val/test per row")
     split_file: str | None = _f(None, "CSV of image,split written by an earlier run or by hand")
     val_fraction: float = _f(0.15, "share of unsplit images held out for validation", ge=0, lt=1)
@@ -202,8 +207,18 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("auto", "folder", "csv", "voc", "coco", "filename", "builtin"),
-    "data.builtin": ("digits", "multilabel", "multioutput"),
+    "data.format": (
+        "auto",
+        "folder",
+        "csv",
+        "voc",
+        "coco",
+        "yolo",
+        "boxcsv",
+        "filename",
+        "builtin",
+    ),
+    "data.builtin": ("digits", "multilabel", "multioutput", "detection"),
     "data.policy": ("strict", "skip"),
     "heads.*.threshold_by": ("f1", "precision", "recall", "fixed"),
     "train.mode": ("auto", "linear-probe", "fine-tune", "probe-then-fine-tune"),

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pictag.data.builtin import TASKS, BuiltinDataset, describe, make_builtin
+from pictag.data.builtin import BOX_COLUMNS, TASKS, BuiltinDataset, describe, make_builtin
 
 EXPECTED_HEADS = {
     "digits": {"digit": "multiclass"},
     "multilabel": {"digits": "multilabel"},
     "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
 }
+ROW_TASKS = tuple(task for task in TASKS if task != "detection")  # one CSV row per image
 
 
 def _rows(ds: BuiltinDataset) -> list[dict[str, str]]:
@@ -26,12 +27,17 @@ def _header(ds: BuiltinDataset) -> list[str]:
     return ds.labels_csv.read_text(encoding="utf-8").splitlines()[0].split(",")
 
 
-@pytest.mark.parametrize("task", TASKS)
+def test_tasks() -> None:
+    assert list(TASKS) == [*EXPECTED_HEADS, "detection"]
+
+
+@pytest.mark.parametrize("task", ROW_TASKS)
 def test_writes_expected_files_and_columns(task: str, tmp_path: Path) -> None:
     ds = make_builtin(task, tmp_path, n_images=12, image_size=32)
     assert ds.root == tmp_path and ds.labels_csv == tmp_path / "labels.csv"
     assert ds.task == task and ds.n_images == 12
     assert ds.heads == EXPECTED_HEADS[task]
+    assert ds.labels_format == "csv" and ds.boxes_csv is None
     assert _header(ds) == ["image", *EXPECTED_HEADS[task]]
     rows = _rows(ds)
     assert len(rows) == 12
@@ -83,7 +89,7 @@ def test_digits_are_placed_where_counted(tmp_path: Path) -> None:
 def test_images_have_the_right_size_and_are_not_blank(task: str, tmp_path: Path) -> None:
     ds = make_builtin(task, tmp_path, n_images=8, image_size=48)
     for row in _rows(ds):
-        with Image.open(tmp_path / row["image"]) as image:
+        with Image.open(tmp_path / row.get("image", row.get("filename"))) as image:
             assert image.size == (48, 48)
             pixels = np.asarray(image)
         assert pixels.max() > 128 and pixels.min() == 0
@@ -167,3 +173,112 @@ def test_describe_mentions_every_head_and_label(tmp_path: Path) -> None:
     assert sum(counted.values()) == 150
     for digit in range(10):
         assert any(line.strip().startswith(f"{digit}:") for line in lines)
+
+
+# --- detection: one row per box ----------------------------------------------------------------
+
+
+def _boxes(ds: BuiltinDataset) -> dict[str, list[tuple[str, int, int, int, int]]]:
+    """Filename -> its boxes (class, x1, y1, x2, y2), checking each row's image size."""
+    boxes: dict[str, list[tuple[str, int, int, int, int]]] = {}
+    for row in _rows(ds):
+        with Image.open(ds.root / row["filename"]) as image:
+            assert image.size == (int(row["width"]), int(row["height"]))
+        corners = (int(row["xmin"]), int(row["ymin"]), int(row["xmax"]), int(row["ymax"]))
+        boxes.setdefault(row["filename"], []).append((row["class"], *corners))
+    return boxes
+
+
+def test_detection_writes_images_and_a_box_csv(tmp_path: Path) -> None:
+    ds = make_builtin("detection", tmp_path, n_images=12, image_size=32)
+    assert ds.task == "detection" and ds.n_images == 12
+    assert ds.heads == {"objects": "detection"}
+    assert ds.labels_format == "boxcsv"
+    assert ds.labels_csv == ds.boxes_csv == tmp_path / "boxes.csv"
+    assert not (tmp_path / "labels.csv").exists()
+    assert _header(ds) == list(BOX_COLUMNS)
+    assert BOX_COLUMNS == ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
+    assert len(list((tmp_path / "images").glob("*.png"))) == 12
+    boxes = _boxes(ds)
+    assert sorted(boxes) == [f"images/{i:05d}.png" for i in range(1, 13)]
+    assert all(1 <= len(b) <= 4 for b in boxes.values())
+    assert json.loads((tmp_path / "meta.json").read_text())["task"] == "detection"
+
+
+def test_detection_boxes_are_tight_and_disjoint(tmp_path: Path) -> None:
+    size = 48
+    ds = make_builtin("detection", tmp_path, n_images=60, seed=5, image_size=size)
+    boxes = _boxes(ds)
+    assert len(boxes) == 60
+    classes, counts, widths = set(), set(), set()
+    for filename, image_boxes in boxes.items():
+        pixels = np.asarray(Image.open(tmp_path / filename))
+        assert pixels.shape == (size, size)
+        covered = np.zeros(pixels.shape, dtype=bool)
+        for name, x1, y1, x2, y2 in image_boxes:
+            assert name in {str(d) for d in range(10)}
+            assert 0 <= x1 < x2 <= size and 0 <= y1 < y2 <= size, "inside, positive area"
+            assert not covered[y1:y2, x1:x2].any(), "boxes of one canvas do not overlap"
+            covered[y1:y2, x1:x2] = True
+            inside = pixels[y1:y2, x1:x2]
+            # Tight: the digit's ink touches every side of its box.
+            assert inside[0].any() and inside[-1].any()
+            assert inside[:, 0].any() and inside[:, -1].any()
+            classes.add(name)
+            widths.add(x2 - x1)
+        assert not pixels[~covered].any(), "every pixel outside the boxes is background"
+        counts.add(len(image_boxes))
+    assert classes == {str(d) for d in range(10)}
+    assert counts == {1, 2, 3, 4}
+    assert len(widths) > 5, "boxes vary in size"
+
+
+def test_detection_boxes_stay_in_their_quadrant(tmp_path: Path) -> None:
+    ds = make_builtin("detection", tmp_path, n_images=40, image_size=32)
+    for image_boxes in _boxes(ds).values():
+        quadrants = set()
+        for _, x1, y1, x2, y2 in image_boxes:
+            quadrant = (x1 >= 16, y1 >= 16)
+            assert (x2 <= 16) != quadrant[0] and (y2 <= 16) != quadrant[1]
+            quadrants.add(quadrant)
+        assert len(quadrants) == len(image_boxes)
+
+
+def test_detection_draws_the_multilabel_digits(tmp_path: Path) -> None:
+    detection = make_builtin("detection", tmp_path / "det", n_images=20, seed=3, image_size=32)
+    multilabel = make_builtin("multilabel", tmp_path / "ml", n_images=20, seed=3, image_size=32)
+    present = {
+        filename: " ".join(sorted({b[0] for b in image_boxes}))
+        for filename, image_boxes in _boxes(detection).items()
+    }
+    assert present == {row["image"]: row["digits"] for row in _rows(multilabel)}
+
+
+def test_detection_same_seed_gives_identical_files(tmp_path: Path) -> None:
+    first = make_builtin("detection", tmp_path / "a", n_images=15, seed=4, image_size=32)
+    second = make_builtin("detection", tmp_path / "b", n_images=15, seed=4, image_size=32)
+    assert first.labels_csv.read_bytes() == second.labels_csv.read_bytes()
+    for path in sorted((first.root / "images").iterdir()):
+        assert path.read_bytes() == (second.root / "images" / path.name).read_bytes()
+
+
+def test_detection_reuse_and_regeneration(tmp_path: Path) -> None:
+    first = make_builtin("detection", tmp_path, n_images=6, image_size=32)
+    before = first.labels_csv.stat().st_mtime_ns
+    assert make_builtin("detection", tmp_path, n_images=6, image_size=32) == first
+    assert first.labels_csv.stat().st_mtime_ns == before
+    ds = make_builtin("detection", tmp_path, n_images=4, image_size=40)
+    assert len(_boxes(ds)) == 4
+    assert len(list((tmp_path / "images").glob("*.png"))) == 4
+    assert {row["width"] for row in _rows(ds)} == {"40"}
+
+
+def test_describe_detection(tmp_path: Path) -> None:
+    ds = make_builtin("detection", tmp_path, n_images=30, image_size=32)
+    text = describe(ds)
+    n_boxes = len(_rows(ds))
+    assert "30 images" in text
+    assert f"'objects' (detection, 10 classes, {n_boxes} boxes" in text
+    lines = text.splitlines()
+    counted = [int(line.split(":")[1]) for line in lines if line.startswith("    ")]
+    assert sum(counted) == n_boxes

@@ -9,6 +9,7 @@ from PIL import Image
 
 from pictag.config import DataConfig, HeadConfig
 from pictag.data.sources import read_samples
+from pictag.heads.boxes import Objects
 
 
 def _image(path: Path) -> Path:
@@ -113,7 +114,7 @@ def test_coco_category_names_crowds_empty_images_and_problems(tmp_path: Path) ->
     problems = {(p.kind, p.where) for p in result.problems}
     assert problems == {
         ("missing_file", "instances.json:image_id=42"),
-        ("bad_row", "instances.json:image_id=5"),
+        ("unknown_class", "instances.json:annotation_id=14"),  # image 5 is left out
     }
 
 
@@ -134,3 +135,90 @@ def test_coco_file_that_is_not_coco(tmp_path: Path) -> None:
     path.write_text('{"annotations": []}')
     with pytest.raises(ValueError, match="'images'"):
         read_samples(DataConfig(labels=str(path)), {})
+
+
+BOX_HEADS = {"tags": HeadConfig(kind="multilabel"), "boxes": HeadConfig(kind="detection")}
+
+
+def _voc_box_xml(filename: str, size: tuple[int, int], boxes: list[tuple]) -> str:
+    objects = "".join(
+        f"<object><name>{n}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin>"
+        f"<ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+        for n, x1, y1, x2, y2 in boxes
+    )
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height></size>"
+    return f"<annotation><filename>{filename}</filename>{size_xml}{objects}</annotation>"
+
+
+def test_voc_boxes_feed_a_tag_head_and_a_box_head_in_a_lowercase_layout(tmp_path: Path) -> None:
+    root = tmp_path / "raccoons"  # labelImg's layout: annotations/ beside images/
+    (root / "annotations").mkdir(parents=True)
+    xmls = {
+        "a": ((3, 2), [("raccoon", 0, 0, 2, 1), ("dog", 1, 0, 3, 2)]),
+        "b": ((30, 20), [("raccoon", 0, 0, 2, 1)]),  # stated size differs: a warning
+        "c": ((3, 2), [("raccoon", 0, 0, 3, 9)]),  # partly outside: clipped with a warning
+        "d": ((3, 2), [("raccoon", 2, 1, 2, 2)]),  # no width: the image is left out
+        "e": ((3, 2), []),  # a negative
+    }
+    for stem, (size, boxes) in xmls.items():
+        _image(root / "images" / f"{stem}.jpg")
+        xml = _voc_box_xml(f"{stem}.jpg", size, boxes)
+        (root / "annotations" / f"{stem}.xml").write_text(xml)
+    result = read_samples(DataConfig(images=[str(root)]), BOX_HEADS)
+    assert result.format == "voc"
+    got = {s.path.stem: s.labels for s in result.samples}
+    assert got["a"] == {
+        "tags": ("raccoon", "dog"),
+        "boxes": Objects((3, 2), (("raccoon", 0, 0, 2, 1), ("dog", 1, 0, 3, 2))),
+    }
+    assert got["c"]["boxes"].boxes == (("raccoon", 0, 0, 3, 2),)
+    assert got["e"] == {"tags": (), "boxes": Objects((3, 2))}
+    assert "d" not in got
+    xml = root / "annotations"
+    assert {(p.kind, p.severity, p.where) for p in result.problems} == {
+        ("size_mismatch", "warning", str(xml / "b.xml")),
+        ("box_clipped", "warning", str(xml / "c.xml")),
+        ("bad_box", "error", str(xml / "d.xml")),
+    }
+    assert "4 images, 2 classes, 4 boxes, 1 image with no boxes" in result.description
+
+
+def test_coco_file_feeds_a_tag_head_and_a_box_head(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        _image(tmp_path / name)
+    coco = {
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 3, "height": 2},
+            {"id": 2, "file_name": "b.jpg", "width": 30, "height": 20},
+            {"id": 3, "file_name": "c.jpg"},
+            {"id": 4, "file_name": "d.jpg"},
+        ],
+        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 18, "bbox": [0.5, 0, 2, 1.5]},
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [0, 0, 3, 2], "iscrowd": 1},
+            {"id": 12, "image_id": 2, "category_id": 1, "bbox": [1, 1, 1, 1]},
+            {"id": 13, "image_id": 4, "category_id": 1, "bbox": [1, 1, 0, 1]},
+            {"id": 14, "image_id": 4, "category_id": 1, "bbox": [1, 1]},
+            {"id": 15, "image_id": 99, "category_id": 1, "bbox": [1, 1, 1, 1]},
+        ],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(coco))
+    result = read_samples(DataConfig(labels=str(path)), BOX_HEADS)
+    got = {s.path.name: s.labels for s in result.samples}
+    # [x, y, w, h] -> corners; the crowd region is a tag but not a box
+    assert got["a.jpg"] == {
+        "tags": ("dog", "person"),
+        "boxes": Objects((3, 2), (("dog", 0.5, 0, 2.5, 1.5),)),
+    }
+    assert got["b.jpg"]["boxes"].boxes == (("person", 1, 1, 2, 2),)
+    assert got["c.jpg"] == {"tags": (), "boxes": Objects((3, 2))}  # no annotations: negative
+    assert "d.jpg" not in got
+    assert {(p.kind, p.severity, p.where) for p in result.problems} == {
+        ("size_mismatch", "warning", "instances.json:image_id=2"),
+        ("bad_box", "error", "instances.json:annotation_id=13"),
+        ("bad_box", "error", "instances.json:annotation_id=14"),
+        ("missing_file", "error", "instances.json:annotation_id=15"),
+    }
+    assert "3 images, 2 classes, 2 boxes, 1 image with no boxes" in result.description

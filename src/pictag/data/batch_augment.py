@@ -101,6 +101,8 @@ def batch_augment_for(pre: Preprocess, train: TrainConfig) -> tuple[BatchAugment
     ``none`` and ``light`` are done exactly or in distribution; RandAugment, TrivialAugment,
     rotation and colour jitter stay with the per-sample presets.
     """
+    if pre.whole:
+        return None, "boxes move with each image's own crop and flip"
     if train.augment not in ("none", "light"):
         return None, f"train.augment={train.augment} is per-sample"
     if train.augment == "none":

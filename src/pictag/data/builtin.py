@@ -2,8 +2,10 @@
 
 Nothing is downloaded: the 1,797 8x8 digits ship inside scikit-learn. The images are upscaled and
 jittered (``digits``, multi-class) or composed 1 to 4 per canvas (``multilabel``: which digits are
-present; ``multioutput``: which digits, how many, and the largest), then written to disk so that
-pictag's ordinary CSV source reads them exactly like user data.
+present; ``multioutput``: which digits, how many, and the largest; ``detection``: a box around
+each digit), then written to disk so that pictag's ordinary sources read them exactly like user
+data: a CSV with one row per image, or for ``detection`` a box CSV (format ``boxcsv``) with one
+row per box.
 """
 
 from __future__ import annotations
@@ -23,14 +25,28 @@ from PIL import Image
 from pictag.data.schema import natural_key
 from pictag.heads import get_kind
 
-TASKS = ("digits", "multilabel", "multioutput")
+TASKS = ("digits", "multilabel", "multioutput", "detection")  # not a head kind
+BOX_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 
 _HEADS = {  # not a head kind: keyed by demo task (head name -> kind)
     "digits": {"digit": "multiclass"},
     "multilabel": {"digits": "multilabel"},
     "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
+    "detection": {"objects": "detection"},  # not a head kind
 }
-_DEFAULT_N = {"digits": 1797, "multilabel": 2000, "multioutput": 2000}  # not a head kind
+_DEFAULT_N = {  # not a head kind: keyed by demo task
+    "digits": 1797,
+    "multilabel": 2000,  # not a head kind
+    "multioutput": 2000,
+    "detection": 2000,  # not a head kind
+}
+# Demo task -> (label file, format); the other tasks write labels.csv, read as csv.
+_LABELS = {"detection": ("boxes.csv", "boxcsv")}  # not a head kind
+# Side of a canvas digit as a fraction of its quadrant. Detection draws a wider range, so that its
+# boxes vary in size; the range does not change the random draws, so for a given seed a detection
+# canvas holds the same digits in the same quadrants as the multilabel one.
+_SCALE = (0.8, 0.95)
+_DETECTION_SCALE = (0.45, 0.95)
 # Bump when the drawing changes, so folders made by an older version are regenerated.
 _FORMAT = 1
 _META = "meta.json"
@@ -44,12 +60,15 @@ class BuiltinDataset:
     """A generated built-in dataset on disk.
 
     Attributes:
-        root: Folder holding ``images/`` and ``labels.csv``; image paths in the CSV are relative
+        root: Folder holding ``images/`` and the labels CSV; image paths in the CSV are relative
             to it.
-        labels_csv: The CSV with one row per image: ``image`` then one column per head.
+        labels_csv: The labels file. Format ``csv`` (``labels.csv``): one row per image,
+            ``image`` then one column per head. Format ``boxcsv`` (``boxes.csv``, the
+            ``detection`` task): one row per box, columns ``BOX_COLUMNS``.
         task: One of ``TASKS``.
-        heads: Head name -> kind (``multiclass`` or ``multilabel``).
-        n_images: Number of images (rows of the CSV).
+        heads: Head name -> kind (``multiclass``, ``multilabel`` or ``detection``).
+        n_images: Number of images (rows of a ``csv``; distinct filenames of a ``boxcsv``).
+        labels_format: How to read ``labels_csv``: ``csv`` or ``boxcsv``.
     """
 
     root: Path
@@ -57,6 +76,12 @@ class BuiltinDataset:
     task: str
     heads: dict[str, str]
     n_images: int
+    labels_format: str = "csv"
+
+    @property
+    def boxes_csv(self) -> Path | None:
+        """The box CSV (one row per box) for the ``detection`` task, else ``None``."""
+        return self.labels_csv if self.labels_format == "boxcsv" else None
 
 
 def make_builtin(
@@ -70,9 +95,10 @@ def make_builtin(
 
     Args:
         task: ``digits`` (one multiclass head ``digit``), ``multilabel`` (one multilabel head
-            ``digits``) or ``multioutput`` (``digits`` multilabel, ``count`` and ``largest``
-            multiclass).
-        out_dir: Folder to write ``images/``, ``labels.csv`` and ``meta.json`` into.
+            ``digits``), ``multioutput`` (``digits`` multilabel, ``count`` and ``largest``
+            multiclass) or ``detection`` (one detection head ``objects``: a box per digit,
+            written to ``boxes.csv``).
+        out_dir: Folder to write ``images/``, the labels CSV and ``meta.json`` into.
         n_images: Number of images; default 1,797 for ``digits`` and 2,000 otherwise.
         seed: Seed of the random draws; the same parameters give byte-identical files.
         image_size: Side of the square images in pixels (at least 16).
@@ -91,14 +117,17 @@ def make_builtin(
     if image_size < _MIN_SIZE:
         raise ValueError(f"image_size must be at least {_MIN_SIZE}, got {image_size}")
     root = Path(out_dir)
-    dataset = BuiltinDataset(root, root / "labels.csv", task, dict(_HEADS[task]), n)
+    labels_name, labels_format = _LABELS.get(task, ("labels.csv", "csv"))
+    heads = dict(_HEADS[task])
+    dataset = BuiltinDataset(root, root / labels_name, task, heads, n, labels_format)
     meta = {"format": _FORMAT, "task": task, "n_images": n, "seed": seed, "image_size": image_size}
     if _read_meta(root) == meta and dataset.labels_csv.is_file():
         return dataset
     _forget_previous(root)
     (root / _IMAGES).mkdir(parents=True, exist_ok=True)
     rows = _generate(task, root, n, np.random.default_rng(seed), image_size)
-    _write_csv(dataset.labels_csv, ["image", *dataset.heads], rows)
+    header = list(BOX_COLUMNS) if labels_format == "boxcsv" else ["image", *dataset.heads]
+    _write_csv(dataset.labels_csv, header, rows)
     # meta.json is written last: its presence is what marks a generation as complete.
     _write_atomic(root / _META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return dataset
@@ -115,12 +144,32 @@ def describe(ds: BuiltinDataset) -> str:
     """
     with ds.labels_csv.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
+    if ds.labels_format == "boxcsv":
+        return "\n".join(_describe_boxes(ds, rows))
     lines = [f"built-in '{ds.task}' dataset: {len(rows)} images in {ds.root}"]
     lines.append(f"  labels: {ds.labels_csv}")
     for head, kind in ds.heads.items():
         cells = [row.get(head) or "" for row in rows]
         lines.extend(_describe_head(head, kind, cells))
     return "\n".join(lines)
+
+
+def _describe_boxes(ds: BuiltinDataset, rows: list[dict[str, str]]) -> list[str]:
+    """Statistics of a box CSV: images, boxes per image, and boxes per class."""
+    n_images = len({row["filename"] for row in rows})
+    lines = [f"built-in '{ds.task}' dataset: {n_images} images in {ds.root}"]
+    lines.append(f"  boxes: {ds.labels_csv} ({ds.labels_format})")
+    counts = Counter(row["class"] for row in rows)
+    labels = sorted(counts, key=natural_key)
+    width = max((len(label) for label in labels), default=0)
+    for head, kind in ds.heads.items():
+        mean = len(rows) / max(n_images, 1)
+        lines.append(
+            f"  head '{head}' ({kind}, {len(counts)} classes, {len(rows)} boxes, "
+            f"{mean:.2f} per image):"
+        )
+        lines.extend(f"    {label:>{width}}: {counts[label]}" for label in labels)
+    return lines
 
 
 def _describe_head(head: str, kind: str, cells: list[str]) -> list[str]:
@@ -145,15 +194,30 @@ def _describe_head(head: str, kind: str, cells: list[str]) -> list[str]:
 def _generate(
     task: str, root: Path, n: int, rng: np.random.Generator, size: int
 ) -> list[list[str]]:
-    """Draw and save every image; return the CSV rows (without the header)."""
+    """Draw and save every image; return the CSV rows (without the header).
+
+    One row per image, or for ``detection`` one row per box (``BOX_COLUMNS``).
+    """
     images, targets = _sklearn_digits()
     name_width = max(5, len(str(n)))
-    draw = _jittered_digits if task == "digits" else _digit_canvases
+    if task == "digits":
+        drawn = (
+            (pixels, labels, [])
+            for pixels, labels in _jittered_digits(images, targets, n, rng, size)
+        )
+    else:
+        scale = _DETECTION_SCALE if task == "detection" else _SCALE  # not a head kind
+        drawn = _digit_canvases(images, targets, n, rng, size, scale)
     rows = []
-    for number, (pixels, labels) in enumerate(draw(images, targets, n, rng, size), start=1):
+    for number, (pixels, labels, boxes) in enumerate(drawn, start=1):
         relative = f"{_IMAGES}/{number:0{name_width}d}.png"
         Image.fromarray(pixels).save(root / relative, format="PNG")
-        rows.append([relative, *_label_cells(task, labels)])
+        if task == "detection":  # not a head kind
+            height, width = pixels.shape
+            for digit, box in zip(labels, boxes, strict=True):
+                rows.append([relative, str(width), str(height), str(digit), *map(str, box)])
+        else:
+            rows.append([relative, *_label_cells(task, labels)])
     return rows
 
 
@@ -203,22 +267,44 @@ def _jittered_digits(
 
 
 def _digit_canvases(
-    images: np.ndarray, targets: np.ndarray, n: int, rng: np.random.Generator, size: int
-) -> Iterator[tuple[np.ndarray, list[int]]]:
-    """1 to 4 digits per image, one per randomly chosen quadrant, so they never overlap."""
+    images: np.ndarray,
+    targets: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    size: int,
+    scale: tuple[float, float] = _SCALE,
+) -> Iterator[tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]]:
+    """1 to 4 digits per image, one per randomly chosen quadrant, so they never overlap.
+
+    Each digit's side is ``scale`` (low, high) times the quadrant's, at a random place inside
+    it. Yields the canvas, the digits, and per digit the tight box ``(x1, y1, x2, y2)`` of its
+    non-zero pixels (``x2``, ``y2`` exclusive).
+    """
     cell = size // 2
     for _ in range(n):
         count = int(rng.integers(1, 5))
         quadrants = rng.choice(4, size=count, replace=False)
         picks = rng.integers(0, len(images), size=count)
         canvas = np.zeros((size, size), dtype=np.uint8)
+        boxes = []
         for quadrant, index in zip(quadrants, picks, strict=True):
-            side = round(cell * rng.uniform(0.8, 0.95))
+            side = max(1, round(cell * rng.uniform(*scale)))
             x0, y0 = (quadrant % 2) * cell, (quadrant // 2) * cell
             x = x0 + int(rng.integers(0, cell - side + 1))
             y = y0 + int(rng.integers(0, cell - side + 1))
-            canvas[y : y + side, x : x + side] = _upscale(images[index], side)
-        yield canvas, [int(targets[i]) for i in picks]
+            patch = _upscale(images[index], side)
+            canvas[y : y + side, x : x + side] = patch
+            boxes.append(_ink_box(patch, x, y))
+        yield canvas, [int(targets[i]) for i in picks], boxes
+
+
+def _ink_box(patch: np.ndarray, x: int, y: int) -> tuple[int, int, int, int]:
+    """The tight box of ``patch``'s non-zero pixels, pasted at ``(x, y)``; x2, y2 exclusive."""
+    rows = np.flatnonzero(patch.any(axis=1))
+    cols = np.flatnonzero(patch.any(axis=0))
+    if rows.size == 0:  # cannot happen with sklearn's digits (every one has ink)
+        return x, y, x + patch.shape[1], y + patch.shape[0]
+    return x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1
 
 
 def _read_meta(root: Path) -> dict | None:

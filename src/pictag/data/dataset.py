@@ -8,11 +8,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 
 from pictag.data.cache import ImageCache
 from pictag.data.images import DEFAULT_MAX_PIXELS
 from pictag.data.schema import Head, Sample
 from pictag.data.transforms import Preprocess, Transform, decode_image
+from pictag.heads import get_kind
 
 
 class ImageDataset(Dataset):
@@ -61,6 +63,9 @@ class ImageDataset(Dataset):
         self.cache = cache
         self.max_pixels = max_pixels
         self.targets = {name: _targets(name, head, self.samples) for name, head in heads.items()}
+        # Heads whose targets are places in the image move them with the image's transform.
+        kinds = {name: get_kind(head.kind) for name, head in heads.items()}
+        self.spatial = {name: kind for name, kind in kinds.items() if kind.spatial}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,7 +76,15 @@ class ImageDataset(Dataset):
             image = self.cache[index]
         else:
             image = decode_image(self.samples[index].path, self.pre, self.max_pixels)
-        return self.transform(image), {name: t[index] for name, t in self.targets.items()}
+        targets = {name: t[index] for name, t in self.targets.items()}
+        if not self.spatial:
+            return self.transform(image), targets
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        places = {n: k.wrap_target(targets[n], size) for n, k in self.spatial.items()}
+        moved, places = self.transform(tv_tensors.Image(image), places)
+        size = (int(moved.shape[-2]), int(moved.shape[-1]))
+        targets.update({n: k.unwrap_target(places[n], size) for n, k in self.spatial.items()})
+        return moved.as_subclass(torch.Tensor), targets
 
 
 def _targets(name: str, head: Head, samples: list[Sample]) -> torch.Tensor:

@@ -73,6 +73,15 @@ def load_rgb(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: int | None = None,
 ) -> Image.Image:
+    """:func:`load_rgb_sized` without the size."""
+    return load_rgb_sized(path_or_file, max_pixels, min_size)[0]
+
+
+def load_rgb_sized(
+    path_or_file: ImageSource,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_size: int | None = None,
+) -> tuple[Image.Image, tuple[int, int]]:
     """Open any image as correctly oriented 8-bit RGB.
 
     Args:
@@ -82,7 +91,8 @@ def load_rgb(
             shorter side is still at least `min_size`; much faster for large photos.
 
     Returns:
-        An RGB image; transparent areas are composited over white.
+        An RGB image (transparent areas composited over white) and the upright file's full
+        ``(width, height)``, which a reduced-size decode does not show (boxes are given in it).
 
     Raises:
         ImageError: The file is missing, empty, not an image, truncated or too large.
@@ -90,9 +100,12 @@ def load_rgb(
     if min_size is not None and min_size < 1:
         raise ValueError(f"min_size must be a positive number of pixels, got {min_size}")
     with _decoded(path_or_file, max_pixels, min_size) as (im, name):
+        full = im.info.get(_FULL_SIZE, im.size)
         im = _upright(im)
+        if im.size[0] != im.size[1] and (im.size[0] > im.size[1]) != (full[0] > full[1]):
+            full = (full[1], full[0])  # EXIF turned the image a quarter
         try:
-            return _to_rgb(im)
+            return _to_rgb(im), (int(full[0]), int(full[1]))
         except ValueError as err:  # modes Pillow cannot convert, e.g. LAB TIFFs
             raise ImageError(
                 f"{name} has pixel mode {im.mode!r} that cannot be converted to RGB ({err}); "
@@ -135,6 +148,7 @@ def _decoded(
             if min_size is not None and im.format == "JPEG":
                 # A square request keeps both sides >= min_size, so it holds whichever way EXIF
                 # later turns the image.
+                im.info[_FULL_SIZE] = im.size
                 im.draft("RGB", (min_size, min_size))
             try:
                 im.load()
@@ -231,6 +245,9 @@ def _orientation(im: Image.Image) -> int:
         return int(im.getexif().get(0x0112, 1))
     except (*_DECODE_ERRORS, TypeError):  # unparsable EXIF: treat as upright
         return 1
+
+
+_FULL_SIZE = "pictag_full_size"  # info key: the size before a reduced-size JPEG decode
 
 
 def _upright(im: Image.Image) -> Image.Image:

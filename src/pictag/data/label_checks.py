@@ -18,6 +18,7 @@ from pictag.data.report import EXAMPLES, Findings, sample_where
 from pictag.data.schema import Head, LabelError, RawLabel, Sample, resolve_head
 from pictag.data.sources_common import kind_names
 from pictag.heads import KINDS, get_kind
+from pictag.heads.labels import label_indices
 
 if TYPE_CHECKING:
     from pictag.data.sources import SourceResult
@@ -93,7 +94,7 @@ def encode_labels(
             elif value is None:
                 result.missing[name] += 1
             else:
-                for label in (value,) if isinstance(value, int) else value:
+                for label in label_indices(value):
                     tally[label] += 1
                     if len(result.rows[name, head.labels[label]]) < EXAMPLES:
                         result.rows[name, head.labels[label]].append(index)

@@ -1,5 +1,6 @@
-"""Data sources: a folder tree, a CSV/TSV, Pascal VOC, COCO, file names or the built-in demo set,
-each read into ``Sample(path, {head: raw label}, split, where)`` plus the problems found.
+"""Data sources: a folder tree, a CSV/TSV, Pascal VOC, COCO, YOLO, a CSV of boxes, file names or
+the built-in demo set, each read into ``Sample(path, {head: raw label}, split, where)`` plus the
+problems found.
 
 A source never stops at a bad row: missing images, unparsable rows and non-matching file names
 become :class:`~pictag.data.problems.Problem` entries that the checks report together. It raises
@@ -19,6 +20,7 @@ from pictag.data.builtin import make_builtin
 from pictag.data.problems import Problem
 from pictag.data.schema import RawLabel, Sample
 from pictag.data.sources_annotations import is_voc_root, read_coco, read_voc
+from pictag.data.sources_boxcsv import has_box_columns, read_boxcsv
 from pictag.data.sources_common import (
     IMAGE_EXTENSIONS,
     SourceResult,
@@ -32,6 +34,7 @@ from pictag.data.sources_common import (
     split_note,
 )
 from pictag.data.sources_csv import read_csv
+from pictag.data.sources_yolo import is_yolo_root, read_yolo
 from pictag.heads import HeadKind, get_kind
 
 __all__ = [
@@ -54,8 +57,8 @@ def read_samples(
     Args:
         data: The data section of the config; ``data.format`` ``auto`` is resolved by
             :func:`detect_format`.
-        heads: Configured heads (may be empty: folder, VOC, COCO, file-name and 0/1-column CSV
-            sources then name their heads themselves).
+        heads: Configured heads (may be empty: folder, object-annotation (VOC, COCO, YOLO,
+            box CSV), file-name and 0/1-column CSV sources then name their heads themselves).
         workdir: Where the built-in dataset is generated (one subfolder per task); default
             ``.pictag-cache/builtin`` under the current folder.
 
@@ -73,6 +76,8 @@ def read_samples(
         "csv": read_csv,
         "voc": read_voc,
         "coco": read_coco,
+        "yolo": read_yolo,
+        "boxcsv": read_boxcsv,
         "filename": read_filenames,
     }
     if fmt not in readers:
@@ -83,12 +88,17 @@ def read_samples(
 
 def detect_format(data: DataConfig) -> str:
     """The format ``auto`` stands for: ``labels`` ending in .json -> coco, other ``labels`` ->
-    csv, a ``pattern`` -> filename, an image folder with Annotations/ and JPEGImages/ -> voc,
-    else folder."""
+    boxcsv when the header names box corners (``xmin..ymax``, ``x1..y2``), else csv; a
+    ``pattern`` -> filename; an image folder with images/, labels/ and data.yaml -> yolo; one
+    with XML annotations beside its images (Annotations/ and JPEGImages/) -> voc; else folder."""
     if data.labels:
-        return "coco" if data.labels.lower().endswith(".json") else "csv"
+        if data.labels.lower().endswith(".json"):
+            return "coco"
+        return "boxcsv" if has_box_columns(Path(data.labels)) else "csv"
     if data.pattern:
         return "filename"
+    if data.images and all(is_yolo_root(Path(p)) for p in data.images):
+        return "yolo"
     if data.images and all(is_voc_root(Path(p)) for p in data.images):
         return "voc"
     return "folder"
@@ -243,15 +253,16 @@ def _read_builtin(data: DataConfig, heads: dict[str, HeadConfig], workdir: Path)
         used[name] = dataclasses.replace(
             heads.get(name, HeadConfig()), kind=kind, separator=separator
         )
+    boxes = dataset.labels_format == "boxcsv"  # the detection task: a row per box
     csv_data = dataclasses.replace(
         data,
-        format="csv",
+        format=dataset.labels_format,
         labels=str(dataset.labels_csv),
         images=[str(dataset.root)],
-        image_column="image",
+        image_column=None if boxes else "image",
         split_column=None,
     )
-    result = read_csv(csv_data, used)
+    result = (read_boxcsv if boxes else read_csv)(csv_data, used)
     result.description = f"built-in {data.builtin!r} dataset, {result.description}"
     result.format = "builtin"
     return result

@@ -156,8 +156,8 @@ def single_head(
         )
     name, head = next(iter(heads.items()))
     kind = KINDS.get(head.kind)
-    if kind is None or kind.tags != tags:
-        fits = kind_names(lambda k: k.tags == tags)
+    if kind is None or kind.tags != tags or kind.spatial:
+        fits = kind_names(lambda k: k.tags == tags and not k.spatial)
         raise ValueError(f"heads.{name}.kind must be {fits} for {source}, got {head.kind!r}")
     return name, head
 

@@ -141,6 +141,11 @@ def _auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
 
 def _head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
     kind = head_kind(name, head)
+    if kind.spatial:
+        raise ValueError(
+            f"heads.{name} is a {kind.name} head: its boxes come from annotations, not a label "
+            "cell; use data.format: boxcsv (one row per box), voc, coco or yolo"
+        )
     if head.columns is not None:
         if not kind.tags:
             fits = kind_names(lambda k: k.tags)

@@ -32,6 +32,7 @@ from pictag.data.split_file import (
     save_splits,
 )
 from pictag.heads import get_kind
+from pictag.heads.labels import label_indices
 
 __all__ = [
     "SPLITS",
@@ -171,8 +172,7 @@ def _strata(samples: list[Sample], heads: dict[str, Head]) -> np.ndarray | None:
     for name, head in heads.items():
         block = np.zeros((len(samples), head.num_labels), dtype=np.int8)
         for row, value in enumerate(encoded[name]):
-            if value is not None:
-                block[row, list(value) if isinstance(value, tuple) else value] = 1
+            block[row, list(label_indices(value))] = 1
         blocks.append(block)
     return np.concatenate(blocks, axis=1)
 

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from pictag.config import TrainConfig
-from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_rgb
+from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_rgb_sized
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -32,6 +32,10 @@ AUGMENTS = ("none", "light", "randaugment", "trivialaugment")
 # image at least keeps the labels true while still varying scale and position.
 MAX_ASPECT = 50  # longer side at most this many times the shorter one
 CROP_SCALE = (0.25, 1.0)
+# Boxes move with the crop, but a crop through an object leaves a box on a part of it (or drops
+# it): for heads that locate things crops stay large and close to the image's shape.
+WHOLE_CROP_SCALE = (0.6, 1.0)
+WHOLE_CROP_RATIO = (0.8, 1.25)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Preprocess:
         std: Per-channel divisor applied after the mean.
         interpolation: torchvision interpolation mode name, lower case.
         crop_pct: Share of the base image that the evaluation centre crop keeps.
+        whole: The whole image is resized to ``(H, W)``, aspect ratio not kept, with no crop:
+            heads that locate things (boxes) must see all of the image they are scored on.
     """
 
     input_size: tuple[int, int, int]
@@ -51,6 +57,7 @@ class Preprocess:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     crop_pct: float = 0.875
+    whole: bool = False
 
     def __post_init__(self) -> None:
         # Callers pass lists read from JSON or timm configs; store hashable, comparable tuples.
@@ -58,7 +65,8 @@ class Preprocess:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "interpolation", str(self.interpolation).lower())
-        object.__setattr__(self, "crop_pct", float(self.crop_pct))
+        object.__setattr__(self, "crop_pct", 1.0 if self.whole else float(self.crop_pct))
+        object.__setattr__(self, "whole", bool(self.whole))
         if len(self.input_size) != 3 or self.input_size[0] != 3 or min(self.input_size) < 1:
             raise ValueError(f"input_size must be (3, H, W), got {self.input_size}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -94,12 +102,14 @@ class Preprocess:
             "std": list(self.std),
             "interpolation": self.interpolation,
             "crop_pct": self.crop_pct,
+            **({"whole": True} if self.whole else {}),  # runs before it had no key
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
         """Inverse of :meth:`to_dict`; missing ``interpolation``/``crop_pct`` take the defaults."""
-        unknown = set(data) - {"input_size", "mean", "std", "interpolation", "crop_pct"}
+        known = {"input_size", "mean", "std", "interpolation", "crop_pct", "whole"}
+        unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
         return cls(**data)
@@ -108,16 +118,25 @@ class Preprocess:
 def decode_image(
     path_or_file: ImageSource, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> torch.Tensor:
+    """:func:`decode_image_sized` without the size."""
+    return decode_image_sized(path_or_file, pre, max_pixels)[0]
+
+
+def decode_image_sized(
+    path_or_file: ImageSource, pre: Preprocess, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Decode an image to uint8 ``[3, h, w]`` whose shorter side is ``pre.base_size``.
 
     JPEGs are decoded at a reduced size when that still covers ``base_size`` (much faster for
     big photos); the aspect ratio is kept so training crops can range over the whole image.
+    The file's upright ``(width, height)`` comes with it: boxes are reported in its pixels.
 
     Raises:
         ImageError: The file is missing, not an image, truncated or too large.
     """
     base = pre.base_size
-    image = F.pil_to_tensor(load_rgb(path_or_file, max_pixels=max_pixels, min_size=base))
+    picture, full_size = load_rgb_sized(path_or_file, max_pixels=max_pixels, min_size=base)
+    image = F.pil_to_tensor(picture)
     short, long = sorted(image.shape[-2:])
     if long > MAX_ASPECT * short:
         # Scaling the shorter side up to the base size would blow a 100000x1 strip up to
@@ -130,7 +149,7 @@ def decode_image(
             "too_elongated",
         )
     # Antialias: downscaling photos several-fold without it aliases fine texture.
-    return F.resize(image, base, interpolation=pre.mode, antialias=True)
+    return F.resize(image, base, interpolation=pre.mode, antialias=True), full_size
 
 
 DEFAULT_HFLIP = 0.5  # photos: a mirrored cat is a cat
@@ -158,8 +177,13 @@ def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
         raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}: {train.augment!r}")
     if train.augment == "none":
         return eval_transform(pre)
+    scale, ratio = (
+        (WHOLE_CROP_SCALE, WHOLE_CROP_RATIO) if pre.whole else (CROP_SCALE, (3 / 4, 4 / 3))
+    )
     steps: list[Transform] = [
-        v2.RandomResizedCrop(pre.size, scale=CROP_SCALE, interpolation=pre.mode, antialias=True)
+        v2.RandomResizedCrop(
+            pre.size, scale=scale, ratio=ratio, interpolation=pre.mode, antialias=True
+        )
     ]
     hflip = DEFAULT_HFLIP if train.hflip is None else train.hflip  # None: not yet resolved
     if hflip > 0:
@@ -181,8 +205,11 @@ def eval_transform(pre: Preprocess) -> Transform:
 
     The ``Resize`` to ``base_size`` does nothing to an image from :func:`decode_image` (torchvision
     returns it untouched when the size already matches), so eval never resizes twice; it only
-    guards callers that pass a tensor of another size.
+    guards callers that pass a tensor of another size. With ``pre.whole`` the whole image is
+    resized to ``(H, W)`` instead.
     """
+    if pre.whole:
+        return _finish([v2.Resize(pre.size, interpolation=pre.mode, antialias=True)], pre)
     steps: list[Transform] = [
         v2.Resize(pre.base_size, interpolation=pre.mode, antialias=True),
         v2.CenterCrop(pre.size),

@@ -128,9 +128,10 @@ def save_figures(predictions: Sequence[Prediction], out_dir: str | Path) -> list
             image = load_rgb(prediction.source)
         except ImageError:
             continue  # in-memory sources have no file to show
+        size = image.size  # boxes are in the file's pixels: the thumbnail spans them
         image.thumbnail((SHOW_PX, SHOW_PX))
         path = out_dir / _unique_name(Path(prediction.source).stem, used)
-        _figure(prediction, np.asarray(image)).savefig(path)
+        _figure(prediction, np.asarray(image), size).savefig(path)
         written.append(path)
     return written
 
@@ -144,7 +145,7 @@ def _unique_name(stem: str, used: set[str]) -> str:
     return name
 
 
-def _figure(prediction: Prediction, pixels: np.ndarray) -> Figure:
+def _figure(prediction: Prediction, pixels: np.ndarray, size: tuple[int, int]) -> Figure:
     """The picture and each head's decision, drawn by the head's kind; laid out in inches so
     long label lists get a taller figure."""
     kinds = {name: get_kind(head.kind) for name, head in prediction.heads.items()}
@@ -152,11 +153,13 @@ def _figure(prediction: Prediction, pixels: np.ndarray) -> Figure:
     height = max(4.0, 0.4 + lines * LINE)
     fig = Figure(figsize=(8.5, height), dpi=100)
     axes = fig.add_axes((0.02, 0.05, 0.45, 0.88))
-    axes.imshow(pixels)
+    axes.imshow(pixels, extent=(0, size[0], size[1], 0))
     axes.set_axis_off()
     axes.set_title(Path(prediction.source).name, fontsize=9)
     top = height - 0.4
     for name, head in prediction.heads.items():
         title = f"{name} ({head.kind})"
-        top = kinds[name].draw(fig, axes, title, head.labels, head.scores, top)
+        top = kinds[name].draw(
+            fig, axes, title, head.labels, head.scores, top, objects=head.objects
+        )
     return fig

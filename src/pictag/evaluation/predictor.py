@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError
 from pictag.data.schema import Head
-from pictag.data.transforms import Preprocess, decode_image, eval_transform
+from pictag.data.transforms import Preprocess, decode_image_sized, eval_transform
 from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
@@ -43,7 +43,8 @@ from pictag.run import load_run, read_run_info
 __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
-Loaded = tuple[str, "torch.Tensor | str"]  # (source name, transformed image or error message)
+# (source name, transformed image or error message, the file's upright (width, height))
+Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
 
 
 @dataclass
@@ -56,14 +57,20 @@ class HeadPrediction:
             class, or a binary head's class by its threshold, or the tags over their
             thresholds).
         scores: Label -> probability, high to low (only the best ``top_k`` when it is given).
+        objects: Kinds that locate things: ``{label, score, box: [x1, y1, x2, y2]}`` per
+            decided object, in the original image's pixels, best first; None otherwise.
     """
 
     kind: str
     labels: list[str]
     scores: dict[str, float]
+    objects: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "labels": list(self.labels), "scores": dict(self.scores)}
+        data = {"kind": self.kind, "labels": list(self.labels), "scores": dict(self.scores)}
+        if self.objects is not None:
+            data["objects"] = [dict(item) for item in self.objects]
+        return data
 
 
 @dataclass
@@ -242,17 +249,18 @@ class Predictor:
     def _load(self, item: tuple[str, ImageInput]) -> Loaded:
         source, image = item
         try:
-            return source, self.transform(self._decode(image, source))
+            pixels, size = self._decode(image, source)
+            return source, self.transform(pixels), size
         except ImageError as err:
-            return source, str(err)
+            return source, str(err), None
 
-    def _decode(self, image: ImageInput, source: str) -> torch.Tensor:
-        return decode_image(as_source(image, source), self.preprocess, self.max_pixels)
+    def _decode(self, image: ImageInput, source: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        return decode_image_sized(as_source(image, source), self.preprocess, self.max_pixels)
 
     def batch_probabilities(self, loaded: Sequence[Loaded]) -> dict[str, np.ndarray]:
         """Head name -> probabilities ``[B, C]`` of the images of ``loaded`` that could be read
         (none: an empty dict)."""
-        good = [tensor for _, tensor in loaded if isinstance(tensor, torch.Tensor)]
+        good = [tensor for _, tensor, _ in loaded if isinstance(tensor, torch.Tensor)]
         return self.probabilities(torch.stack(good)) if good else {}
 
     def assemble(
@@ -265,12 +273,13 @@ class Predictor:
         """Predictions from :meth:`load`'s output and the probabilities of its readable images
         (in order); unreadable images get a prediction with ``error`` set."""
         results, row = [], 0
-        for source, tensor in loaded:
+        for source, tensor, size in loaded:
             if isinstance(tensor, str):
                 results.append(Prediction(source, {}, tensor))
                 continue
             heads = {
-                name: self._head(name, probs[name][row], top_k, at_least_one) for name in self.heads
+                name: self._head(name, probs[name][row], top_k, at_least_one, size)
+                for name in self.heads
             }
             results.append(Prediction(source, heads))
             row += 1
@@ -285,11 +294,20 @@ class Predictor:
         return probabilities(self.heads, {k: v.cpu().numpy() for k, v in logits.items()})
 
     def _head(
-        self, name: str, probs: np.ndarray, top_k: int | None, at_least_one: bool
+        self,
+        name: str,
+        probs: np.ndarray,
+        top_k: int | None,
+        at_least_one: bool,
+        size: tuple[int, int] | None,
     ) -> HeadPrediction:
         head = self.heads[name]
+        kind = get_kind(head.kind)
+        if kind.predict_entry is not None:
+            entry = kind.predict_entry(head, probs, self.params[name], size or (1, 1))
+            return HeadPrediction(kind=head.kind, **entry)
         params = {**self.params[name], "top_k": top_k, "at_least_one": at_least_one}
-        decided = get_kind(head.kind).decide(probs[None, :], params)[0]
+        decided = kind.decide(probs[None, :], params)[0]
         order = np.argsort(-probs, kind="stable")
         shown = order if top_k is None else order[:top_k]
         return HeadPrediction(

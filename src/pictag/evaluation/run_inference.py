@@ -49,6 +49,11 @@ def infer(
     """
     device = next(run.model.parameters()).device
     model: torch.nn.Module = run.model
+    if tta and len(run.model.dense):
+        raise ValueError(
+            "--tta averages the outputs of mirrored images, which would mirror the boxes of "
+            f"head(s) {', '.join(run.model.dense)}: evaluate without --tta"
+        )
     fast = _onnx_model(run, len(samples) * (2 if tta else 1), run_dir) if run_dir else None
     channels_last = run.config.train.channels_last and fast is None
     if channels_last:
@@ -67,8 +72,8 @@ EXPORT_FROM_IMAGES = 500
 def _onnx_model(run: LoadedRun, images: int, run_dir: Path) -> torch.nn.Module | None:
     """The run's model with its backbone in ONNX Runtime, or None (GPU, no onnxruntime, no
     agreeing export and too few images to make one)."""
-    if next(run.model.parameters()).device.type != "cpu":
-        return None
+    if next(run.model.parameters()).device.type != "cpu" or len(run.model.dense):
+        return None  # dense heads read feature maps, which the exported backbone does not give
     extractor = onnx_feature_extractor(
         run.model.backbone,
         (3, *run.preprocess.size),

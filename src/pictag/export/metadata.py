@@ -32,6 +32,8 @@ document, card included, goes into a TorchScript file as the extra file ``pictag
 Preprocessing, as pictag does it: decode to RGB, resize so the shorter side is
 ``resize_shorter_to`` (= ``round(max(H, W) / crop_pct)``) with ``interpolation`` (antialiased),
 centre-crop ``H x W``, scale to [0, 1], subtract ``mean`` and divide by ``std`` per channel.
+With ``whole: true`` (a model with a detection head) the whole image is resized to ``H x W``
+instead (``resize_to``), with no crop: its boxes are fractions of the image's width and height.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def build_metadata(
             "dtype": "float32",
             "shape": [-1, *preprocess.input_size],
         },
-        "preprocess": {**preprocess.to_dict(), "resize_shorter_to": preprocess.base_size},
+        "preprocess": {**preprocess.to_dict(), **_resize(preprocess)},
         "heads": entries,
         "thresholds": filled,
     }
@@ -142,6 +144,14 @@ def write_onnx_metadata(path: Path, metadata: dict[str, Any]) -> None:
         for head in metadata["heads"]
     )
     onnx.save(model, str(path))
+
+
+def _resize(preprocess: Any) -> dict[str, Any]:
+    """How a consumer resizes: the whole image to ``H x W``, or the shorter side before the
+    centre crop."""
+    if preprocess.whole:
+        return {"resize_to": list(preprocess.size)}
+    return {"resize_shorter_to": preprocess.base_size}
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:

@@ -11,6 +11,8 @@ Callers ask the kind instead of branching on its name::
     scores = kind.metrics(probs, targets, params)
 """
 
+from pictag.heads.boxes import Objects
+from pictag.heads.detection import DETECTION
 from pictag.heads.kinds import (
     MISSING_CLASS,
     MISSING_TAG,
@@ -34,6 +36,7 @@ from pictag.heads.registry import (
 )
 
 __all__ = [
+    "DETECTION",
     "KINDS",
     "MISSING_CLASS",
     "MISSING_TAG",
@@ -44,6 +47,7 @@ __all__ = [
     "LabelError",
     "LossFn",
     "LossOptions",
+    "Objects",
     "Params",
     "RawLabel",
     "check_config",

@@ -137,6 +137,20 @@ class HeadKind:
         draw: ``(fig, image_axes, title, labels, scores, top) -> next_top``: draws one
             image's decision (``pictag predict --show``): beside the image for image-level
             kinds, on it for kinds that locate things.
+        from_objects: ``Objects -> raw label``: what the head takes from an image's object
+            annotations (VOC, COCO, YOLO, box CSV); None when the kind cannot read them.
+        spatial: Targets and outputs are places in the image (boxes): the image is resized
+            whole rather than cropped, targets move with every geometric augmentation, and the
+            head reads the feature pyramid, so it has no linear probe and no MixUp.
+        make_module: ``(channels, num_labels) -> nn.Module`` mapping the backbone's feature
+            maps (``channels`` per map, finest first) to the head's outputs; None for a linear
+            layer on pooled features.
+        wrap_target: ``(target, (h, w)) -> structure`` of torchvision tv_tensors that v2
+            transforms move with an image of that size; None for image-level kinds.
+        unwrap_target: ``(structure, (h, w)) -> target`` back after the transforms.
+        predict_entry: ``(head, probs_row, params, (width, height)) -> dict`` of extra fields
+            of one image's prediction (e.g. ``objects``: boxes in the original image's
+            pixels); None when labels and scores say all.
     """
 
     name: str
@@ -172,6 +186,12 @@ class HeadKind:
     export_meta: Callable[[Any, Params], dict[str, Any]]
     text_lines: Callable[[Any], int]
     draw: Callable[..., float]
+    from_objects: Callable[[Any], Any] | None = None
+    spatial: bool = False
+    make_module: Callable[..., Any] | None = None
+    wrap_target: Callable[..., Any] | None = None
+    unwrap_target: Callable[..., Any] | None = None
+    predict_entry: Callable[..., dict[str, Any]] | None = None
 
 
 def untuned_threshold(cfg: Any) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from pictag.heads.boxes import Objects
 from pictag.heads.labeltext import LabelError, RawLabel, bin_labels, natural_key
 from pictag.heads.registry import get_kind
 
@@ -59,8 +60,9 @@ class Head:
         """Apply renames, bins and folding to a raw label, without checking it is known."""
         return None if raw is None else get_kind(self.kind).normalize(self, raw)
 
-    def encode(self, raw: RawLabel) -> int | tuple[int, ...] | None:
-        """Class index, tuple of tag indices, or ``None`` for a missing label.
+    def encode(self, raw: RawLabel) -> Any:
+        """Class index, tuple of tag indices, ``(objects, class index per box)``, or ``None``
+        for a missing label.
 
         Raises:
             LabelError: the label is not one of the head's labels.
@@ -69,6 +71,11 @@ class Head:
         if value is None:
             return None
         index = self._index
+        if isinstance(value, Objects):
+            unknown = list(dict.fromkeys(b[0] for b in value.boxes if b[0] not in index))
+            if unknown:
+                raise LabelError(self._unknown_message(unknown))
+            return value, tuple(index[b[0]] for b in value.boxes)
         if isinstance(value, tuple):
             unknown = [t for t in value if t not in index]
             if unknown:
@@ -123,6 +130,18 @@ class Head:
         )
 
 
+def label_indices(encoded: Any) -> tuple[int, ...]:
+    """The label indices in an encoded label (see :meth:`Head.encode`): the class, the tags,
+    or the class of each box (repeats kept); empty for a missing label."""
+    if encoded is None:
+        return ()
+    if isinstance(encoded, (int, np.integer)):
+        return (int(encoded),)
+    if encoded and isinstance(encoded[0], Objects):
+        return tuple(encoded[1])
+    return tuple(encoded)
+
+
 def resolve_head(
     name: str,
     kind: str,
@@ -172,7 +191,9 @@ def resolve_head(
     counts: Counter[str] = Counter()
     for raw in raws:
         value = draft.normalize(raw)
-        if isinstance(value, tuple):
+        if isinstance(value, Objects):
+            counts.update(box[0] for box in value.boxes)
+        elif isinstance(value, tuple):
             counts.update(value)
         elif value is not None:
             counts[value] += 1

@@ -268,4 +268,5 @@ MULTILABEL = HeadKind(
     export_meta=decide_.export_meta,
     text_lines=drawing.text_lines,
     draw=drawing.draw_scores,
+    from_objects=lambda objects: objects.names,  # the classes drawn in the image, as tags
 )

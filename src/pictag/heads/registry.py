@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 
 from pictag.config import Config, ConfigError, HeadConfig
+from pictag.heads.detection import DETECTION
 from pictag.heads.kinds import HeadKind
 from pictag.heads.multiclass import MULTICLASS
 from pictag.heads.multilabel import MULTILABEL
 
-KINDS: dict[str, HeadKind] = {kind.name: kind for kind in (MULTICLASS, MULTILABEL)}
+KINDS: dict[str, HeadKind] = {kind.name: kind for kind in (MULTICLASS, MULTILABEL, DETECTION)}
 # Head options that only some kinds take (each kind lists the ones it accepts in `options`).
 KIND_OPTIONS = frozenset().union(*(kind.options for kind in KINDS.values()))
 MONITOR_WORDS = ("auto", "loss", "score")  # train.monitor values that name no head

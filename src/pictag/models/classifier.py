@@ -1,7 +1,9 @@
 """The model pictag trains: one backbone, pooled features, and one small module per named head.
 
-``Classifier(images) -> {head: logits}``. ``forward_heads`` runs the heads alone on pooled
-features, which is what the linear probe trains on cached features.
+``Classifier(images) -> {head: logits}``. ``forward_heads`` runs the pooled-feature heads alone
+on pooled features, which is what the linear probe trains on cached features. Heads whose kind
+locates things (detection) are ``dense``: they read the backbone's last three feature maps
+(strides 8, 16, 32, from timm's ``forward_intermediates``) in the same backbone pass.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+
+DENSE_LEVELS = 3  # feature maps a dense head reads: the backbone's last three (strides 8-32)
 
 
 def make_head_module(
@@ -33,6 +37,9 @@ class Classifier(nn.Module):
         head_sizes: Head name -> number of outputs (classes or tags).
         drop_rate: Dropout before each head's linear layer.
         hidden: Head name -> hidden width (0 or absent: none).
+        dense: Head name -> module mapping ``(feature maps, (H, W))`` to the head's outputs;
+            these heads are not in ``head_sizes``.
+        order: Head names in output order; default: ``head_sizes`` then ``dense``.
     """
 
     def __init__(
@@ -41,6 +48,8 @@ class Classifier(nn.Module):
         head_sizes: Mapping[str, int],
         drop_rate: float = 0.0,
         hidden: Mapping[str, int] | None = None,
+        dense: Mapping[str, nn.Module] | None = None,
+        order: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -52,6 +61,8 @@ class Classifier(nn.Module):
                 for name, size in head_sizes.items()
             }
         )
+        self.dense = nn.ModuleDict(dict(dense or {}))
+        self.order = list(order or [*head_sizes, *self.dense])
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``[B, F]``."""
@@ -62,10 +73,32 @@ class Classifier(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_heads(self.forward_features(images))
+        if not self.dense:
+            return self.forward_heads(self.forward_features(images))
+        final, maps = self.backbone.forward_intermediates(images, indices=DENSE_LEVELS)
+        out = self.forward_heads(self.backbone.forward_head(final, pre_logits=True))
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        out.update({name: module(maps, size) for name, module in self.dense.items()})
+        return {name: out[name] for name in self.order}
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return list(self.heads.parameters())
+        return [*self.heads.parameters(), *self.dense.parameters()]
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())
+
+
+def dense_channels(backbone: nn.Module) -> list[int]:
+    """Channels of the feature maps a dense head reads.
+
+    Raises:
+        ValueError: the backbone gives no feature maps (not a timm model with
+            ``forward_intermediates``).
+    """
+    info = getattr(backbone, "feature_info", None)
+    if not hasattr(backbone, "forward_intermediates") or not info:
+        raise ValueError(
+            f"model.backbone {type(backbone).__name__} gives no feature maps, which detection "
+            "heads read: choose a timm backbone such as tf_efficientnet_lite0 or resnet18"
+        )
+    return [int(level["num_chs"]) for level in list(info)[-DENSE_LEVELS:]]

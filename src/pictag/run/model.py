@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,8 +20,9 @@ from pictag.config import HeadConfig, ModelConfig
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
 from pictag.fileio import atomic_write, write_json
+from pictag.heads import get_kind
 from pictag.models.backbone import create_backbone
-from pictag.models.classifier import Classifier
+from pictag.models.classifier import Classifier, dense_channels
 from pictag.models.onnx_features import first_line
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import OpenVinoRunner
@@ -62,8 +63,19 @@ def build_model(
         drop_path_rate=model_cfg.drop_path_rate,
     )
     hidden = {name: cfg.hidden for name, cfg in head_cfgs.items()}
-    sizes = {name: head.num_labels for name, head in heads.items()}
-    return Classifier(backbone, sizes, model_cfg.drop_rate, hidden), pre
+    kinds = {name: get_kind(head.kind) for name, head in heads.items()}
+    sizes = {name: h.num_labels for name, h in heads.items() if kinds[name].make_module is None}
+    dense = {}
+    if len(sizes) < len(heads):
+        channels = dense_channels(backbone)
+        dense = {
+            name: kinds[name].make_module(channels, head.num_labels)
+            for name, head in heads.items()
+            if name not in sizes
+        }
+        pre = replace(pre, whole=True)  # boxes are scored on the whole image, never a crop
+    model = Classifier(backbone, sizes, model_cfg.drop_rate, hidden, dense, list(heads))
+    return model, pre
 
 
 def save_model(

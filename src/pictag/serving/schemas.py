@@ -8,12 +8,22 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+class ObjectOut(BaseModel):
+    label: str
+    score: float
+    box: list[float] = Field(description="[x1, y1, x2, y2] in the uploaded image's pixels")
+
+
 class HeadPredictionOut(BaseModel):
-    kind: str = Field(description="multiclass or multilabel")
+    kind: str = Field(description="multiclass, multilabel or detection")
     labels: list[str] = Field(
-        description="The decision: the top class, or the tags over their thresholds"
+        description="The decision: the top class, the tags over their thresholds, or the "
+        "classes of the boxes found"
     )
     scores: dict[str, float] = Field(description="Label -> probability, high to low")
+    objects: list[ObjectOut] | None = Field(
+        None, description="Detection heads: the boxes found, best first"
+    )
 
 
 class PredictionOut(BaseModel):

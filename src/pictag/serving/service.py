@@ -103,10 +103,10 @@ class Service:
                 if problem is not None:
                     raise problem from err
             raise
-        for upload, (_, image) in zip(uploads, loaded, strict=True):
+        for upload, (_, image, _) in zip(uploads, loaded, strict=True):
             if isinstance(image, str):
                 raise diagnose(upload, self.max_pixels, image)
-        return loaded, torch.stack([image for _, image in loaded])  # type: ignore[misc]
+        return loaded, torch.stack([image for _, image, _ in loaded])  # type: ignore[misc]
 
     def check_choice(self, head: str, label: str | None) -> None:
         heads = self.predictor.heads

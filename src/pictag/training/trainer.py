@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from pictag.config import Config, absolute_data_paths, resolve_defaults
+from pictag.config import Config, ConfigError, absolute_data_paths, resolve_defaults
 from pictag.data.pipeline import prepare_data
-from pictag.heads import check_config, check_monitor
+from pictag.heads import check_config, check_monitor, get_kind
 from pictag.run import (
     build_model,
     claim_run_dir,
@@ -135,6 +135,7 @@ def _train(
     if not data.splits.get("train"):
         raise ValueError("no training images left after the checks and the split")
     check_monitor(train_cfg.monitor, {name: head.kind for name, head in data.heads.items()})
+    _fit_spatial_heads(config, data.heads)
     if runtime.is_main:
         write_splits(out_dir, data.splits)
         write_resume_config(out_dir, config)
@@ -192,6 +193,29 @@ def _train(
         model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe,
         timer, history, budget,
     )  # fmt: skip
+
+
+def _fit_spatial_heads(config: Config, heads: dict[str, Any]) -> None:
+    """Settle the training mode for heads that locate things: they read feature maps, so a
+    linear probe on pooled features cannot train them, and MixUp/CutMix would blend boxes.
+
+    Raises:
+        ConfigError: ``train.mode`` is ``linear-probe`` or MixUp/CutMix is on.
+    """
+    spatial = [name for name, head in heads.items() if get_kind(head.kind).spatial]
+    if not spatial:
+        return
+    train_cfg, names = config.train, ", ".join(spatial)
+    if train_cfg.mode == "linear-probe":
+        raise ConfigError(
+            f"train.mode: linear-probe cannot train head(s) {names}: they read the feature "
+            "maps, not pooled features; use fine-tune"
+        )
+    if train_cfg.mixup > 0 or train_cfg.cutmix > 0:
+        raise ConfigError(f"train.mixup/cutmix: they would blend the boxes of head(s) {names}")
+    if train_cfg.mode == "probe-then-fine-tune":
+        log.info("head(s) %s read feature maps: no linear probe, the whole model fine-tunes", names)
+        train_cfg.mode = "fine-tune"
 
 
 def _probe_result(

@@ -1,0 +1,302 @@
+"""What the object-annotation sources (Pascal VOC, COCO, YOLO, a CSV of boxes) share: the heads
+they feed, the image's real size, and the checks every box goes through.
+
+A reader turns its file format into :class:`ImageEntry` records (an image, its boxes in pixels
+or normalised, the size the annotation states) and hands them to :func:`build_samples`, which
+measures each image, checks each box against the real size and gives every configured head its
+raw label through ``HeadKind.from_objects``. The checks never raise: each finding is a
+:class:`~pictag.data.problems.Problem` naming the file and row. An image with an error (a box
+with no area, a box outside the image, an unknown class, ...) gives no sample, so a ``strict``
+run stops on it and ``skip`` drops it; warnings (a clipped box, a stated size that differs from
+the file's) keep the image with its boxes fixed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pictag.config import DataConfig, HeadConfig
+from pictag.data.problems import Problem
+from pictag.data.schema import Sample
+from pictag.data.sources_common import head_kind, kind_names, refine_heads, split_note
+from pictag.heads import HeadKind
+from pictag.heads.boxes import MAX_OBJECTS, Box, Objects
+
+DEFAULT_HEAD = "objects"
+DEFAULT_KIND = "multilabel"  # the one head of an object source when none is configured
+# VOC's 1-based inclusive corners and rounding in converters put honest boxes up to a pixel
+# past the border; such boxes are clipped without a warning that would only be noise.
+EDGE_TOLERANCE = 1.0
+_SIZE_WORKERS = 8  # header reads wait on the disk, not the CPU
+_ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class BoxRow:
+    """One box as a file states it, before it is checked.
+
+    Attributes:
+        name: Class name (stripped).
+        corners: ``(x1, y1, x2, y2)``, in pixels, or in fractions of the image when
+            ``normalised`` (YOLO), which are scaled by the real size before any check.
+        where: Where the box is written, for messages (``labels.csv:12``).
+        label: How the message names the box when ``where`` names a whole file (``object 2``).
+    """
+
+    name: str
+    corners: tuple[float, float, float, float]
+    where: str
+    label: str = "box"
+    normalised: bool = False
+
+
+@dataclass
+class ImageEntry:
+    """One image as an annotation file describes it.
+
+    Attributes:
+        path: The image file (already found on disk).
+        where: Where the image's annotation is, for the sample and its messages.
+        split: ``train``/``val``/``test`` when the source says, else None.
+        boxes: Its boxes, in file order.
+        names: Classes named on the image without a usable box (COCO crowd regions): tags for
+            a tag-list head, nothing for a box head.
+        stated: ``(width, height)`` the annotation states, if any, checked against the file.
+        problems: Problems the reader found in this image's annotation; any error drops it.
+    """
+
+    path: Path
+    where: str
+    split: str | None = None
+    boxes: list[BoxRow] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    stated: tuple[float, float] | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class BoxStats:
+    """Counts of the samples made, for a source's description line."""
+
+    images: int = 0
+    boxes: int = 0
+    negatives: int = 0
+    classes: set[str] = field(default_factory=set)
+
+
+def object_heads(
+    data: DataConfig, heads: dict[str, HeadConfig], source: str
+) -> dict[str, HeadConfig]:
+    """The heads an object source feeds: the configured ones, else one multilabel ``objects``.
+
+    Raises:
+        ValueError: a head's kind is unknown or cannot read object annotations.
+    """
+    default = {DEFAULT_HEAD: HeadConfig(kind=DEFAULT_KIND)}
+    if data.all_heads:
+        heads = refine_heads(default, heads)
+    heads = dict(heads) or default
+    for name, head in heads.items():
+        if head_kind(name, head).from_objects is None:
+            fits = kind_names(lambda k: k.from_objects is not None)
+            raise ValueError(
+                f"heads.{name}.kind: a {head.kind} head cannot read object annotations "
+                f"({source}); use {fits}"
+            )
+    return heads
+
+
+def head_labels(heads: dict[str, HeadKind], objects: Objects, names: list[str]) -> dict[str, Any]:
+    """Each head's raw label of one image, as its kind takes it from the image's objects.
+
+    A tag-list head also gets the classes named without a box: an image-level tag needs no box.
+    """
+    labels = {}
+    for name, kind in heads.items():
+        raw = kind.from_objects(objects)  # object_heads let only kinds that have it through
+        if kind.tags and names:
+            raw = tuple(dict.fromkeys((*raw, *names)))
+        labels[name] = raw
+    return labels
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as pictag decodes it (EXIF turns applied), from the
+    header only.
+
+    Raises:
+        OSError, ValueError: the file cannot be opened as an image.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked later
+        with Image.open(path) as im:
+            width, height = im.size
+            try:
+                turned = int(im.getexif().get(_ORIENTATION_TAG, 1)) in (5, 6, 7, 8)
+            except (OSError, SyntaxError, ValueError, TypeError):  # a corrupt EXIF block
+                turned = False
+    return (height, width) if turned else (width, height)
+
+
+def _size_or_error(path: Path) -> tuple[int, int] | str:
+    try:
+        return image_size(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return str(err) or type(err).__name__
+
+
+def check_box(
+    row: BoxRow, size: tuple[int, int], path: Path | None
+) -> tuple[Box | None, Problem | None]:
+    """Check one box against the real image size.
+
+    Returns:
+        The box to keep (clipped to the image) and no problem; the clipped box and a
+        ``box_clipped`` warning; or no box and a ``bad_box`` / ``box_outside`` error.
+    """
+    width, height = size
+    x1, y1, x2, y2 = row.corners
+    if row.normalised:
+        x1, y1, x2, y2 = x1 * width, y1 * height, x2 * width, y2 * height
+    shown = f"{row.label} {row.name!r} ({_num(x1)}, {_num(y1)}, {_num(x2)}, {_num(y2)})"
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return None, _box_problem(
+            "bad_box", row, path, f"{shown} has a coordinate that is not a number"
+        )
+    if x2 <= x1 or y2 <= y1:
+        return None, _box_problem("bad_box", row, path, f"{shown} {_no_area(x1, y1, x2, y2)}")
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        message = f"{shown} lies wholly outside the {width}x{height} image"
+        return None, _box_problem("box_outside", row, path, message)
+    box = (row.name, max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
+    past = max(-x1, -y1, x2 - width, y2 - height)
+    if past <= EDGE_TOLERANCE:
+        return box, None
+    message = f"{shown} reaches {_num(past)} px past the {width}x{height} image; clipped to it"
+    fix = "fix the box, or keep it clipped"
+    return box, Problem("box_clipped", row.where, message, fix, "warning", path)
+
+
+def _no_area(x1: float, y1: float, x2: float, y2: float) -> str:
+    # Corners the wrong way round and a negative COCO/YOLO width read the same: no area.
+    return (
+        f"has width {_num(x2 - x1)} and height {_num(y2 - y1)}; a box needs both above 0 "
+        "(x1 < x2, y1 < y2)"
+    )
+
+
+def _box_problem(kind: str, row: BoxRow, path: Path | None, message: str) -> Problem:
+    fix = "fix or remove the box; the image is left out until then"
+    return Problem(kind, row.where, message, fix, "error", path)
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def check_entry(entry: ImageEntry, size: tuple[int, int]) -> tuple[Objects, list[Problem]]:
+    """An image's checked objects and the problems found (the reader's own among them)."""
+    problems = list(entry.problems)
+    if entry.stated is not None and _differs(entry.stated, size):
+        problems.append(_size_problem(entry, size))
+    boxes = []
+    for row in entry.boxes:
+        box, problem = check_box(row, size, entry.path)
+        if problem is not None:
+            problems.append(problem)
+        if box is not None:
+            boxes.append(box)
+    if len(boxes) > MAX_OBJECTS:
+        message = f"{len(boxes)} boxes on one image; the first {MAX_OBJECTS} are kept"
+        fix = "split the image into tiles, or accept the cut"
+        problems.append(Problem("too_many_boxes", entry.where, message, fix, "warning", entry.path))
+        boxes = boxes[:MAX_OBJECTS]
+    return Objects(size, tuple(boxes)), problems
+
+
+def _differs(stated: tuple[float, float], size: tuple[int, int]) -> bool:
+    # 0 is what some tools write when they did not know the size: not a claim to check.
+    return all(stated) and (round(stated[0]), round(stated[1])) != size
+
+
+def _size_problem(entry: ImageEntry, size: tuple[int, int]) -> Problem:
+    stated = f"{_num(entry.stated[0])}x{_num(entry.stated[1])}" if entry.stated else "?"
+    message = (
+        f"the annotation states {stated}, the file is {size[0]}x{size[1]}; "
+        "boxes are read in the file's pixels"
+    )
+    if entry.stated and (round(entry.stated[0]), round(entry.stated[1])) == size[::-1]:
+        message += " (sides swapped: the file may be turned by its EXIF orientation)"
+    fix = "check that the annotation belongs to this image (the boxes are not rescaled)"
+    return Problem("size_mismatch", entry.where, message, fix, "warning", entry.path)
+
+
+def build_samples(
+    entries: list[ImageEntry], heads: dict[str, HeadConfig]
+) -> tuple[list[Sample], list[Problem], BoxStats]:
+    """Measure, check and label every entry: the samples, the problems and the counts."""
+    kinds = {name: head_kind(name, head) for name, head in heads.items()}
+    with ThreadPoolExecutor(max_workers=_SIZE_WORKERS) as pool:
+        sizes = list(pool.map(_size_or_error, [entry.path for entry in entries]))
+    samples, problems, stats = [], [], BoxStats()
+    for entry, size in zip(entries, sizes, strict=True):
+        if isinstance(size, str):
+            message = f"cannot read the image's size: {size}"
+            fix = "replace the file with a readable JPEG or PNG, or remove its annotation"
+            problems.append(Problem("unreadable", entry.where, message, fix, path=entry.path))
+            continue
+        objects, found = check_entry(entry, size)
+        problems.extend(found)
+        if any(p.severity == "error" for p in found):
+            continue  # the problem stands for the image: strict stops, skip leaves it out
+        labels = head_labels(kinds, objects, entry.names)
+        samples.append(Sample(entry.path, labels, entry.split, entry.where))
+        stats.images += 1
+        stats.boxes += len(objects.boxes)
+        stats.negatives += not objects.boxes
+        stats.classes.update(objects.names, entry.names)
+    problems.extend(name_variants(entries))
+    return samples, problems, stats
+
+
+def name_variants(entries: list[ImageEntry]) -> list[Problem]:
+    """A warning for each class written in several ways that differ only in case or spacing
+    (``Raccoon`` and ``raccoon``): they would become separate classes."""
+    counts: Counter[str] = Counter()
+    first: dict[str, str] = {}  # where each spelling is first written, to point at
+    for entry in entries:
+        named = [(b.name, b.where) for b in entry.boxes] + [(n, entry.where) for n in entry.names]
+        for name, where in named:
+            counts[name] += 1
+            first.setdefault(name, where)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in counts:
+        groups[" ".join(name.split()).casefold()].append(name)
+    problems = []
+    for variants in groups.values():
+        if len(variants) < 2:
+            continue
+        variants.sort(key=lambda n: -counts[n])
+        listed = ", ".join(f"{n!r} ({counts[n]})" for n in variants)
+        message = f"class names that differ only in case or spacing: {listed}"
+        rename = f"{{{variants[1]!r}: {variants[0]!r}}}"
+        fix = f"write one spelling, or map the others with heads.NAME.rename: {rename}"
+        problems.append(Problem("class_variants", first[variants[1]], message, fix, "warning"))
+    return problems
+
+
+def describe(stats: BoxStats, samples: list[Sample]) -> str:
+    """``200 images, 1 class, 217 boxes, 3 images with no boxes, splits ...``."""
+    classes = len(stats.classes)
+    text = f"{stats.images:,} images, {classes} class{'es' * (classes != 1)}, {stats.boxes:,} boxes"
+    if stats.negatives:
+        text += f", {stats.negatives:,} image{'s' * (stats.negatives != 1)} with no boxes"
+    return text + split_note(samples)
