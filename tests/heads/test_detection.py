@@ -152,3 +152,10 @@ def test_detection_rejects_mixup_and_cells():
         DETECTION.parse("cat", None)
     with pytest.raises(ValueError, match="detection"):
         DETECTION.make_loss(LossOptions(name="focal"), np.ones(2))
+
+
+def test_objects_read_well_in_messages():
+    assert str(_objects(("cat", 10, 20, 110, 90.5))) == "1 box: cat [10, 20, 110, 90.5]"
+    assert str(_objects()) == "no boxes"
+    many = _objects(*[("a", i, i, i + 1, i + 1) for i in range(6)])
+    assert str(many).startswith("6 boxes: a [0, 0, 1, 1]") and str(many).endswith("(2 more)")

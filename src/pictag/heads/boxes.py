@@ -48,6 +48,13 @@ class Objects:
             if not (x1 < x2 and y1 < y2):
                 raise ValueError(f"box of {name!r} has no area: {box[1:]}")
 
+    def __str__(self) -> str:
+        """For messages: ``2 boxes: cat [10, 20, 110, 90], dog [...]``."""
+        shown = [f"{b[0]} [{', '.join(f'{v:g}' for v in b[1:])}]" for b in self.boxes[:4]]
+        more = f", ... ({len(self.boxes) - 4} more)" if len(self.boxes) > 4 else ""
+        count = f"{len(self.boxes)} box" + ("" if len(self.boxes) == 1 else "es")
+        return f"{count}: {', '.join(shown)}{more}" if self.boxes else "no boxes"
+
     @property
     def names(self) -> tuple[str, ...]:
         """Distinct class names, in order of first appearance."""

@@ -150,9 +150,10 @@ def label_issues(head: Any, probs: np.ndarray, targets: np.ndarray) -> list[dict
 
 
 def plan_note(head: Any, cfg: Any) -> str:
+    classes = f"{head.num_labels} object class" + ("" if head.num_labels == 1 else "es")
     return (
-        f"{head.name}: FCOS on a feature pyramid of the backbone, {head.num_labels} object "
-        f"classes; per-class score thresholds tuned on val (best F1 at IoU 0.5)"
+        f"{head.name}: FCOS on a feature pyramid of the backbone, {classes}; per-class score "
+        "thresholds tuned on val (best F1 at IoU 0.5)"
     )
 
 
@@ -242,4 +243,5 @@ DETECTION = HeadKind(
     wrap_target=wrap_target,
     unwrap_target=unwrap_target,
     predict_entry=decide_.predict_entry,
+    places=decide_.places,
 )

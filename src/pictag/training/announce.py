@@ -34,7 +34,8 @@ def plan_lines(config: Config, data: PreparedData, input_size: int, device: str)
     optimizer = f"{train.optimizer} lr {train.lr:g} (backbone x{train.backbone_lr_scale:g})"
     sizes = ", ".join(f"{split} {len(samples)}" for split, samples in data.splits.items())
     heads = ", ".join(
-        f"{name} ({head.kind}, {head.num_labels} labels)" for name, head in data.heads.items()
+        f"{name} ({head.kind}, {head.num_labels} label{'' if head.num_labels == 1 else 's'})"
+        for name, head in data.heads.items()
     )
     notes = [
         get_kind(head.kind).plan_note(head, config.heads.get(name))

@@ -38,6 +38,7 @@ from pictag.training.budget import (
 )
 from pictag.training.checkpoint import has_last
 from pictag.training.decisions import tune_decisions
+from pictag.training.dense_probe import run_dense_probe
 from pictag.training.epochs import TrainResult, fine_tune, prepare_for, record
 from pictag.training.loaders import make_loaders
 from pictag.training.logs import MetricsLog
@@ -135,7 +136,7 @@ def _train(
     if not data.splits.get("train"):
         raise ValueError("no training images left after the checks and the split")
     check_monitor(train_cfg.monitor, {name: head.kind for name, head in data.heads.items()})
-    _fit_spatial_heads(config, data.heads)
+    _fit_spatial_heads(config, data.heads, runtime.distributed)
     if runtime.is_main:
         write_splits(out_dir, data.splits)
         write_resume_config(out_dir, config)
@@ -163,13 +164,19 @@ def _train(
 
     probe, history = None, []
     if train_cfg.mode in ("linear-probe", "probe-then-fine-tune") and not resume:
-        probe, losses = run_probe(
-            model, loaders, objective, runtime, out_dir, train_cfg, progress,
-            has_val=bool(data.splits.get("val")),
-        )  # fmt: skip
+        if len(model.dense):
+            probe, losses = run_dense_probe(
+                model, loaders, objective, runtime, train_cfg, pre.size, progress, budget
+            )
+        else:
+            probe, losses = run_probe(
+                model, loaders, objective, runtime, out_dir, train_cfg, progress,
+                has_val=bool(data.splits.get("val")),
+            )  # fmt: skip
         if runtime.is_main:
             shown = metrics_text(probe.metrics, summary_keys(objective.kinds))
-            log.info("linear probe: val loss %.4f %s", probe.metrics["loss"], shown)
+            what = "dense probe" if len(model.dense) else "linear probe"
+            log.info("%s: val loss %.4f %s", what, probe.metrics["loss"], shown)
         save_best(model, probe, 0)
         # Epoch 0 of metrics.jsonl: the report shows the probe beside the epochs (if any).
         fit = {"loss": sum(objective.weights[n] * v for n, v in losses.items()), **{
@@ -195,26 +202,23 @@ def _train(
     )  # fmt: skip
 
 
-def _fit_spatial_heads(config: Config, heads: dict[str, Any]) -> None:
-    """Settle the training mode for heads that locate things: they read feature maps, so a
-    linear probe on pooled features cannot train them, and MixUp/CutMix would blend boxes.
+def _fit_spatial_heads(config: Config, heads: dict[str, Any], distributed: bool) -> None:
+    """Settle the training of heads that locate things: MixUp/CutMix would blend their boxes,
+    and their probe (:mod:`pictag.training.dense_probe`) runs in one process only.
 
     Raises:
-        ConfigError: ``train.mode`` is ``linear-probe`` or MixUp/CutMix is on.
+        ConfigError: MixUp/CutMix is on, or a linear probe alone under torchrun.
     """
     spatial = [name for name, head in heads.items() if get_kind(head.kind).spatial]
     if not spatial:
         return
     train_cfg, names = config.train, ", ".join(spatial)
-    if train_cfg.mode == "linear-probe":
-        raise ConfigError(
-            f"train.mode: linear-probe cannot train head(s) {names}: they read the feature "
-            "maps, not pooled features; use fine-tune"
-        )
     if train_cfg.mixup > 0 or train_cfg.cutmix > 0:
         raise ConfigError(f"train.mixup/cutmix: they would blend the boxes of head(s) {names}")
-    if train_cfg.mode == "probe-then-fine-tune":
-        log.info("head(s) %s read feature maps: no linear probe, the whole model fine-tunes", names)
+    if distributed and train_cfg.mode == "linear-probe":
+        raise ConfigError(f"train.mode: the probe of head(s) {names} runs without torchrun")
+    if distributed and train_cfg.mode == "probe-then-fine-tune":
+        log.info("head(s) %s: no probe under torchrun, the whole model fine-tunes", names)
         train_cfg.mode = "fine-tune"
 
 
