@@ -184,11 +184,15 @@ def _mistake(
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"image": str(samples[row].path), "where": samples[row].where}
     entry.update(loss=float(loss), true={}, pred={}, scores={})
+    places = {}
     for name, head in heads.items():
-        true, pred, scores = get_kind(head.kind).describe(
-            head, probs[name][row], np.asarray(targets[name][row]), decided[name][row]
-        )
+        kind, target = get_kind(head.kind), np.asarray(targets[name][row])
+        true, pred, scores = kind.describe(head, probs[name][row], target, decided[name][row])
         entry["true"][name], entry["pred"][name], entry["scores"][name] = true, pred, scores
+        if kind.places is not None:
+            places[name] = kind.places(head, target, decided[name][row])
+    if places:
+        entry["boxes"] = places
     return entry
 
 

@@ -40,6 +40,8 @@ figure img{max-width:100%;height:auto;display:block}
 .card{background:#fff;border:1px solid #dde;padding:8px;font-size:12px;overflow-wrap:anywhere}
 .card img,.noimg{display:block;margin:0 auto 6px;max-width:160px;max-height:160px}
 .card img.px{image-rendering:pixelated;max-width:100%;max-height:none;height:auto}
+.boxed{position:relative;width:fit-content;margin:0 auto 6px}.boxed img{margin:0}
+.boxed svg{position:absolute;inset:0;width:100%;height:100%}
 .noimg{width:160px;height:100px;background:#eee;color:#888;text-align:center;line-height:100px}
 .path{font-weight:600}.dim{color:#777}.bad{color:#c62828;font-weight:600}
 .miss{color:#c62828;text-decoration:underline dashed}
@@ -167,7 +169,8 @@ def _mistakes(mistakes: list[dict], thumbnails: dict[str, bytes] | None) -> str:
     cards = [_card(m, thumbnails) for m in mistakes]
     legend = (
         "<p class=dim>Worst first. <span class=bad>red</span>: wrong prediction; "
-        "<span class=miss>underlined</span>: a true label that was missed.</p>"
+        "<span class=miss>underlined</span>: a true label that was missed. Boxes: true solid "
+        "green, predicted dashed red.</p>"
     )
     return f'<h2 id="mistakes">Mistakes</h2>{legend}<div class=grid>{"".join(cards)}</div>'
 
@@ -176,6 +179,8 @@ def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     path = str(mistake.get("image", ""))
     data = thumbnails.get(path) if thumbnails is not None else thumbnail(path)
     image = image_tag(data, path) if data else "<div class=noimg>no image</div>"
+    if data and mistake.get("boxes"):
+        image = f"<div class=boxed>{image}{_overlay(mistake['boxes'])}</div>"
     lines = [
         image,
         f'<div class=path title="{escape(path)}">{escape(Path(path).name)}</div>',
@@ -187,6 +192,29 @@ def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     for head in dict.fromkeys([*true, *pred]):
         lines.append(_verdict(head, true.get(head), pred.get(head), scores.get(head)))
     return f"<div class=card>{''.join(lines)}</div>"
+
+
+def _overlay(places: dict[str, Any]) -> str:
+    """SVG over a thumbnail: true boxes solid green, predicted ones dashed red, in fractions of
+    the image (so the boxes fit the thumbnail at any size)."""
+    rects = []
+    for found in places.values():
+        for item, style in [*((t, TRUE_BOX) for t in found.get("true", [])),
+                            *((p, PRED_BOX) for p in found.get("pred", []))]:  # fmt: skip
+            x1, y1, x2, y2 = item["box"]
+            score = f" {fmt(item['score'])}" if "score" in item else ""
+            rects.append(
+                f'<rect x="{x1}" y="{y1}" width="{x2 - x1:.4f}" height="{y2 - y1:.4f}" {style}>'
+                f"<title>{escape(str(item['label']))}{score}</title></rect>"
+            )
+    return f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{"".join(rects)}</svg>'
+
+
+TRUE_BOX = 'fill="none" stroke="#16a34a" stroke-width="2" vector-effect="non-scaling-stroke"'
+PRED_BOX = (
+    'fill="none" stroke="#dc2626" stroke-width="2" stroke-dasharray="4 2" '
+    'vector-effect="non-scaling-stroke"'
+)
 
 
 def _verdict(head: str, true: Any, pred: Any, score: Any) -> str:

@@ -131,6 +131,27 @@ def objects(head: Any, decided_row: np.ndarray, size: tuple[int, int]) -> list[d
     ]
 
 
+def places(head: Any, target: np.ndarray, decided: np.ndarray) -> dict[str, Any]:
+    """True and decided boxes of one image, in fractions of its width and height."""
+    true = target[boxes.present(target)]
+    kept = decided[decided[:, 5] >= 0]
+    return {
+        "true": [{"label": head.labels[int(r[0])], "box": _rounded(r[1:])} for r in true],
+        "pred": [
+            {
+                "label": head.labels[int(r[5])],
+                "score": round(float(r[4]), 4),
+                "box": _rounded(r[:4]),
+            }
+            for r in kept
+        ],
+    }
+
+
+def _rounded(box: np.ndarray) -> list[float]:
+    return [round(float(v), 4) for v in box]
+
+
 def predict_entry(
     head: Any, probs_row: np.ndarray, params: Params, size: tuple[int, int]
 ) -> dict[str, Any]:

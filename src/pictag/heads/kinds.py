@@ -151,6 +151,10 @@ class HeadKind:
         predict_entry: ``(head, probs_row, params, (width, height)) -> dict`` of extra fields
             of one image's prediction (e.g. ``objects``: boxes in the original image's
             pixels); None when labels and scores say all.
+        places: ``(head, target_row, decided_row) -> {"true": [...], "pred": [...]}``: where
+            the true and decided objects of one image are (``{label, box}`` with the box in
+            fractions of the width and height, ``score`` for predictions), drawn on the
+            report's mistakes; None for image-level kinds.
     """
 
     name: str
@@ -192,6 +196,7 @@ class HeadKind:
     wrap_target: Callable[..., Any] | None = None
     unwrap_target: Callable[..., Any] | None = None
     predict_entry: Callable[..., dict[str, Any]] | None = None
+    places: Callable[..., dict[str, Any]] | None = None
 
 
 def untuned_threshold(cfg: Any) -> float:
