@@ -97,7 +97,8 @@ def grad_cam(
         probability.
 
     Raises:
-        ValueError: An unknown head or label (the message lists the valid ones).
+        ValueError: An unknown head or label (the message lists the valid ones), or a head
+            whose kind locates things (a detection head: its boxes are the explanation).
         ImageError: The image cannot be read.
     """
     result = explain(predictor, image, head, label)
@@ -133,9 +134,20 @@ def explain(
 def _check_choice(predictor: Predictor, head: str, label: str | None) -> None:
     if head not in predictor.heads:
         raise ValueError(f"unknown head {head!r}; this model's heads: {', '.join(predictor.heads)}")
+    kind = predictor.heads[head].kind
+    if get_kind(kind).spatial:  # its outputs are places already, not one image-level score
+        raise ValueError(spatial_refusal(head, kind))
     labels = predictor.heads[head].labels
     if label is not None and label not in labels:
         raise ValueError(f"head {head!r} has no label {label!r}; its labels: {', '.join(labels)}")
+
+
+def spatial_refusal(head: str, kind: str) -> str:
+    """Why Grad-CAM does not explain ``head``, a head of a spatial kind (detection)."""
+    return (
+        f"Grad-CAM explains image-level heads; {head} is a {kind} head whose boxes show where "
+        "it looked"
+    )
 
 
 def _decode(predictor: Predictor, image: ImageInput) -> torch.Tensor:

@@ -24,7 +24,7 @@ from pictag.evaluation.predictor import Loaded, Predictor
 from pictag.heads import get_kind
 from pictag.serving.batching import Batcher
 from pictag.serving.errors import InputError
-from pictag.serving.explain import Explanation, explain
+from pictag.serving.explain import Explanation, explain, spatial_refusal
 from pictag.serving.limits import Limits
 from pictag.serving.uploads import Upload, check_header, decode_problem, diagnose
 from pictag.version import __version__
@@ -121,6 +121,9 @@ class Service:
             raise InputError(
                 422, "unknown_label", f"head {head!r} has no label {label!r}; its labels: {shown}"
             )
+        kind = heads[head].kind
+        if get_kind(kind).spatial:
+            raise InputError(422, "cannot_explain", spatial_refusal(head, kind))
 
     def explain(self, upload: Upload, head: str, label: str | None) -> Explanation:
         check_header(upload, self.max_pixels)
