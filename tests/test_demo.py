@@ -18,3 +18,13 @@ def test_demo_trains_and_reports_its_progress(tmp_path, caplog) -> None:
     assert header.split()[:3] == ["task", "heads", "train/val"] and row.startswith("digits")
     assert set(rule.replace(" ", "")) == {"-"}
     assert "digit/accuracy=" in row
+
+
+def test_the_detection_demo_reads_boxes_with_a_backbone_that_has_feature_maps(tmp_path):
+    from pictag.demo import DENSE_BACKBONE, DENSE_IMAGES, demo_config
+
+    config = demo_config("detection", tmp_path)
+    assert config.data.format == "boxcsv" and config.data.labels.endswith("boxes.csv")
+    assert config.heads["objects"].kind == "detection"
+    assert config.model.backbone == DENSE_BACKBONE and config.model.pretrained == "offline"
+    assert len(list((tmp_path / "images").glob("*.png"))) == DENSE_IMAGES

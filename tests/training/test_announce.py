@@ -74,8 +74,8 @@ def test_epoch_line_labels_train_and_val_loss() -> None:
 
 
 def test_result_line_names_the_probe_not_epoch_zero() -> None:
-    assert result_line(0, 0.91, 0, "runs/x") == "best: the linear probe, score 0.9100 -> runs/x"
-    assert re.match(r"best: the linear probe \(none of 3 fine-tuning epochs beat it\)",
+    assert result_line(0, 0.91, 0, "runs/x") == "best: the probe, score 0.9100 -> runs/x"
+    assert re.match(r"best: the probe \(none of 3 fine-tuning epochs beat it\)",
                     result_line(0, 0.91, 3, "r"))  # fmt: skip
     assert result_line(2, 0.5, 3, "r") == "best: epoch 2 of 3, score 0.5000 -> r"
 

@@ -31,6 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from pictag.cli.run_commands import RUN_COMMANDS, Handler
 from pictag.config import Config, ConfigError, config_to_dict, load_config
 from pictag.data.validate import DataCheckError
+from pictag.demo import DEMO_TASKS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,8 +223,8 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
         action="append",
-        choices=("digits", "multilabel", "multioutput"),
-        help="task(s) to run (default: all three)",
+        choices=DEMO_TASKS,
+        help="task(s) to run (default: all)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the demo's epochs")
     parser.add_argument("--data-only", action="store_true", help="build the data, print stats")

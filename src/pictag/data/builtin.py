@@ -84,6 +84,13 @@ class BuiltinDataset:
         return self.labels_csv if self.labels_format == "boxcsv" else None
 
 
+def task_heads(task: str) -> dict[str, str]:
+    """Head name -> kind of a built-in task, without generating anything."""
+    if task not in _HEADS:
+        raise ValueError(f"unknown built-in task {task!r}; choose one of {', '.join(TASKS)}")
+    return dict(_HEADS[task])
+
+
 def make_builtin(
     task: str,
     out_dir: str | Path,

@@ -135,7 +135,7 @@ def result_line(best_epoch: int, best_score: float, epochs_run: int, run_dir: An
     """The chosen model: the linear probe (``best_epoch`` 0) or a fine-tuning epoch."""
     if best_epoch == 0:
         after = f" (none of {epochs_run} fine-tuning epochs beat it)" if epochs_run else ""
-        return f"best: the linear probe{after}, score {best_score:.4f} -> {run_dir}"
+        return f"best: the probe{after}, score {best_score:.4f} -> {run_dir}"
     return f"best: epoch {best_epoch} of {epochs_run}, score {best_score:.4f} -> {run_dir}"
 
 

@@ -151,7 +151,7 @@ def budget_line(setting: str, seconds: float | None, max_epochs: int, probe: boo
     if seconds is None:
         return None
     why = " (auto: the default on a CPU)" if setting == "auto" else ""
-    first = "the linear probe, then " if probe else ""
+    first = "the probe, then " if probe else ""
     return (
         f"budget: {duration(seconds)}{why}: {first}as many of the {max_epochs} fine-tune epochs "
         f"as fit, timed on this machine (train.budget=off for exactly train.epochs)"
@@ -182,7 +182,7 @@ def plan_fine_tune(
     cost = f"{speed:.1f} img/s -> an epoch with validation takes ~{duration(plan.epoch_s)}"
     if plan.epochs == 0:
         log.info(
-            "budget: %s; %s: no fine-tune epoch fits in the %s left, so the linear probe is "
+            "budget: %s; %s: no fine-tune epoch fits in the %s left, so the probe is "
             "the model (raise train.budget, or set it to off, to fine-tune)",
             used, cost, duration(max(left, 0.0)),
         )  # fmt: skip
