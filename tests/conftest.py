@@ -46,3 +46,33 @@ def multi_csv(tmp_path: Path) -> Path:
         rows.append(f"images/{i:03d}.png,{colour},{tags}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return tmp_path / "labels.csv"
+
+
+def write_voc(root: Path, n: int, seed: int = 0) -> Path:
+    """Images of 96x72 px with a red and/or a blue rectangle, and their VOC XML files."""
+    rng = np.random.default_rng(seed)
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    for i in range(n):
+        pixels = np.full((72, 96, 3), 40, np.uint8)
+        objects = []
+        for name, colour in (("red", (230, 30, 30)), ("blue", (30, 30, 230))):
+            if rng.random() < 0.7 or not objects:
+                w, h = int(rng.integers(20, 40)), int(rng.integers(16, 30))
+                x, y = int(rng.integers(0, 96 - w)), int(rng.integers(0, 72 - h))
+                pixels[y : y + h, x : x + w] = colour
+                objects.append((name, x, y, x + w, y + h))
+        Image.fromarray(pixels).save(root / "JPEGImages" / f"{i:03d}.png")
+        parts = [f"<annotation><filename>{i:03d}.png</filename>"]
+        parts.append("<size><width>96</width><height>72</height><depth>3</depth></size>")
+        for name, x1, y1, x2, y2 in objects:
+            box = f"<xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
+            parts.append(f"<object><name>{name}</name><bndbox>{box}</bndbox></object>")
+        (root / "Annotations" / f"{i:03d}.xml").write_text("".join(parts) + "</annotation>")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_voc():
+    """``make_voc(root, n, seed=0)``: a Pascal VOC folder of coloured rectangles and their boxes."""
+    return write_voc

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -61,3 +67,52 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     train(load_config(overrides=overrides), root / "run", progress=False)
     return root / "run"
+
+
+@contextlib.contextmanager
+def _served(run_dir: Path) -> Iterator[str]:
+    """The app of ``run_dir`` on a free loopback port, served by uvicorn on a background
+    thread; yields its URL."""
+    import uvicorn
+
+    from pictag.serving.app import app_from_run
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port meanwhile
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app_from_run(run_dir, device="cpu"), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """``with live_server(run_dir) as url``: the run's app served for a real browser."""
+    return _served
+
+
+def _only_this_server(route, server_url: str, elsewhere: list[str]) -> None:
+    """A Playwright route handler: requests to the server (and blob:/data: URLs) go through,
+    any other is recorded in ``elsewhere`` and aborted (the page must work offline)."""
+    url = route.request.url
+    if urlparse(url).netloc == urlparse(server_url).netloc or url.startswith(("blob:", "data:")):
+        route.continue_()
+    else:
+        elsewhere.append(url)
+        route.abort()
+
+
+@pytest.fixture(scope="session")
+def only_this_server():
+    return _only_this_server

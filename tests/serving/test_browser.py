@@ -10,18 +10,12 @@ failure, so CI never passes without opening the page.
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
-import uvicorn
 
 from pictag.evaluation.predictor import Predictor
-from pictag.serving.app import app_from_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -44,35 +38,12 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=MISSING)
 
 
 @pytest.fixture(scope="module")
-def server_url(tiny_run: Path) -> Iterator[str]:
-    """The app on a free loopback port, served by uvicorn on a background thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound here, so no other process can take the port meanwhile
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app_from_run(tiny_run, device="cpu"), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+def server_url(tiny_run: Path, live_server) -> Iterator[str]:
+    with live_server(tiny_run) as url:
+        yield url
 
 
-def _only_this_server(route, server_url: str, elsewhere: list[str]) -> None:
-    url = route.request.url
-    if urlparse(url).netloc == urlparse(server_url).netloc or url.startswith(("blob:", "data:")):
-        route.continue_()
-    else:
-        elsewhere.append(url)
-        route.abort()
-
-
-def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run):
+def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run, only_this_server):
     image = sorted((tiny_run.parent / "images").glob("*.png"))[1]
     expected = Predictor.from_run(tiny_run, "cpu").predict(str(image))[0]
     elsewhere: list[str] = []
@@ -84,7 +55,7 @@ def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run):
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             # The page must be self-contained: note (and block) any request off this server.
-            page.route("**/*", lambda route: _only_this_server(route, server_url, elsewhere))
+            page.route("**/*", lambda route: only_this_server(route, server_url, elsewhere))
             page.goto(server_url)
             page.wait_for_function("document.getElementById('model').textContent.includes('run')")
             page.set_input_files("#file", str(image))

@@ -9,16 +9,10 @@ from __future__ import annotations
 import io
 import math
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
-import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -36,33 +30,8 @@ SPATIAL_REFUSAL = (
 )
 
 
-def make_voc(root: Path, n: int, seed: int = 0) -> Path:
-    """Images of 96x72 px with a red and/or a blue rectangle, and their VOC XML files (as in
-    tests/training/test_detection_e2e.py)."""
-    rng = np.random.default_rng(seed)
-    (root / "Annotations").mkdir(parents=True)
-    (root / "JPEGImages").mkdir()
-    for i in range(n):
-        pixels = np.full((72, 96, 3), 40, np.uint8)
-        objects = []
-        for name, colour in (("red", (230, 30, 30)), ("blue", (30, 30, 230))):
-            if rng.random() < 0.7 or not objects:
-                w, h = int(rng.integers(20, 40)), int(rng.integers(16, 30))
-                x, y = int(rng.integers(0, 96 - w)), int(rng.integers(0, 72 - h))
-                pixels[y : y + h, x : x + w] = colour
-                objects.append((name, x, y, x + w, y + h))
-        Image.fromarray(pixels).save(root / "JPEGImages" / f"{i:03d}.png")
-        parts = [f"<annotation><filename>{i:03d}.png</filename>"]
-        parts.append("<size><width>96</width><height>72</height><depth>3</depth></size>")
-        for name, x1, y1, x2, y2 in objects:
-            box = f"<xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
-            parts.append(f"<object><name>{name}</name><bndbox>{box}</bndbox></object>")
-        (root / "Annotations" / f"{i:03d}.xml").write_text("".join(parts) + "</annotation>")
-    return root
-
-
 @pytest.fixture(scope="module")
-def detection_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def detection_run(tmp_path_factory: pytest.TempPathFactory, make_voc) -> tuple[Path, Path]:
     """(VOC folder, run folder) of a detection head ``objects`` trained for a few seconds."""
     tmp = tmp_path_factory.mktemp("page-boxes")
     voc = make_voc(tmp / "voc", 24)
@@ -159,35 +128,14 @@ def test_explain_endpoint_refuses_a_detection_head_with_a_4xx(detection_run, cli
 
 
 @pytest.fixture(scope="module")
-def server_url(detection_run) -> Iterator[str]:
-    """The app on a free loopback port, served by uvicorn on a background thread."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app_from_run(detection_run[1], device="cpu"), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+def server_url(detection_run, live_server) -> Iterator[str]:
+    with live_server(detection_run[1]) as url:
+        yield url
 
 
-def _only_this_server(route, server_url: str, elsewhere: list[str]) -> None:
-    url = route.request.url
-    if urlparse(url).netloc == urlparse(server_url).netloc or url.startswith(("blob:", "data:")):
-        route.continue_()
-    else:
-        elsewhere.append(url)
-        route.abort()
-
-
-def test_the_page_draws_the_boxes_over_the_image(detection_run, client, server_url):
+def test_the_page_draws_the_boxes_over_the_image(
+    detection_run, client, server_url, only_this_server
+):
     if not CHROMIUM.is_file():
         message = f"no Chromium at {CHROMIUM} (Debian: apt install chromium)"
         if os.environ.get("CI"):
@@ -207,7 +155,7 @@ def test_the_page_draws_the_boxes_over_the_image(detection_run, client, server_u
         try:
             page = browser.new_page()
             page.set_default_timeout(TIMEOUT_MS)
-            page.route("**/*", lambda route: _only_this_server(route, server_url, elsewhere))
+            page.route("**/*", lambda route: only_this_server(route, server_url, elsewhere))
             page.goto(server_url)
             page.wait_for_function("document.getElementById('model').textContent.includes('run')")
             page.set_input_files("#file", str(image))

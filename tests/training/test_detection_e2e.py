@@ -28,32 +28,8 @@ ARGS = [
 ]  # fmt: skip
 
 
-def make_voc(root: Path, n: int, seed: int = 0) -> Path:
-    """Images of 96x72 px with a red and/or a blue rectangle, and their VOC XML files."""
-    rng = np.random.default_rng(seed)
-    (root / "Annotations").mkdir(parents=True)
-    (root / "JPEGImages").mkdir()
-    for i in range(n):
-        pixels = np.full((72, 96, 3), 40, np.uint8)
-        objects = []
-        for name, colour in (("red", (230, 30, 30)), ("blue", (30, 30, 230))):
-            if rng.random() < 0.7 or not objects:
-                w, h = int(rng.integers(20, 40)), int(rng.integers(16, 30))
-                x, y = int(rng.integers(0, 96 - w)), int(rng.integers(0, 72 - h))
-                pixels[y : y + h, x : x + w] = colour
-                objects.append((name, x, y, x + w, y + h))
-        Image.fromarray(pixels).save(root / "JPEGImages" / f"{i:03d}.png")
-        parts = [f"<annotation><filename>{i:03d}.png</filename>"]
-        parts.append("<size><width>96</width><height>72</height><depth>3</depth></size>")
-        for name, x1, y1, x2, y2 in objects:
-            box = f"<xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
-            parts.append(f"<object><name>{name}</name><bndbox>{box}</bndbox></object>")
-        (root / "Annotations" / f"{i:03d}.xml").write_text("".join(parts) + "</annotation>")
-    return root
-
-
 @pytest.fixture(scope="module")
-def detection_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def detection_run(tmp_path_factory: pytest.TempPathFactory, make_voc) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("detection")
     voc = make_voc(tmp / "voc", 32)
     run = tmp / "run"
@@ -88,7 +64,7 @@ def test_train_and_evaluate_speak_boxes(detection_run, capsys):
     assert html.count('<svg viewBox="0 0 1 1"') == len(mistakes) and "<rect" in html
 
 
-def test_one_voc_folder_feeds_a_tags_head_and_a_detection_head(tmp_path):
+def test_one_voc_folder_feeds_a_tags_head_and_a_detection_head(tmp_path, make_voc):
     """Multi-task: the classes on the image as tags, and their boxes, from the same XML files;
     the model trains both with the summed loss."""
     voc = make_voc(tmp_path / "voc", 24, seed=1)
