@@ -76,8 +76,15 @@ class Classifier(nn.Module):
         if not self.dense:
             return self.forward_heads(self.forward_features(images))
         final, maps = self.backbone.forward_intermediates(images, indices=DENSE_LEVELS)
-        out = self.forward_heads(self.backbone.forward_head(final, pre_logits=True))
-        size = (int(images.shape[-2]), int(images.shape[-1]))
+        pooled = self.backbone.forward_head(final, pre_logits=True)
+        return self.forward_all_heads(pooled, maps, (int(images.shape[-2]), int(images.shape[-1])))
+
+    def forward_all_heads(
+        self, pooled: torch.Tensor, maps: list[torch.Tensor], size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Every head's outputs from pooled features and the feature maps of images of
+        ``size`` ``(H, W)``, in head order (what the dense probe trains on cached values)."""
+        out = self.forward_heads(pooled)
         out.update({name: module(maps, size) for name, module in self.dense.items()})
         return {name: out[name] for name in self.order}
 

@@ -101,14 +101,6 @@ def _concat(a: Cached, b: Cached) -> Cached:
     )
 
 
-def _heads(
-    model: Classifier, pooled: torch.Tensor, maps: list[torch.Tensor], size: tuple[int, int]
-) -> dict[str, torch.Tensor]:
-    out = model.forward_heads(pooled)
-    out.update({name: module(maps, size) for name, module in model.dense.items()})
-    return {name: out[name] for name in model.order}
-
-
 def run_dense_probe(
     model: Classifier,
     loaders: Loaders,
@@ -184,7 +176,7 @@ def _epoch(
     batches = 0
     for first in range(0, len(train), BATCH):
         index = order[first : first + BATCH]
-        outputs = _heads(model, *train.rows(index), size)
+        outputs = model.forward_all_heads(*train.rows(index), size)
         loss, parts = objective(outputs, {k: v[index] for k, v in train.targets.items()})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -205,7 +197,7 @@ def _validate(
     loss_sum = 0.0
     for first in range(0, len(val), BATCH):
         index = slice(first, first + BATCH)
-        outputs = _heads(model, *val.rows(index), size)
+        outputs = model.forward_all_heads(*val.rows(index), size)
         loss, _ = objective(outputs, {k: v[index] for k, v in val.targets.items()})
         loss_sum += float(loss) * len(val.pooled[index])
         for name, kind in objective.kinds.items():
