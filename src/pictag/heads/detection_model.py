@@ -51,12 +51,16 @@ class DetectionModule(nn.Module):
     """Feature pyramid + FCOS head: feature maps -> packed per-anchor outputs ``[B, A, 9 + C]``.
 
     Args:
-        channels: Channels of the backbone's feature maps at strides 8, 16 and 32.
+        channels: Channels of the backbone's last feature maps, finest first; the module reads
+            the last ``levels`` (strides 8, 16 and 32).
         num_classes: Object classes.
     """
 
+    levels = 3
+
     def __init__(self, channels: list[int], num_classes: int) -> None:
         super().__init__()
+        channels = list(channels)[-self.levels :]
         width = PYRAMID_WIDTH
         self.fpn = FeaturePyramidNetwork(
             list(channels), width, extra_blocks=LastLevelP6P7(width, width)

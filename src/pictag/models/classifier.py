@@ -2,8 +2,9 @@
 
 ``Classifier(images) -> {head: logits}``. ``forward_heads`` runs the pooled-feature heads alone
 on pooled features, which is what the linear probe trains on cached features. Heads whose kind
-locates things (detection) are ``dense``: they read the backbone's last three feature maps
-(strides 8, 16, 32, from timm's ``forward_intermediates``) in the same backbone pass.
+locates things (detection, segmentation) are ``dense``: they read the backbone's last feature
+maps (from timm's ``forward_intermediates``) in the same backbone pass, each as many as its
+``levels`` says (detection the last three, strides 8-32; segmentation four, from stride 4).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-DENSE_LEVELS = 3  # feature maps a dense head reads: the backbone's last three (strides 8-32)
+MAX_DENSE_LEVELS = 4  # feature maps a dense head may read: the backbone's last four (4-32)
+DEFAULT_LEVELS = 3  # a dense module without a `levels` attribute reads the last three
 
 
 def make_head_module(
@@ -63,6 +65,8 @@ class Classifier(nn.Module):
         )
         self.dense = nn.ModuleDict(dict(dense or {}))
         self.order = list(order or [*head_sizes, *self.dense])
+        # The backbone computes the maps the hungriest dense head reads, once for all of them.
+        self.dense_levels = max((module_levels(m) for m in self.dense.values()), default=0)
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features ``[B, F]``."""
@@ -75,7 +79,7 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.dense:
             return self.forward_heads(self.forward_features(images))
-        final, maps = self.backbone.forward_intermediates(images, indices=DENSE_LEVELS)
+        final, maps = self.backbone.forward_intermediates(images, indices=self.dense_levels)
         pooled = self.backbone.forward_head(final, pre_logits=True)
         return self.forward_all_heads(pooled, maps, (int(images.shape[-2]), int(images.shape[-1])))
 
@@ -85,7 +89,8 @@ class Classifier(nn.Module):
         """Every head's outputs from pooled features and the feature maps of images of
         ``size`` ``(H, W)``, in head order (what the dense probe trains on cached values)."""
         out = self.forward_heads(pooled)
-        out.update({name: module(maps, size) for name, module in self.dense.items()})
+        for name, module in self.dense.items():
+            out[name] = module(maps[len(maps) - module_levels(module) :], size)
         return {name: out[name] for name in self.order}
 
     def head_parameters(self) -> list[nn.Parameter]:
@@ -96,7 +101,8 @@ class Classifier(nn.Module):
 
 
 def dense_channels(backbone: nn.Module) -> list[int]:
-    """Channels of the feature maps a dense head reads.
+    """Channels of the last ``MAX_DENSE_LEVELS`` feature maps, finest first; a dense head
+    module takes the last ``levels`` of them.
 
     Raises:
         ValueError: the backbone gives no feature maps (not a timm model with
@@ -108,4 +114,9 @@ def dense_channels(backbone: nn.Module) -> list[int]:
             f"model.backbone {type(backbone).__name__} gives no feature maps, which detection "
             "heads read: choose a timm backbone such as tf_efficientnet_lite0 or resnet18"
         )
-    return [int(level["num_chs"]) for level in list(info)[-DENSE_LEVELS:]]
+    return [int(level["num_chs"]) for level in list(info)[-MAX_DENSE_LEVELS:]]
+
+
+def module_levels(module: nn.Module) -> int:
+    """How many of the backbone's last feature maps a dense head module reads."""
+    return int(getattr(module, "levels", DEFAULT_LEVELS))

@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from pictag.data.dataset import ImageDataset
-from pictag.models.classifier import DENSE_LEVELS, Classifier
+from pictag.models.classifier import Classifier
 from pictag.training.budget import Budget
 from pictag.training.loaders import Loaders
 from pictag.training.loop import Objective, Validation, score_outputs
@@ -68,14 +68,14 @@ def cache_outputs(
     for images, batch_targets in tqdm(loader, desc=what, leave=False, disable=not progress):
         with runtime.autocast():
             final, levels = model.backbone.forward_intermediates(
-                images.to(runtime.device), indices=DENSE_LEVELS
+                images.to(runtime.device), indices=model.dense_levels
             )
             pooled.append(model.backbone.forward_head(final, pre_logits=True).float().cpu())
         maps.append([m.half().cpu() for m in levels])
         targets.append(batch_targets)
     return Cached(
         torch.cat(pooled),
-        [torch.cat([batch[i] for batch in maps]) for i in range(DENSE_LEVELS)],
+        [torch.cat([batch[i] for batch in maps]) for i in range(model.dense_levels)],
         {k: torch.cat([t[k] for t in targets]) for k in targets[0]},
     )
 
