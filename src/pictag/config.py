@@ -67,6 +67,17 @@ class HeadConfig:
     )
     threshold_target: float = _f(0.5, "precision/recall to reach or fixed threshold", gt=0, le=1)
     positive: str | None = _f(None, "two-class multiclass: the positive class; default: 2nd label")
+    masks: str | None = _f(
+        None, "segmentation: folder of mask files, matched to images by file name (stem)"
+    )
+    mask_values: dict[str, str] | None = _f(
+        None,
+        "segmentation: mask value or range -> class name or `ignore`, e.g. {1: pet, 3: ignore} "
+        "or {0: background, 1-255: person}; default: the value is the class index, 255 ignore",
+    )
+    mask_colors: dict[str, str] | None = _f(
+        None, "segmentation, RGB masks: colour (#rrggbb or r,g,b) -> class name or `ignore`"
+    )
 
 
 @dataclass
@@ -75,7 +86,8 @@ class DataConfig:
 
     format: str = _f(
         "auto",
-        "auto | folder | csv | voc | coco | yolo | boxcsv (a row per box) | filename | builtin",
+        "auto | folder | csv | voc | coco | yolo | boxcsv (a row per box) | filename | "
+        "masks (images whose heads all read heads.NAME.masks folders) | builtin",
     )
     images: list[str] = _f(list, "image root(s); CSV ids resolve in each in turn")
     labels: str | None = _f(None, "CSV/TSV label file, or COCO instances JSON")
@@ -92,7 +104,9 @@ class DataConfig:
         "`--set heads.NAME.KEY=...` turns it on when the config names no heads",
     )
     builtin: str = _f(
-        "multioutput", "built-in demo task: digits | multilabel | multioutput | detection"
+        "multioutput",
+        "built-in demo task: digits | multilabel | multioutput | detection | segmentation "
+        "(head digit_mask: which digit each stroke pixel belongs to, or background)",
     )
     split_column: str | None = _f(None, "CSV column with train/val/test per row")
     split_file: str | None = _f(None, "CSV of image,split written by an earlier run or by hand")
@@ -216,9 +230,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
         "yolo",
         "boxcsv",
         "filename",
+        "masks",
         "builtin",
     ),
-    "data.builtin": ("digits", "multilabel", "multioutput", "detection"),
+    "data.builtin": ("digits", "multilabel", "multioutput", "detection", "segmentation"),
     "data.policy": ("strict", "skip"),
     "heads.*.threshold_by": ("f1", "precision", "recall", "fixed"),
     "train.mode": ("auto", "linear-probe", "fine-tune", "probe-then-fine-tune"),

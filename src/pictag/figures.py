@@ -136,7 +136,7 @@ def label_bars_png(head_section: dict[str, Any], first: str, second: str) -> byt
     return _png(fig)
 
 
-_METRIC_NAMES = {"ap": "AP", "f1": "F1", "recall": "recall"}
+_METRIC_NAMES = {"ap": "AP", "f1": "F1", "recall": "recall", "iou": "IoU", "dice": "Dice"}
 
 
 def _worst_first(rows: list[dict], metric: str) -> list[dict]:

@@ -26,7 +26,7 @@ def test_get_kind_by_name() -> None:
 
 
 def test_get_kind_error_names_the_valid_kinds() -> None:
-    valid = r"\['detection', 'multiclass', 'multilabel'\]"
+    valid = r"\['detection', 'multiclass', 'multilabel', 'segmentation'\]"
     with pytest.raises(ValueError, match=rf"'multi_label'.*{valid}"):
         get_kind("multi_label")
 
@@ -56,8 +56,11 @@ BELOW_HEADS = {"pictag", "pictag.config", "pictag.figures", "pictag.htmlparts"}
 def test_heads_imports_only_torch_numpy_sklearn_and_stdlib() -> None:
     # cleanlab: the label audit (multiclass_audit, multilabel_audit), imported on first use;
     # torchvision (FCOS, NMS) and pycocotools (COCO evaluation): the detection kind's modules,
-    # which pictag.heads imports only when a detection head trains or is scored.
+    # which pictag.heads imports only when a detection head trains or is scored;
+    # segmentation_models_pytorch (FPN decoder, Dice) and PIL (mask PNGs): the segmentation
+    # kind's, likewise imported on first use.
     allowed = {"torch", "numpy", "sklearn", "cleanlab", "torchvision", "pycocotools"}
+    allowed |= {"segmentation_models_pytorch", "PIL"}
     allowed |= {"__future__", *sys.stdlib_module_names}
     for path in Path(pictag.heads.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -16,6 +16,7 @@ stackable like every other kind's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -34,10 +35,14 @@ class Objects:
             which the sources check against what an annotation states).
         boxes: ``(class name, x1, y1, x2, y2)`` per object, in pixels, ``x1 < x2`` and
             ``y1 < y2``, inside the image. Empty: an image with no objects (a negative).
+        shapes: ``(class name, COCO segmentation)`` per object outlined by polygons or RLE
+            (COCO), which a segmentation head paints into a mask; None when the source has no
+            outlines (VOC, YOLO, a box CSV).
     """
 
     size: tuple[int, int]
     boxes: tuple[Box, ...] = ()
+    shapes: tuple[tuple[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         width, height = self.size

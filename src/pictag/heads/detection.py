@@ -197,10 +197,10 @@ def unwrap_target(structure: dict[str, Any], size: tuple[int, int]) -> Tensor:
     return target
 
 
-def draw(fig: Any, image_axes: Any, title: str, labels: Any, scores: Any, top: float, objects=None):
+def draw(fig: Any, image_axes: Any, title: str, labels: Any, scores: Any, top: float, **places):
     from pictag.heads.detection_draw import draw_objects
 
-    return draw_objects(fig, image_axes, title, labels, scores, top, objects)
+    return draw_objects(fig, image_axes, title, labels, scores, top, places.get("objects"))
 
 
 DETECTION = HeadKind(

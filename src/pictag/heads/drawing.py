@@ -28,7 +28,7 @@ def draw_scores(
     labels: Sequence[str],
     scores: Mapping[str, float],
     top: float,
-    objects: Sequence[Any] | None = None,
+    **places: Any,
 ) -> float:
     """Write the head's title and its best scores on the right of ``fig`` from ``top`` inches
     down; return where the next head starts.
@@ -40,9 +40,10 @@ def draw_scores(
         labels: The decided labels.
         scores: Label -> probability, best first.
         top: Inches from the bottom of the figure where the title goes.
-        objects: Located objects (kinds that draw on the image); none here.
+        **places: What kinds that locate things draw on the image (``objects``, ``mask``);
+            nothing here.
     """
-    del image_axes, objects
+    del image_axes, places
     height = fig.get_figheight()
     fig.text(0.52, top / height, title, fontsize=10, weight="bold")
     y = top - LINE

@@ -134,27 +134,31 @@ class HeadKind:
         export_meta: ``(head, params) -> dict``: what an exported model's consumer needs to
             decide as pictag does (activation, decision rule, its parameters).
         text_lines: ``scores -> int``: lines of text ``draw`` writes beside the image.
-        draw: ``(fig, image_axes, title, labels, scores, top) -> next_top``: draws one
-            image's decision (``pictag predict --show``): beside the image for image-level
-            kinds, on it for kinds that locate things.
+        draw: ``(fig, image_axes, title, labels, scores, top, objects=, mask=) -> next_top``:
+            draws one image's decision (``pictag predict --show``): beside the image for
+            image-level kinds, on it (the prediction's ``objects`` or ``mask``) for kinds that
+            locate things.
         from_objects: ``Objects -> raw label``: what the head takes from an image's object
             annotations (VOC, COCO, YOLO, box CSV); None when the kind cannot read them.
-        spatial: Targets and outputs are places in the image (boxes): the image is resized
+        spatial: Targets and outputs are places in the image (boxes, masks): the image is resized
             whole rather than cropped, targets move with every geometric augmentation, and the
             head reads the feature pyramid, so it has no linear probe and no MixUp.
         make_module: ``(channels, num_labels) -> nn.Module`` mapping the backbone's feature
             maps (``channels`` per map, finest first) to the head's outputs; None for a linear
             layer on pooled features.
-        wrap_target: ``(target, (h, w)) -> structure`` of torchvision tv_tensors that v2
-            transforms move with an image of that size; None for image-level kinds.
+        wrap_target: ``(target, (h, w)) -> structure`` of torchvision tv_tensors (boxes, a
+            mask) that v2 transforms move with an image of that size; None for image-level
+            kinds.
         unwrap_target: ``(structure, (h, w)) -> target`` back after the transforms.
-        predict_entry: ``(head, probs_row, params, (width, height)) -> dict`` of extra fields
-            of one image's prediction (e.g. ``objects``: boxes in the original image's
-            pixels); None when labels and scores say all.
+        predict_entry: ``(head, probs_row, params, (width, height)) -> dict`` of one image's
+            prediction: ``labels``, ``scores`` and ``objects`` (boxes in the original image's
+            pixels) or ``mask`` (a class-index PNG of its pixels); None when labels and scores
+            say all.
         places: ``(head, target_row, decided_row) -> {"true": [...], "pred": [...]}``: where
             the true and decided objects of one image are (``{label, box}`` with the box in
             fractions of the width and height, ``score`` for predictions), drawn on the
-            report's mistakes; None for image-level kinds.
+            report's mistakes; or ``{"true_mask": uri, "pred_mask": uri}``, coloured PNG data
+            URIs of the two masks; None for image-level kinds.
     """
 
     name: str

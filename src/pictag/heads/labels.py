@@ -18,6 +18,7 @@ import numpy as np
 
 from pictag.heads.boxes import Objects
 from pictag.heads.labeltext import LabelError, RawLabel, bin_labels, natural_key
+from pictag.heads.masks import BACKGROUND, MaskLabel
 from pictag.heads.registry import get_kind
 
 
@@ -61,8 +62,8 @@ class Head:
         return None if raw is None else get_kind(self.kind).normalize(self, raw)
 
     def encode(self, raw: RawLabel) -> Any:
-        """Class index, tuple of tag indices, ``(objects, class index per box)``, or ``None``
-        for a missing label.
+        """Class index, tuple of tag indices, ``(objects, class index per box)``, ``(mask,
+        class index per class in it)``, or ``None`` for a missing label.
 
         Raises:
             LabelError: the label is not one of the head's labels.
@@ -76,6 +77,11 @@ class Head:
             if unknown:
                 raise LabelError(self._unknown_message(unknown))
             return value, tuple(index[b[0]] for b in value.boxes)
+        if isinstance(value, MaskLabel):
+            unknown = [name for name in value.classes if name not in index]
+            if unknown:
+                raise LabelError(self._unknown_message(unknown))
+            return value, tuple(index[name] for name in value.classes)
         if isinstance(value, tuple):
             unknown = [t for t in value if t not in index]
             if unknown:
@@ -137,7 +143,7 @@ def label_indices(encoded: Any) -> tuple[int, ...]:
         return ()
     if isinstance(encoded, (int, np.integer)):
         return (int(encoded),)
-    if encoded and isinstance(encoded[0], Objects):
+    if encoded and isinstance(encoded[0], (Objects, MaskLabel)):
         return tuple(encoded[1])
     return tuple(encoded)
 
@@ -189,10 +195,14 @@ def resolve_head(
         return Head(name, kind, tuple(bin_names), rename, edges, frozenset(), other_label)
     draft = Head(name, kind, ("?",), rename)
     counts: Counter[str] = Counter()
+    background_first = False
     for raw in raws:
         value = draft.normalize(raw)
         if isinstance(value, Objects):
             counts.update(box[0] for box in value.boxes)
+        elif isinstance(value, MaskLabel):
+            counts.update(value.classes)
+            background_first = True  # class 0, which drawings leave transparent
         elif isinstance(value, tuple):
             counts.update(value)
         elif value is not None:
@@ -203,4 +213,6 @@ def resolve_head(
     kept = sorted((k for k in counts if k not in folded), key=natural_key)
     if folded and other_label not in kept:
         kept.append(other_label)
+    if background_first and BACKGROUND in kept:
+        kept.insert(0, kept.pop(kept.index(BACKGROUND)))
     return Head(name, kind, tuple(kept), rename, (), folded, other_label)

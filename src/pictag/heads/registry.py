@@ -12,8 +12,11 @@ from pictag.heads.detection import DETECTION
 from pictag.heads.kinds import HeadKind
 from pictag.heads.multiclass import MULTICLASS
 from pictag.heads.multilabel import MULTILABEL
+from pictag.heads.segmentation import SEGMENTATION
 
-KINDS: dict[str, HeadKind] = {kind.name: kind for kind in (MULTICLASS, MULTILABEL, DETECTION)}
+KINDS: dict[str, HeadKind] = {
+    kind.name: kind for kind in (MULTICLASS, MULTILABEL, DETECTION, SEGMENTATION)
+}
 # Head options that only some kinds take (each kind lists the ones it accepts in `options`).
 KIND_OPTIONS = frozenset().union(*(kind.options for kind in KINDS.values()))
 MONITOR_WORDS = ("auto", "loss", "score")  # train.monitor values that name no head
