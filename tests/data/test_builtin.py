@@ -1,6 +1,7 @@
 """Tests for pictag.data.builtin: files, labels, determinism and reuse of the demo datasets."""
 
 import csv
+import functools
 import json
 from pathlib import Path
 
@@ -8,14 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pictag.config import DataConfig, HeadConfig
 from pictag.data.builtin import BOX_COLUMNS, TASKS, BuiltinDataset, describe, make_builtin
+from pictag.data.builtin_masks import MASK_COLUMNS, MASK_VALUES, STROKE_MIN
+from pictag.data.sources import read_samples
+from pictag.heads.masks import BACKGROUND, MaskLabel
 
 EXPECTED_HEADS = {
     "digits": {"digit": "multiclass"},
     "multilabel": {"digits": "multilabel"},
     "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
 }
-ROW_TASKS = tuple(task for task in TASKS if task != "detection")  # one CSV row per image
+# One CSV row per image, a column per head.
+ROW_TASKS = tuple(task for task in TASKS if task not in ("detection", "segmentation"))
 
 
 def _rows(ds: BuiltinDataset) -> list[dict[str, str]]:
@@ -28,7 +34,7 @@ def _header(ds: BuiltinDataset) -> list[str]:
 
 
 def test_tasks() -> None:
-    assert list(TASKS) == [*EXPECTED_HEADS, "detection"]
+    assert list(TASKS) == [*EXPECTED_HEADS, "detection", "segmentation"]
 
 
 @pytest.mark.parametrize("task", ROW_TASKS)
@@ -282,3 +288,138 @@ def test_describe_detection(tmp_path: Path) -> None:
     lines = text.splitlines()
     counted = [int(line.split(":")[1]) for line in lines if line.startswith("    ")]
     assert sum(counted) == n_boxes
+
+
+# --- segmentation: a mask per image ------------------------------------------------------------
+
+
+def _pairs(ds: BuiltinDataset) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
+    """Per index row: the image, its mask (checked to be a mode L PNG) and the listed digits."""
+    pairs = []
+    for row in _rows(ds):
+        with Image.open(ds.root / row["image"]) as image, Image.open(ds.root / row["mask"]) as mask:
+            assert mask.mode == "L"
+            assert mask.size == image.size
+            pixels, values = np.asarray(image), np.asarray(mask)
+        assert Path(row["image"]).name == Path(row["mask"]).name, "matched by stem"
+        pairs.append((pixels, values, [int(d) for d in row["digits"].split()]))
+    return pairs
+
+
+def test_segmentation_writes_images_and_masks(tmp_path: Path) -> None:
+    ds = make_builtin("segmentation", tmp_path, n_images=12, image_size=32)
+    assert ds.task == "segmentation" and ds.n_images == 12
+    assert ds.heads == {"digit_mask": "segmentation"}
+    assert ds.labels_format == "masks" and ds.boxes_csv is None
+    assert ds.labels_csv == tmp_path / "masks.csv" and ds.masks_dir == tmp_path / "masks"
+    assert _header(ds) == list(MASK_COLUMNS)
+    names = sorted(p.name for p in (tmp_path / "images").glob("*.png"))
+    assert names == [f"{i:05d}.png" for i in range(1, 13)]
+    assert sorted(p.name for p in ds.masks_dir.glob("*.png")) == names
+    assert len(_pairs(ds)) == 12
+    assert {"0": BACKGROUND, **{str(d + 1): str(d) for d in range(10)}} == MASK_VALUES
+
+
+def test_segmentation_masks_mark_each_digits_strokes(tmp_path: Path) -> None:
+    ds = make_builtin("segmentation", tmp_path, n_images=60, seed=5, image_size=32)
+    drawn = {}
+    for pixels, values, digits in _pairs(ds):
+        assert values.max() <= 10
+        assert (values == 0).any(), "every canvas has background"
+        assert sorted({int(v) - 1 for v in np.unique(values) if v}) == digits
+        assert (pixels[values > 0] >= STROKE_MIN).all(), "strokes are clearly inked"
+        assert (pixels[values == 0] < STROKE_MIN).all(), "dim pixels are background"
+        drawn.update(dict.fromkeys(digits))
+    assert set(drawn) == set(range(10))
+    # Each drawn digit has strokes: the mask holds as many digit regions as detection has boxes.
+    boxes = make_builtin("detection", tmp_path / "det", n_images=60, seed=5, image_size=32)
+    for (_, values, _), row in zip(_pairs(ds), _grouped_boxes(boxes), strict=True):
+        for name, x1, y1, x2, y2 in row:
+            assert (values[y1:y2, x1:x2] == int(name) + 1).any()
+
+
+def _grouped_boxes(ds: BuiltinDataset) -> list[list[tuple[str, int, int, int, int]]]:
+    return [boxes for _, boxes in sorted(_boxes(ds).items())]
+
+
+def test_segmentation_draws_the_detection_images(tmp_path: Path) -> None:
+    seg = make_builtin("segmentation", tmp_path / "seg", n_images=10, seed=3, image_size=32)
+    det = make_builtin("detection", tmp_path / "det", n_images=10, seed=3, image_size=32)
+    for path in sorted((seg.root / "images").iterdir()):
+        assert path.read_bytes() == (det.root / "images" / path.name).read_bytes()
+
+
+def test_segmentation_tiny_digits_still_have_strokes(tmp_path: Path) -> None:
+    # At 16 px a digit can be 4 px wide: every drawn digit (a box of detection's, same seed)
+    # still has stroke pixels in the mask.
+    ds = make_builtin("segmentation", tmp_path / "seg", n_images=40, seed=1, image_size=16)
+    det = make_builtin("detection", tmp_path / "det", n_images=40, seed=1, image_size=16)
+    for (_, values, _), boxes in zip(_pairs(ds), _grouped_boxes(det), strict=True):
+        assert {int(v) - 1 for v in np.unique(values) if v} == {int(b[0]) for b in boxes}
+
+
+def test_segmentation_same_seed_gives_identical_files(tmp_path: Path) -> None:
+    first = make_builtin("segmentation", tmp_path / "a", n_images=12, seed=4, image_size=32)
+    second = make_builtin("segmentation", tmp_path / "b", n_images=12, seed=4, image_size=32)
+    other = make_builtin("segmentation", tmp_path / "c", n_images=12, seed=5, image_size=32)
+    assert first.labels_csv.read_bytes() == second.labels_csv.read_bytes()
+    for folder in ("images", "masks"):
+        files = sorted((first.root / folder).iterdir())
+        assert len(files) == 12
+        for path in files:
+            assert path.read_bytes() == (second.root / folder / path.name).read_bytes()
+    masks = [(first.root / "masks" / p.name).read_bytes() for p in files]
+    assert masks != [(other.root / "masks" / p.name).read_bytes() for p in files]
+
+
+def test_segmentation_regeneration_drops_old_masks(tmp_path: Path) -> None:
+    make_builtin("segmentation", tmp_path, n_images=8, image_size=32)
+    ds = make_builtin("segmentation", tmp_path, n_images=5, image_size=40)
+    assert len(list(ds.masks_dir.glob("*.png"))) == 5
+    assert {np.asarray(Image.open(p)).shape for p in ds.masks_dir.glob("*.png")} == {(40, 40)}
+
+
+def test_describe_segmentation(tmp_path: Path) -> None:
+    ds = make_builtin("segmentation", tmp_path, n_images=30, image_size=32)
+    text = describe(ds)
+    assert "30 images and 30 masks" in text
+    assert "'digit_mask' (segmentation, 11 classes" in text
+    assert f"{BACKGROUND}: 30" in text
+
+
+@pytest.fixture
+def small_builtin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_samples generates 12 images of 32 px instead of the default 2,000 of 64 px."""
+    small = functools.partial(make_builtin, n_images=12, image_size=32)
+    monkeypatch.setattr("pictag.data.sources.make_builtin", small)
+
+
+@pytest.mark.usefixtures("small_builtin")
+def test_read_samples_gives_mask_labels(tmp_path: Path) -> None:
+    data = DataConfig(format="builtin", builtin="segmentation")
+    result = read_samples(data, {}, workdir=tmp_path)
+    assert result.format == "builtin" and len(result.samples) == 12
+    assert "built-in 'segmentation'" in result.description and "12 masks" in result.description
+    head = result.heads["digit_mask"]
+    assert head.kind == "segmentation" and head.masks == str(tmp_path / "segmentation" / "masks")
+    assert head.mask_values == MASK_VALUES
+    assert not [p for p in result.problems if p.severity == "error"]
+    classes = set()
+    for sample in result.samples:
+        label = sample.labels["digit_mask"]
+        assert isinstance(label, MaskLabel) and label.size == (32, 32)
+        assert label.path is not None and label.path.stem == sample.path.stem
+        assert BACKGROUND in label.classes
+        classes.update(label.classes)
+    assert classes <= {BACKGROUND, *(str(d) for d in range(10))}
+
+
+@pytest.mark.usefixtures("small_builtin")
+def test_read_samples_keeps_configured_head_options(tmp_path: Path) -> None:
+    data = DataConfig(format="builtin", builtin="segmentation")
+    configured = {"digit_mask": HeadConfig(kind="multiclass", masks="elsewhere", weight=2.0)}
+    head = read_samples(data, configured, workdir=tmp_path).heads["digit_mask"]
+    assert head.kind == "segmentation" and head.weight == 2.0
+    assert head.masks == str(tmp_path / "segmentation" / "masks")
+    with pytest.raises(ValueError, match="no head 'mask'"):
+        read_samples(data, {"mask": HeadConfig(kind="segmentation")}, workdir=tmp_path)

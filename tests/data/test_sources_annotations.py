@@ -210,10 +210,10 @@ def test_coco_file_feeds_a_tag_head_and_a_box_head(tmp_path: Path) -> None:
     # [x, y, w, h] -> corners; the crowd region is a tag but not a box
     assert got["a.jpg"] == {
         "tags": ("dog", "person"),
-        "boxes": Objects((3, 2), (("dog", 0.5, 0, 2.5, 1.5),)),
+        "boxes": Objects((3, 2), (("dog", 0.5, 0, 2.5, 1.5),), shapes=()),  # COCO: no outline
     }
     assert got["b.jpg"]["boxes"].boxes == (("person", 1, 1, 2, 2),)
-    assert got["c.jpg"] == {"tags": (), "boxes": Objects((3, 2))}  # no annotations: negative
+    assert got["c.jpg"] == {"tags": (), "boxes": Objects((3, 2), shapes=())}  # a negative
     assert "d.jpg" not in got
     assert {(p.kind, p.severity, p.where) for p in result.problems} == {
         ("size_mismatch", "warning", "instances.json:image_id=2"),

@@ -181,6 +181,8 @@ def test_hflip_default_is_off_for_digits_and_letters_and_on_for_other_labels() -
     # A 0/1 binary head is no digit reader; labels such as years are not single characters.
     assert hflip_for({"sea": ["0", "1"], "year": ["2010", "2011", "2012"]}) == (0.5, None)
     assert hflip_for({"animal": ["cat", "dog", "fox"]}) == (0.5, None)
+    # A segmentation head of digit classes: its background class is no reason to mirror.
+    assert hflip_for({"digit_mask": ["background", *digits]})[0] == 0.0
 
 
 def test_prepare_data_resolves_hflip_from_the_labels_unless_set(tmp_path) -> None:

@@ -3,9 +3,10 @@
 Nothing is downloaded: the 1,797 8x8 digits ship inside scikit-learn. The images are upscaled and
 jittered (``digits``, multi-class) or composed 1 to 4 per canvas (``multilabel``: which digits are
 present; ``multioutput``: which digits, how many, and the largest; ``detection``: a box around
-each digit), then written to disk so that pictag's ordinary sources read them exactly like user
-data: a CSV with one row per image, or for ``detection`` a box CSV (format ``boxcsv``) with one
-row per box.
+each digit; ``segmentation``: a mask saying which digit each stroke pixel belongs to), then written
+to disk so that pictag's ordinary sources read them exactly like user data: a CSV with one row per
+image, for ``detection`` a box CSV (format ``boxcsv``) with one row per box, for ``segmentation``
+a mask folder (format ``masks``; see :mod:`pictag.data.builtin_masks`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pictag.data.builtin_masks import (
+    MASK_COLUMNS,
+    MASKS,
+    Canvas,
+    describe_masks,
+    digit_canvases,
+    save_mask,
+    upscale,
+)
 from pictag.data.schema import natural_key
 from pictag.heads import get_kind
 
-TASKS = ("digits", "multilabel", "multioutput", "detection")  # not a head kind
+TASKS = ("digits", "multilabel", "multioutput", "detection", "segmentation")  # not a head kind
 BOX_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 
 _HEADS = {  # not a head kind: keyed by demo task (head name -> kind)
@@ -33,18 +43,25 @@ _HEADS = {  # not a head kind: keyed by demo task (head name -> kind)
     "multilabel": {"digits": "multilabel"},
     "multioutput": {"digits": "multilabel", "count": "multiclass", "largest": "multiclass"},
     "detection": {"objects": "detection"},  # not a head kind
+    "segmentation": {"digit_mask": "segmentation"},  # not a head kind
 }
 _DEFAULT_N = {  # not a head kind: keyed by demo task
     "digits": 1797,
     "multilabel": 2000,  # not a head kind
     "multioutput": 2000,
     "detection": 2000,  # not a head kind
+    "segmentation": 2000,  # not a head kind
 }
-# Demo task -> (label file, format); the other tasks write labels.csv, read as csv.
-_LABELS = {"detection": ("boxes.csv", "boxcsv")}  # not a head kind
-# Side of a canvas digit as a fraction of its quadrant. Detection draws a wider range, so that its
-# boxes vary in size; the range does not change the random draws, so for a given seed a detection
-# canvas holds the same digits in the same quadrants as the multilabel one.
+# Demo task -> (label file, format); the other tasks write labels.csv, read as csv. Segmentation's
+# masks.csv only indexes its masks/ folder, which the masks format reads.
+_LABELS = {  # not a head kind: keyed by demo task
+    "detection": ("boxes.csv", "boxcsv"),  # not a head kind
+    "segmentation": ("masks.csv", "masks"),  # not a head kind
+}
+# Side of a canvas digit as a fraction of its quadrant. Detection and segmentation draw a wider
+# range, so that their objects vary in size; the range does not change the random draws, so for a
+# given seed their canvases hold the same digits in the same quadrants as the multilabel one (and
+# segmentation's images are detection's).
 _SCALE = (0.8, 0.95)
 _DETECTION_SCALE = (0.45, 0.95)
 # Bump when the drawing changes, so folders made by an older version are regenerated.
@@ -60,15 +77,18 @@ class BuiltinDataset:
     """A generated built-in dataset on disk.
 
     Attributes:
-        root: Folder holding ``images/`` and the labels CSV; image paths in the CSV are relative
-            to it.
+        root: Folder holding ``images/`` (and ``masks/``) and the labels CSV; paths in the CSV
+            are relative to it.
         labels_csv: The labels file. Format ``csv`` (``labels.csv``): one row per image,
             ``image`` then one column per head. Format ``boxcsv`` (``boxes.csv``, the
-            ``detection`` task): one row per box, columns ``BOX_COLUMNS``.
+            ``detection`` task): one row per box, columns ``BOX_COLUMNS``. Format ``masks``
+            (``masks.csv``, the ``segmentation`` task): an index of ``masks_dir``, one row per
+            image, columns ``MASK_COLUMNS``; the masks format reads the folder, not this file.
         task: One of ``TASKS``.
-        heads: Head name -> kind (``multiclass``, ``multilabel`` or ``detection``).
+        heads: Head name -> kind (``multiclass``, ``multilabel``, ``detection`` or
+            ``segmentation``).
         n_images: Number of images (rows of a ``csv``; distinct filenames of a ``boxcsv``).
-        labels_format: How to read ``labels_csv``: ``csv`` or ``boxcsv``.
+        labels_format: How to read the labels: ``csv``, ``boxcsv`` or ``masks``.
     """
 
     root: Path
@@ -82,6 +102,12 @@ class BuiltinDataset:
     def boxes_csv(self) -> Path | None:
         """The box CSV (one row per box) for the ``detection`` task, else ``None``."""
         return self.labels_csv if self.labels_format == "boxcsv" else None
+
+    @property
+    def masks_dir(self) -> Path | None:
+        """The mask folder of the ``segmentation`` task (mode L PNGs named like the images;
+        values ``builtin_masks.MASK_VALUES``), else ``None``."""
+        return self.root / MASKS if self.labels_format == "masks" else None
 
 
 def task_heads(task: str) -> dict[str, str]:
@@ -103,8 +129,9 @@ def make_builtin(
     Args:
         task: ``digits`` (one multiclass head ``digit``), ``multilabel`` (one multilabel head
             ``digits``), ``multioutput`` (``digits`` multilabel, ``count`` and ``largest``
-            multiclass) or ``detection`` (one detection head ``objects``: a box per digit,
-            written to ``boxes.csv``).
+            multiclass), ``detection`` (one detection head ``objects``: a box per digit,
+            written to ``boxes.csv``) or ``segmentation`` (one segmentation head
+            ``digit_mask``: a mask per image under ``masks/``, indexed by ``masks.csv``).
         out_dir: Folder to write ``images/``, the labels CSV and ``meta.json`` into.
         n_images: Number of images; default 1,797 for ``digits`` and 2,000 otherwise.
         seed: Seed of the random draws; the same parameters give byte-identical files.
@@ -132,8 +159,11 @@ def make_builtin(
         return dataset
     _forget_previous(root)
     (root / _IMAGES).mkdir(parents=True, exist_ok=True)
+    if dataset.masks_dir is not None:
+        dataset.masks_dir.mkdir(exist_ok=True)
     rows = _generate(task, root, n, np.random.default_rng(seed), image_size)
-    header = list(BOX_COLUMNS) if labels_format == "boxcsv" else ["image", *dataset.heads]
+    headers = {"boxcsv": list(BOX_COLUMNS), "masks": list(MASK_COLUMNS)}
+    header = headers.get(labels_format, ["image", *dataset.heads])
     _write_csv(dataset.labels_csv, header, rows)
     # meta.json is written last: its presence is what marks a generation as complete.
     _write_atomic(root / _META, json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -141,7 +171,8 @@ def make_builtin(
 
 
 def describe(ds: BuiltinDataset) -> str:
-    """Human-readable statistics: images, heads, per-label counts (read back from the CSV).
+    """Human-readable statistics: images (and masks), heads, per-label counts (read back from
+    the CSV).
 
     Args:
         ds: A dataset returned by ``make_builtin``.
@@ -149,6 +180,8 @@ def describe(ds: BuiltinDataset) -> str:
     Returns:
         Several lines of text, one block per head with the number of images per label.
     """
+    if ds.labels_format == "masks":
+        return "\n".join(describe_masks(ds.root, ds.labels_csv, ds.task, ds.heads))
     with ds.labels_csv.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     if ds.labels_format == "boxcsv":
@@ -203,28 +236,28 @@ def _generate(
 ) -> list[list[str]]:
     """Draw and save every image; return the CSV rows (without the header).
 
-    One row per image, or for ``detection`` one row per box (``BOX_COLUMNS``).
+    One row per image, for ``detection`` one row per box (``BOX_COLUMNS``), for
+    ``segmentation`` one index row per image (``MASK_COLUMNS``) beside its mask file.
     """
     images, targets = _sklearn_digits()
     name_width = max(5, len(str(n)))
     if task == "digits":
-        drawn = (
-            (pixels, labels, [])
-            for pixels, labels in _jittered_digits(images, targets, n, rng, size)
-        )
+        drawn: Iterator[Canvas] = _jittered_digits(images, targets, n, rng, size)
     else:
-        scale = _DETECTION_SCALE if task == "detection" else _SCALE  # not a head kind
-        drawn = _digit_canvases(images, targets, n, rng, size, scale)
+        wide = task in ("detection", "segmentation")  # not a head kind: demo tasks
+        drawn = digit_canvases(images, targets, n, rng, size, _DETECTION_SCALE if wide else _SCALE)
     rows = []
-    for number, (pixels, labels, boxes) in enumerate(drawn, start=1):
+    for number, canvas in enumerate(drawn, start=1):
         relative = f"{_IMAGES}/{number:0{name_width}d}.png"
-        Image.fromarray(pixels).save(root / relative, format="PNG")
+        Image.fromarray(canvas.pixels).save(root / relative, format="PNG")
         if task == "detection":  # not a head kind
-            height, width = pixels.shape
-            for digit, box in zip(labels, boxes, strict=True):
+            height, width = canvas.pixels.shape
+            for digit, box in zip(canvas.digits, canvas.boxes, strict=True):
                 rows.append([relative, str(width), str(height), str(digit), *map(str, box)])
+        elif task == "segmentation":  # not a head kind
+            rows.append(save_mask(root, relative, canvas))
         else:
-            rows.append([relative, *_label_cells(task, labels)])
+            rows.append([relative, *_label_cells(task, canvas.digits)])
     return rows
 
 
@@ -253,13 +286,9 @@ def _digit_indices(rng: np.random.Generator, count: int, total: int) -> np.ndarr
     return np.concatenate([rng.permutation(total) for _ in range(rounds)])[:count]
 
 
-def _upscale(digit: np.ndarray, side: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
-
-
 def _jittered_digits(
     images: np.ndarray, targets: np.ndarray, n: int, rng: np.random.Generator, size: int
-) -> Iterator[tuple[np.ndarray, list[int]]]:
+) -> Iterator[Canvas]:
     """One digit per image, slightly scaled and shifted so repeats are not pixel-identical."""
     max_shift = max(1, size // 16)
     for index in _digit_indices(rng, n, len(images)):
@@ -269,49 +298,8 @@ def _jittered_digits(
         x = int(np.clip((size - side) // 2 + dx, 0, size - side))
         y = int(np.clip((size - side) // 2 + dy, 0, size - side))
         canvas = np.zeros((size, size), dtype=np.uint8)
-        canvas[y : y + side, x : x + side] = _upscale(images[index], side)
-        yield canvas, [int(targets[index])]
-
-
-def _digit_canvases(
-    images: np.ndarray,
-    targets: np.ndarray,
-    n: int,
-    rng: np.random.Generator,
-    size: int,
-    scale: tuple[float, float] = _SCALE,
-) -> Iterator[tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]]:
-    """1 to 4 digits per image, one per randomly chosen quadrant, so they never overlap.
-
-    Each digit's side is ``scale`` (low, high) times the quadrant's, at a random place inside
-    it. Yields the canvas, the digits, and per digit the tight box ``(x1, y1, x2, y2)`` of its
-    non-zero pixels (``x2``, ``y2`` exclusive).
-    """
-    cell = size // 2
-    for _ in range(n):
-        count = int(rng.integers(1, 5))
-        quadrants = rng.choice(4, size=count, replace=False)
-        picks = rng.integers(0, len(images), size=count)
-        canvas = np.zeros((size, size), dtype=np.uint8)
-        boxes = []
-        for quadrant, index in zip(quadrants, picks, strict=True):
-            side = max(1, round(cell * rng.uniform(*scale)))
-            x0, y0 = (quadrant % 2) * cell, (quadrant // 2) * cell
-            x = x0 + int(rng.integers(0, cell - side + 1))
-            y = y0 + int(rng.integers(0, cell - side + 1))
-            patch = _upscale(images[index], side)
-            canvas[y : y + side, x : x + side] = patch
-            boxes.append(_ink_box(patch, x, y))
-        yield canvas, [int(targets[i]) for i in picks], boxes
-
-
-def _ink_box(patch: np.ndarray, x: int, y: int) -> tuple[int, int, int, int]:
-    """The tight box of ``patch``'s non-zero pixels, pasted at ``(x, y)``; x2, y2 exclusive."""
-    rows = np.flatnonzero(patch.any(axis=1))
-    cols = np.flatnonzero(patch.any(axis=0))
-    if rows.size == 0:  # cannot happen with sklearn's digits (every one has ink)
-        return x, y, x + patch.shape[1], y + patch.shape[0]
-    return x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1
+        canvas[y : y + side, x : x + side] = upscale(images[index], side)
+        yield Canvas(canvas, [int(targets[index])])
 
 
 def _read_meta(root: Path) -> dict | None:
@@ -322,16 +310,17 @@ def _read_meta(root: Path) -> dict | None:
 
 
 def _forget_previous(root: Path) -> None:
-    """Unmark an earlier generation before overwriting it, and drop its numbered PNGs."""
+    """Unmark an earlier generation before overwriting it, and drop its numbered PNGs (images
+    and masks)."""
     meta = root / _META
     if not meta.is_file():
         return  # not a folder we made: leave whatever is in it alone
     meta.unlink()
-    images = root / _IMAGES
-    if images.is_dir():
-        for path in images.iterdir():
-            if _OWN_PNG.fullmatch(path.name):
-                path.unlink()
+    for folder in (root / _IMAGES, root / MASKS):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if _OWN_PNG.fullmatch(path.name):
+                    path.unlink()
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pictag.config import DataConfig, HeadConfig
 from pictag.data.builtin import make_builtin
+from pictag.data.builtin_masks import MASK_VALUES
 from pictag.data.problems import Problem
 from pictag.data.schema import RawLabel, Sample
 from pictag.data.sources_annotations import is_voc_root, read_coco, read_voc
@@ -34,6 +35,7 @@ from pictag.data.sources_common import (
     split_note,
 )
 from pictag.data.sources_csv import read_csv
+from pictag.data.sources_masks import attach_masks, read_masks
 from pictag.data.sources_yolo import is_yolo_root, read_yolo
 from pictag.heads import HeadKind, get_kind
 
@@ -71,7 +73,25 @@ def read_samples(
     fmt = detect_format(data) if data.format == "auto" else data.format
     if fmt == "builtin":
         return _read_builtin(data, heads, workdir or DEFAULT_WORKDIR)
+    # Heads that read mask folders take their labels from there, whatever the format.
+    mask_heads = {name: head for name, head in heads.items() if head.masks}
+    if fmt == "masks" or (mask_heads and len(mask_heads) == len(heads)):
+        return read_masks(data, heads)
+    if mask_heads:
+        others = {name: head for name, head in heads.items() if name not in mask_heads}
+        result = _read_format(fmt, data, others)
+        samples, problems = attach_masks(result.samples, mask_heads)
+        heads_used = {**result.heads, **mask_heads}
+        return dataclasses.replace(
+            result, samples=samples, heads=heads_used, problems=[*result.problems, *problems]
+        )
+    return _read_format(fmt, data, heads)
+
+
+def _read_format(fmt: str, data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
+    """Read a source of format ``fmt`` (not ``builtin``)."""
     readers = {
+        "masks": read_masks,
         "folder": read_folder,
         "csv": read_csv,
         "voc": read_voc,
@@ -237,7 +257,12 @@ def _no_match(path: Path, pattern: str) -> Problem:
 
 
 def _read_builtin(data: DataConfig, heads: dict[str, HeadConfig], workdir: Path) -> SourceResult:
-    """Generate (or reuse) the built-in dataset and read it like any CSV."""
+    """Generate (or reuse) the built-in dataset and read it like any CSV, or for the
+    ``segmentation`` task like a mask folder (``data.format: masks``).
+
+    The dataset fixes each head's kind (and tag separator, mask folder and mask values); a
+    configured head may change its other settings.
+    """
     dataset = make_builtin(data.builtin, Path(workdir) / data.builtin)
     unknown = [name for name in heads if name not in dataset.heads]
     if unknown:
@@ -245,24 +270,35 @@ def _read_builtin(data: DataConfig, heads: dict[str, HeadConfig], workdir: Path)
             f"heads: the built-in {data.builtin!r} dataset has no head {unknown[0]!r}; "
             f"its heads are {', '.join(dataset.heads)}"
         )
+    masks = dataset.masks_dir
+    fixed = {"masks": str(masks), "mask_values": dict(MASK_VALUES), "mask_colors": None}
     used = {}
     for name, kind in dataset.heads.items():
         if heads and name not in heads and not data.all_heads:
             continue  # configuring some heads selects them
         separator = " " if get_kind(kind).tags else None  # the built-in sets join tags by spaces
         used[name] = dataclasses.replace(
-            heads.get(name, HeadConfig()), kind=kind, separator=separator
+            heads.get(name, HeadConfig()),
+            kind=kind,
+            separator=separator,
+            **(fixed if masks is not None else {}),
         )
-    boxes = dataset.labels_format == "boxcsv"  # the detection task: a row per box
-    csv_data = dataclasses.replace(
-        data,
-        format=dataset.labels_format,
-        labels=str(dataset.labels_csv),
-        images=[str(dataset.root)],
-        image_column=None if boxes else "image",
-        split_column=None,
-    )
-    result = (read_boxcsv if boxes else read_csv)(csv_data, used)
+    if masks is not None:  # the segmentation task: masks/ beside images/, matched by stem
+        mask_data = dataclasses.replace(
+            data, format="masks", images=[str(dataset.root / "images")], labels=None
+        )
+        result = read_masks(mask_data, used)
+    else:
+        boxes = dataset.labels_format == "boxcsv"  # the detection task: a row per box
+        csv_data = dataclasses.replace(
+            data,
+            format=dataset.labels_format,
+            labels=str(dataset.labels_csv),
+            images=[str(dataset.root)],
+            image_column=None if boxes else "image",
+            split_column=None,
+        )
+        result = (read_boxcsv if boxes else read_csv)(csv_data, used)
     result.description = f"built-in {data.builtin!r} dataset, {result.description}"
     result.format = "builtin"
     return result

@@ -24,6 +24,7 @@ from pictag.data.sources_boxes import (
     object_heads,
 )
 from pictag.data.sources_common import ImageFinder, SourceResult
+from pictag.heads.masks import freeze
 
 _VOC_SPLITS = ("train", "val", "test")
 # (annotation folder, image folder) pairs: the VOC devkit's own, then the lower-case layout of
@@ -224,7 +225,10 @@ def _coco_images(
             continue
         stated = (image.get("width"), image.get("height"))
         known = all(isinstance(v, (int, float)) for v in stated)
-        entries[image.get("id")] = ImageEntry(hit[0], where, stated=stated if known else None)
+        # shapes=[]: a COCO image with no annotation is all background for a segmentation head
+        entries[image.get("id")] = ImageEntry(
+            hit[0], where, stated=stated if known else None, shapes=[]
+        )
     return entries, problems
 
 
@@ -249,6 +253,28 @@ def _coco_annotations(
     return problems
 
 
+def _add_shape(entry: ImageEntry, segmentation: Any, name: str, where: str) -> None:
+    """Keep an annotation's outline (polygons or RLE) for segmentation heads."""
+    if entry.shapes is None or not segmentation:
+        return
+    if isinstance(segmentation, list):
+        good = all(
+            isinstance(p, list)
+            and len(p) >= 6
+            and len(p) % 2 == 0
+            and all(isinstance(v, (int, float)) for v in p)
+            for p in segmentation
+        )
+    else:
+        good = isinstance(segmentation, dict) and {"counts", "size"} <= set(segmentation)
+    if not good:
+        message = f"segmentation of {name!r} is neither polygons (lists of x, y, ...) nor an RLE"
+        fix = "fix the segmentation, or remove it"
+        entry.problems.append(Problem("bad_shape", where, message, fix, path=entry.path))
+        return
+    entry.shapes.append((name, freeze(segmentation), where))
+
+
 def _add_annotation(
     entry: ImageEntry, ann: dict[str, Any], categories: dict[Any, str], where: str
 ) -> None:
@@ -259,6 +285,7 @@ def _add_annotation(
         entry.problems.append(Problem("unknown_class", where, message, fix, path=entry.path))
         return
     name = categories[category]
+    _add_shape(entry, ann.get("segmentation"), name, where)
     bbox = ann.get("bbox")
     if ann.get("iscrowd") or bbox is None:
         entry.names.append(name)

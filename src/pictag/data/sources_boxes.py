@@ -71,6 +71,8 @@ class ImageEntry:
             a tag-list head, nothing for a box head.
         stated: ``(width, height)`` the annotation states, if any, checked against the file.
         problems: Problems the reader found in this image's annotation; any error drops it.
+        shapes: ``(class name, COCO segmentation, where)`` per outlined object (polygons or
+            RLE), for segmentation heads; None when the format has no outlines.
     """
 
     path: Path
@@ -80,6 +82,7 @@ class ImageEntry:
     names: list[str] = field(default_factory=list)
     stated: tuple[float, float] | None = None
     problems: list[Problem] = field(default_factory=list)
+    shapes: list[tuple[str, Any, str]] | None = None
 
 
 @dataclass
@@ -219,7 +222,27 @@ def check_entry(entry: ImageEntry, size: tuple[int, int]) -> tuple[Objects, list
         fix = "split the image into tiles, or accept the cut"
         problems.append(Problem("too_many_boxes", entry.where, message, fix, "warning", entry.path))
         boxes = boxes[:MAX_OBJECTS]
-    return Objects(size, tuple(boxes)), problems
+    return Objects(size, tuple(boxes), _checked_shapes(entry, size, problems)), problems
+
+
+def _checked_shapes(
+    entry: ImageEntry, size: tuple[int, int], problems: list[Problem]
+) -> tuple[tuple[str, Any], ...] | None:
+    """The entry's outlines; an RLE made for another image size is an error (it would paint
+    the wrong pixels, or fail to decode in the middle of training)."""
+    if entry.shapes is None:
+        return None
+    kept = []
+    for name, segmentation, where in entry.shapes:
+        stated = segmentation[1] if segmentation[0] == "rle" else None
+        if stated is not None and list(stated) != [size[1], size[0]]:
+            message = f"the RLE of {name!r} is for a {stated[1]}x{stated[0]} image, the file is "
+            message += f"{size[0]}x{size[1]}"
+            fix = "check that the annotation belongs to this image"
+            problems.append(Problem("bad_shape", where, message, fix, path=entry.path))
+            continue
+        kept.append((name, segmentation))
+    return tuple(kept)
 
 
 def _differs(stated: tuple[float, float], size: tuple[int, int]) -> bool:

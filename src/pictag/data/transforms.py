@@ -20,6 +20,7 @@ from torchvision.transforms.v2 import functional as F
 
 from pictag.config import TrainConfig
 from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_rgb_sized
+from pictag.heads.masks import BACKGROUND
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -159,9 +160,11 @@ def hflip_for(labels: dict[str, list[str]]) -> tuple[float, str | None]:
     """``train.hflip``'s default for heads with these label names, and why when it is 0.
 
     A head of three or more labels that are all single characters (``0``-``9``, ``A``-``Z``)
-    reads digits or letters, which a mirror changes (a flipped 2 is no 2).
+    reads digits or letters, which a mirror changes (a flipped 2 is no 2); a segmentation head's
+    ``background`` class does not count.
     """
     for name, names in labels.items():
+        names = [label for label in names if label != BACKGROUND]
         if len(names) >= 3 and all(len(label.strip()) == 1 for label in names):
             return 0.0, f"head {name!r} has single-character labels (digits or letters)"
     return DEFAULT_HFLIP, None
