@@ -13,11 +13,12 @@ from pathlib import Path
 from pictag.config import Config, DataConfig, HeadConfig, ModelConfig, TrainConfig
 from pictag.data.builtin import describe as describe_builtin
 from pictag.data.builtin import make_builtin, task_heads
+from pictag.data.builtin_masks import MASK_VALUES
 from pictag.heads import get_kind
 
 log = logging.getLogger(__name__)
 
-DEMO_TASKS = ("digits", "multilabel", "multioutput", "detection")  # not a head kind
+DEMO_TASKS = ("digits", "multilabel", "multioutput", "detection", "segmentation")
 IMAGE_SIZE = 32  # px: the 8x8 source digits need no more
 # Boxes: the small CNN gives no feature pyramid, so a detector starts from the offline
 # pretrained Lite0; at 64 px a canvas's digits span 5-30 px. 600 canvases keep it to ~1 min.
@@ -29,8 +30,11 @@ def demo_config(task: str, data_dir: Path, epochs: int | None = None) -> Config:
     a task with boxes: the dense probe on pretrained Lite0's feature maps, then fine-tuning."""
     dense = any(get_kind(kind).spatial for kind in task_heads(task).values())
     built = make_builtin(task, data_dir, n_images=DENSE_IMAGES if dense else None)
+    masks = {}
+    if built.masks_dir is not None:  # each head reads the canvases' masks
+        masks = {"masks": str(built.masks_dir), "mask_values": dict(MASK_VALUES)}
     heads = {
-        name: HeadConfig(kind=kind, separator=" " if get_kind(kind).tags else None)
+        name: HeadConfig(kind=kind, separator=" " if get_kind(kind).tags else None, **masks)
         for name, kind in built.heads.items()
     }
     model = ModelConfig(
@@ -40,9 +44,13 @@ def demo_config(task: str, data_dir: Path, epochs: int | None = None) -> Config:
         model = ModelConfig(
             backbone=DENSE_BACKBONE, pretrained="offline", image_size=DENSE_IMAGE_SIZE
         )
-    labels = str(built.labels_csv)
+    data = DataConfig(
+        format=built.labels_format, images=[str(built.root)], labels=str(built.labels_csv)
+    )
+    if built.masks_dir is not None:
+        data = DataConfig(format="masks", images=[str(built.root / "images")])
     return Config(
-        data=DataConfig(format=built.labels_format, images=[str(built.root)], labels=labels),
+        data=data,
         heads=heads,
         model=model,
         train=TrainConfig(
@@ -105,7 +113,7 @@ def run_demo(
 
 
 def _metrics(metrics: dict[str, float]) -> str:
-    keep = ("accuracy", "mAP", "f1_macro", "map", "map50")
+    keep = ("accuracy", "mAP", "f1_macro", "map", "map50", "miou")
     parts = [f"{k}={v:.3f}" for k, v in metrics.items() if k.split("/")[-1] in keep]
     return " ".join(parts)
 

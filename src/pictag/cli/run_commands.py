@@ -38,18 +38,26 @@ PROGRESS_FROM = 64  # images from which `predict` shows a progress bar
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pictag.evaluation.predict_output import expand_inputs, format_predictions, save_figures
+    from pictag.evaluation.predict_output import (
+        expand_inputs,
+        format_predictions,
+        save_figures,
+        save_masks,
+    )
     from pictag.evaluation.predictor import Predictor
 
     files, failed = expand_inputs(args.images)
     predictor = Predictor.from_run(args.run_dir, args.device, args.backend)
     options = {"top_k": args.top_k, "at_least_one": args.at_least_one, "batch_size": args.batch}
     predictions = predictor.predict(files, **options, progress=len(files) > PROGRESS_FROM)
-    print(format_predictions(predictions, predictor.heads, args.format, args.top_k))
-    failed += [p.error for p in predictions if p.error]
-    if args.show:
+    if args.show:  # drawn before --masks moves the masks' pixels into files
         shown = save_figures(predictions, args.show)
         print(f"{len(shown)} pictures with their labels in {args.show}", file=sys.stderr)
+    if args.masks:
+        written = save_masks(predictions, args.masks)
+        print(f"{len(written)} class-index masks (PNG) in {args.masks}", file=sys.stderr)
+    print(format_predictions(predictions, predictor.heads, args.format, args.top_k))
+    failed += [p.error for p in predictions if p.error]
     for message in failed:
         print(f"pictag predict: {message}", file=sys.stderr)
     return 1 if failed else 0
@@ -64,6 +72,12 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
         "--at-least-one", action="store_true", help="multilabel: never predict no label"
     )
     parser.add_argument("--show", metavar="OUT_DIR", help="save each image with its labels")
+    parser.add_argument(
+        "--masks",
+        metavar="OUT_DIR",
+        help="segmentation heads: write each image's mask as a class-index PNG "
+        "(IMAGE.HEAD.png, the file's own size); JSON then names the file instead of holding it",
+    )
     parser.add_argument("--batch", type=int, default=32, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument(

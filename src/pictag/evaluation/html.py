@@ -42,6 +42,8 @@ figure img{max-width:100%;height:auto;display:block}
 .card img.px{image-rendering:pixelated;max-width:100%;max-height:none;height:auto}
 .boxed{position:relative;width:fit-content;margin:0 auto 6px}.boxed img{margin:0}
 .boxed svg{position:absolute;inset:0;width:100%;height:100%}
+.pair{display:flex;gap:4px;justify-content:center}.masked{margin:0;text-align:center}
+.pair .card img,.pair img{max-width:120px;max-height:120px}
 .noimg{width:160px;height:100px;background:#eee;color:#888;text-align:center;line-height:100px}
 .path{font-weight:600}.dim{color:#777}.bad{color:#c62828;font-weight:600}
 .miss{color:#c62828;text-decoration:underline dashed}
@@ -169,8 +171,8 @@ def _mistakes(mistakes: list[dict], thumbnails: dict[str, bytes] | None) -> str:
     cards = [_card(m, thumbnails) for m in mistakes]
     legend = (
         "<p class=dim>Worst first. <span class=bad>red</span>: wrong prediction; "
-        "<span class=miss>underlined</span>: a true label that was missed. Boxes: true solid "
-        "green, predicted dashed red.</p>"
+        "<span class=miss>underlined</span>: a true label that was missed. Boxes: true solid"
+        " green, predicted dashed red. Masks: the true one left, the predicted one right.</p>"
     )
     return f'<h2 id="mistakes">Mistakes</h2>{legend}<div class=grid>{"".join(cards)}</div>'
 
@@ -180,7 +182,7 @@ def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     data = thumbnails.get(path) if thumbnails is not None else thumbnail(path)
     image = image_tag(data, path) if data else "<div class=noimg>no image</div>"
     if data and mistake.get("boxes"):
-        image = f"<div class=boxed>{image}{_overlay(mistake['boxes'])}</div>"
+        image = _placed(image, mistake["boxes"])
     lines = [
         image,
         f'<div class=path title="{escape(path)}">{escape(Path(path).name)}</div>',
@@ -192,6 +194,28 @@ def _card(mistake: dict, thumbnails: dict[str, bytes] | None) -> str:
     for head in dict.fromkeys([*true, *pred]):
         lines.append(_verdict(head, true.get(head), pred.get(head), scores.get(head)))
     return f"<div class=card>{''.join(lines)}</div>"
+
+
+def _placed(image: str, places: dict[str, Any]) -> str:
+    """The thumbnail with the heads' places drawn over it: boxes on it, or, for masks, two
+    copies side by side, the true mask over one and the predicted mask over the other."""
+    boxes = _overlay(places)
+    masks = [found for found in places.values() if "true_mask" in found]
+    if not masks:
+        return f"<div class=boxed>{image}{boxes}</div>"
+    copies = []
+    for key, caption in (("true_mask", "true"), ("pred_mask", "predicted")):
+        layers = "".join(
+            f'<image href="{escape(found[key])}" x="0" y="0" width="1" height="1" '
+            'preserveAspectRatio="none"/>'
+            for found in masks
+        )
+        svg = f'<svg viewBox="0 0 1 1" preserveAspectRatio="none">{layers}</svg>'
+        copies.append(
+            f"<figure class=masked><div class=boxed>{image}{svg}{boxes}</div>"
+            f"<figcaption class=dim>{caption}</figcaption></figure>"
+        )
+    return f"<div class=pair>{''.join(copies)}</div>"
 
 
 def _overlay(places: dict[str, Any]) -> str:

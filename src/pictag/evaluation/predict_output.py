@@ -3,6 +3,7 @@ table, JSON or CSV, and pictures of each image with its predicted labels beside 
 
 from __future__ import annotations
 
+import base64
 import csv
 import glob
 import io
@@ -136,6 +137,24 @@ def save_figures(predictions: Sequence[Prediction], out_dir: str | Path) -> list
     return written
 
 
+def save_masks(predictions: Sequence[Prediction], out_dir: str | Path) -> list[Path]:
+    """Write each head's mask as ``<image stem>.<head>.png`` (a palette PNG whose values are
+    class indices) and put the file's path in the prediction in place of the pixels."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for prediction in predictions:
+        for name, head in prediction.heads.items():
+            if head.mask is None or "png" not in head.mask:
+                continue
+            stem = f"{Path(prediction.source).stem}.{name}"
+            path = out_dir / _unique_name(stem, used)
+            path.write_bytes(base64.b64decode(head.mask["png"]))
+            head.mask = {"file": str(path), **{k: v for k, v in head.mask.items() if k != "png"}}
+            written.append(path)
+    return written
+
+
 def _unique_name(stem: str, used: set[str]) -> str:
     name, number = f"{stem}.png", 1
     while name in used:
@@ -160,6 +179,6 @@ def _figure(prediction: Prediction, pixels: np.ndarray, size: tuple[int, int]) -
     for name, head in prediction.heads.items():
         title = f"{name} ({head.kind})"
         top = kinds[name].draw(
-            fig, axes, title, head.labels, head.scores, top, objects=head.objects
+            fig, axes, title, head.labels, head.scores, top, objects=head.objects, mask=head.mask
         )
     return fig

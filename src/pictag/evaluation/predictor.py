@@ -59,17 +59,22 @@ class HeadPrediction:
         scores: Label -> probability, high to low (only the best ``top_k`` when it is given).
         objects: Kinds that locate things: ``{label, score, box: [x1, y1, x2, y2]}`` per
             decided object, in the original image's pixels, best first; None otherwise.
+        mask: Segmentation: ``{png, classes}``, the class of each of the original image's
+            pixels as a base64 palette PNG whose values index ``classes``; None otherwise.
     """
 
     kind: str
     labels: list[str]
     scores: dict[str, float]
     objects: list[dict[str, Any]] | None = None
+    mask: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {"kind": self.kind, "labels": list(self.labels), "scores": dict(self.scores)}
         if self.objects is not None:
             data["objects"] = [dict(item) for item in self.objects]
+        if self.mask is not None:
+            data["mask"] = dict(self.mask)
         return data
 
 

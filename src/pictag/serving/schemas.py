@@ -14,15 +14,29 @@ class ObjectOut(BaseModel):
     box: list[float] = Field(description="[x1, y1, x2, y2] in the uploaded image's pixels")
 
 
-class HeadPredictionOut(BaseModel):
-    kind: str = Field(description="multiclass, multilabel or detection")
-    labels: list[str] = Field(
-        description="The decision: the top class, the tags over their thresholds, or the "
-        "classes of the boxes found"
+class MaskOut(BaseModel):
+    png: str = Field(
+        description="Base64 palette PNG at the uploaded image's own size whose pixel values "
+        "are class indices (into classes); its palette holds the class colours"
     )
-    scores: dict[str, float] = Field(description="Label -> probability, high to low")
+    classes: list[str] = Field(description="All the head's classes, in index order")
+
+
+class HeadPredictionOut(BaseModel):
+    kind: str = Field(description="multiclass, multilabel, detection or segmentation")
+    labels: list[str] = Field(
+        description="The decision: the top class, the tags over their thresholds, the "
+        "classes of the boxes found, or the classes on the mask (largest first)"
+    )
+    scores: dict[str, float] = Field(
+        description="Label -> probability, high to low (segmentation: label -> share of the "
+        "image's pixels, largest first)"
+    )
     objects: list[ObjectOut] | None = Field(
         None, description="Detection heads: the boxes found, best first"
+    )
+    mask: MaskOut | None = Field(
+        None, description="Segmentation heads: the class of each pixel of the uploaded image"
     )
 
 
@@ -45,7 +59,10 @@ class PredictResponse(BaseModel):
 
 class HeadInfo(BaseModel):
     name: str
-    kind: str = Field(description="multiclass (softmax, one label) or multilabel (sigmoid, tags)")
+    kind: str = Field(
+        description="multiclass (softmax, one label), multilabel (sigmoid, tags), detection "
+        "(boxes) or segmentation (a class per pixel)"
+    )
     labels: list[str]
     thresholds: list[float] | None = Field(
         None, description="Multilabel: per-label decision thresholds, in label order"
