@@ -215,3 +215,25 @@ def check_separators(
         fix = "if an image can have several of these, set " + advice.replace("SEP", repr(sep))
         where = sample_where(sample)
         found.add(Problem("separator", where, message, fix, "warning", sample.path))
+
+
+def untrained_labels(train: Sequence[Sample], heads: dict[str, Head]) -> list[str]:
+    """A message for each label that no training image has (for a segmentation head: no
+    training mask holds a pixel of the class), which the model therefore cannot learn; it can
+    only appear in val or test, once the split is made."""
+    messages = []
+    for name, head in heads.items():
+        seen: set[int] = set()
+        for sample in train:
+            try:
+                seen.update(label_indices(head.encode(sample.labels.get(name))))
+            except LabelError:
+                continue  # reported by the checks already
+        for index, label in enumerate(head.labels):
+            if index not in seen:
+                messages.append(
+                    f"head {name!r}: no training image has {label!r} (only val or test do), so "
+                    "the model cannot learn it; add training images with it, or drop it from "
+                    f"heads.{name}.labels"
+                )
+    return messages

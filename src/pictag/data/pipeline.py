@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pictag.config import Config
+from pictag.data.label_checks import untrained_labels
 from pictag.data.leakage import warn_leaks
 from pictag.data.schema import Head, Sample
 from pictag.data.sources import read_samples
@@ -61,6 +62,8 @@ def prepare_data(
     log.info("split: %s", ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     # Only now are the splits final: a copy on each side of train/test inflates the test score.
     warn_leaks(report.near_duplicates, splits)
+    for message in untrained_labels(splits["train"], report.heads):
+        log.warning("%s", message)
     if config.train.hflip is None:  # its default follows the labels, known only now
         config.train.hflip, why = hflip_for({n: h.labels for n, h in report.heads.items()})
         if why:

@@ -52,7 +52,7 @@ class HeadPrediction:
     """One head's output for one image.
 
     Attributes:
-        kind: ``multiclass`` or ``multilabel``.
+        kind: The head's kind (``multiclass``, ``multilabel``, ``detection``, ...).
         labels: The decision, most probable first: the labels the head's kind chose (the top
             class, or a binary head's class by its threshold, or the tags over their
             thresholds).
