@@ -27,6 +27,7 @@ IGNORE_NAME = "ignore"  # the class name in `mask_values` / `mask_colors` that m
 BACKGROUND = "background"  # the class of pixels that no polygon covers
 MASK_SIDE = 256
 MAX_CLASSES = IGNORE  # class indices 0..254 fit a uint8 target beside IGNORE
+LOOKUP_LIMIT = 1 << 16  # masks with values below this map through a table, not a sort
 
 # (lowest value, highest value, class name or IGNORE_NAME); colours are packed 0xRRGGBB ints.
 ValueRange = tuple[int, int, str]
@@ -163,26 +164,45 @@ def value_names(values: np.ndarray, table: Sequence[ValueRange]) -> dict[int, st
     """Each distinct value of ``values`` -> its class name (``IGNORE_NAME`` included), None
     for a value that no range covers."""
     names: dict[int, str | None] = {}
-    for value in np.unique(values).tolist():
+    for value in distinct(values).tolist():
         names[value] = next((n for lo, hi, n in table if lo <= value <= hi), None)
     return names
 
 
-def class_map(label: MaskLabel, classes: dict[str, int]) -> np.ndarray:
-    """The mask as class indices ``[height, width]`` (uint8), ``IGNORE`` for ignored pixels,
-    for values no range covers, and for classes not in ``classes``.
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values of a mask, ascending: counted (linear time) for greyscale and
+    16-bit masks, sorted only for packed colours."""
+    if values.size and 0 <= values.min() and values.max() < LOOKUP_LIMIT:
+        return np.flatnonzero(np.bincount(values.ravel()))
+    return np.unique(values)
+
+
+def class_map(
+    label: MaskLabel, classes: dict[str, int], size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """The mask as class indices (uint8), ``IGNORE`` for ignored pixels, for values no range
+    covers, and for classes not in ``classes``; at the image's size, or resized (nearest
+    neighbour) to ``size`` ``(h, w)``.
 
     Raises:
         OSError, ValueError: the mask file cannot be read.
     """
     width, height = label.size
     if label.path is None:
-        return _paint_shapes(label.shapes, classes, (height, width))
+        painted = _paint_shapes(label.shapes, classes, (height, width))
+        return painted if size is None else resize_nearest(painted, size)
     values, _ = read_values(label.path)
+    if size is not None:  # nearest neighbour keeps values: map the fewer pixels after it
+        values = resize_nearest(values, size)
     names = value_names(values, label.table)
-    uniq, inverse = np.unique(values, return_inverse=True)
-    lookup = np.array([classes.get(names[v] or IGNORE_NAME, IGNORE) for v in uniq.tolist()])
-    return lookup.astype(np.uint8)[inverse.reshape(values.shape)]
+    lookup = {v: classes.get(n or IGNORE_NAME, IGNORE) for v, n in names.items()}
+    if values.max(initial=0) < LOOKUP_LIMIT:  # greyscale and 16-bit masks: one table lookup
+        table = np.full(int(values.max(initial=0)) + 1, IGNORE, dtype=np.uint8)
+        table[list(lookup)] = list(lookup.values())
+        return table[values]
+    uniq, inverse = np.unique(values, return_inverse=True)  # packed colours
+    mapped = np.array([lookup[v] for v in uniq.tolist()], dtype=np.uint8)
+    return mapped[inverse.reshape(values.shape)]
 
 
 def _paint_shapes(
@@ -218,7 +238,7 @@ def to_target(label: MaskLabel | None, classes: dict[str, int]) -> np.ndarray:
     """The ``[MASK_SIDE, MASK_SIDE]`` uint8 target; all ``IGNORE`` for a missing mask."""
     if label is None:
         return np.full((MASK_SIDE, MASK_SIDE), IGNORE, dtype=np.uint8)
-    return resize_nearest(class_map(label, classes), (MASK_SIDE, MASK_SIDE))
+    return class_map(label, classes, (MASK_SIDE, MASK_SIDE))
 
 
 def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
