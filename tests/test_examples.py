@@ -99,3 +99,21 @@ def test_python_quick_start_runs_as_written(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test accuracy" in done.stdout and (tmp_path / "run" / "report.html").is_file()
+
+
+def test_segmentation_tutorial_reads_trimaps_with_an_ignored_border(tmp_path) -> None:
+    images, trimaps = tmp_path / "images", tmp_path / "trimaps"
+    trimaps.mkdir(parents=True)
+    for i in range(24):
+        _image(images / f"pet_{i}.jpg", i % 3, i)
+        trimap = np.full((20, 20), 2, np.uint8)  # background
+        trimap[5:15, 4 + i % 4 : 14 + i % 4] = 3  # the unclassified border band
+        trimap[6:14, 5 + i % 4 : 13 + i % 4] = 1  # the pet
+        Image.fromarray(trimap).save(trimaps / f"pet_{i}.png")
+    (images / "pet_0.mat").write_bytes(b"MATLAB 5.0")  # not an image: passed over
+    data = [f"data.images=[{images}]", f"heads.pet.masks={trimaps}"]
+    extra = ["train.epochs=1", "model.backbone=test_efficientnet", "model.pretrained=none"]
+    report = _run("oxford-pets-segmentation.yaml", tmp_path, data, extra)
+    assert report["split"] == "test" and report["heads"]["pet"]["kind"] == "segmentation"
+    assert report["heads"]["pet"]["labels"] == ["background", "pet"]
+    assert 0 <= report["heads"]["pet"]["metrics"]["miou"] <= 1
