@@ -172,7 +172,7 @@ def value_names(values: np.ndarray, table: Sequence[ValueRange]) -> dict[int, st
 def distinct(values: np.ndarray) -> np.ndarray:
     """The distinct values of a mask, ascending: counted (linear time) for greyscale and
     16-bit masks, sorted only for packed colours."""
-    if values.size and 0 <= values.min() and values.max() < LOOKUP_LIMIT:
+    if values.size and values.min() >= 0 and values.max() < LOOKUP_LIMIT:
         return np.flatnonzero(np.bincount(values.ravel()))
     return np.unique(values)
 
