@@ -51,6 +51,22 @@ train: {epochs: 3, lr: 0.01}
     assert config.train.lr == 0.01
 
 
+def test_a_segmentation_heads_mask_folder_is_resolved_like_the_images(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+data: {images: photos}
+heads:
+  pet: {kind: segmentation, masks: ../trimaps, mask_values: {1: pet, 3-4: ignore}}
+  abs: {kind: segmentation, masks: /data/masks}
+""",
+    )
+    config = load_config(path)
+    assert config.heads["pet"].masks == str(tmp_path.parent / "trimaps")
+    assert config.heads["abs"].masks == "/data/masks"
+    assert config.heads["pet"].mask_values == {"1": "pet", "3-4": "ignore"}
+
+
 def test_unknown_keys_are_named(tmp_path):
     with pytest.raises(ConfigError, match=r"'train.learning_rate'"):
         load_config(_write(tmp_path, "train: {learning_rate: 0.1}"))

@@ -253,7 +253,8 @@ def load_config(
     """Read a YAML config (or start from defaults) and apply overrides.
 
     Args:
-        path: YAML file; relative paths in its ``data`` section are resolved against its folder.
+        path: YAML file; relative paths in its ``data`` section and heads' ``masks`` folders
+            are resolved against its folder.
         overrides: ``section.key=value`` strings, the value parsed as YAML (``--set``).
         values: ``section.key`` -> value, applied before ``overrides`` without parsing
             (command-line flags such as ``--pattern`` whose text must stay as typed).
@@ -369,6 +370,10 @@ def absolute_data_paths(config: Config) -> None:
 
 
 def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
+    heads = raw.get("heads")
+    for head in heads.values() if isinstance(heads, dict) else ():
+        if isinstance(head, dict) and isinstance(head.get("masks"), str):
+            head["masks"] = os.path.normpath(base / head["masks"])  # a segmentation head's folder
     data = raw.get("data")
     if not isinstance(data, dict):
         return
