@@ -9,16 +9,11 @@ import pytest
 from PIL import Image
 
 from pictag.config import DataConfig, HeadConfig
+from pictag.data.mask_files import find_masks, mask_label, mask_table
 from pictag.data.problems import Problem
 from pictag.data.schema import Sample
 from pictag.data.sources_boxes import image_size
-from pictag.data.sources_masks import (
-    attach_masks,
-    find_masks,
-    mask_label,
-    mask_table,
-    read_masks,
-)
+from pictag.data.sources_masks import attach_masks, read_masks
 from pictag.heads.masks import IGNORE, MaskLabel
 
 SIZE = (12, 8)  # width, height of every test image
