@@ -201,3 +201,22 @@ def test_prepare_data_resolves_hflip_from_the_labels_unless_set(tmp_path) -> Non
     config = load_config(None, [f"data.images=[{tmp_path}]", "train.hflip=0.5"])
     prepare_data(config, progress=False)
     assert config.train.hflip == 0.5
+
+
+def test_a_rotation_fills_a_masks_new_corners_with_ignore_not_a_class() -> None:
+    from torchvision import tv_tensors
+
+    from pictag.config import TrainConfig
+    from pictag.data.transforms import Preprocess, train_transform
+    from pictag.heads.masks import IGNORE
+
+    pre = Preprocess((3, 32, 32), (0.5,) * 3, (0.5,) * 3, whole=True)
+    transform = train_transform(pre, TrainConfig(rotate=45, hflip=0.0))
+    torch.manual_seed(0)
+    image = tv_tensors.Image(torch.full((3, 40, 40), 200, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.ones((40, 40), dtype=torch.uint8))  # class 1 everywhere
+    for _ in range(5):
+        _, moved = transform(image, mask)
+        values = set(torch.unique(moved).tolist())
+        assert 0 not in values  # before the fix: the turned-in corners became class 0
+        assert values <= {1, IGNORE}

@@ -365,6 +365,20 @@ def test_bad_masks_stop_a_strict_run_before_training(tmp_path, capsys):
     assert not (run / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("policy", ["trivialaugment", "randaugment"])
+def test_an_augmentation_policy_that_cannot_move_masks_stops_before_training(
+    tmp_path, capsys, policy
+):
+    """torchvision's policies refuse masks: before the fix, the run failed at the first
+    fine-tune batch, after the probe had taken its share of the budget."""
+    images, masks = _write(tmp_path, n=12)
+    run = tmp_path / "run"
+    assert _train(run, _settings(images, masks, LABELS, f"train.augment={policy}")) != 0
+    err = capsys.readouterr().err
+    assert f"train.augment: {policy} cannot move the boxes or masks of head(s) seg" in err
+    assert not (run / "model.safetensors").exists()
+
+
 def test_skip_policy_trains_without_the_images_of_bad_masks(tmp_path):
     images, masks = _write(tmp_path)
     _bad_masks(masks)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from pictag.config import TrainConfig
 from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageSource, load_rgb_sized
-from pictag.heads.masks import BACKGROUND
+from pictag.heads.masks import BACKGROUND, IGNORE
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -192,7 +193,11 @@ def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(hflip))
     if train.rotate > 0:
-        steps.append(v2.RandomRotation(train.rotate, interpolation=InterpolationMode.BILINEAR))
+        # Corners turned in from outside are black in the image and ignored in a mask.
+        fill = {tv_tensors.Mask: IGNORE, "others": 0}
+        steps.append(
+            v2.RandomRotation(train.rotate, interpolation=InterpolationMode.BILINEAR, fill=fill)
+        )
     if train.color_jitter > 0:
         strength = train.color_jitter
         steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength))

@@ -202,19 +202,32 @@ def _train(
     )  # fmt: skip
 
 
+POLICIES = ("randaugment", "trivialaugment")  # torchvision's: they refuse boxes and masks
+
+
 def _fit_spatial_heads(config: Config, heads: dict[str, Any], distributed: bool) -> None:
-    """Settle the training of heads that locate things: MixUp/CutMix would blend their boxes,
-    and their probe (:mod:`pictag.training.dense_probe`) runs in one process only.
+    """Settle the training of heads that locate things: MixUp/CutMix would blend their boxes
+    and masks, torchvision's RandAugment and TrivialAugment cannot move them (they would fail
+    at the first fine-tune batch, after the probe), and their probe
+    (:mod:`pictag.training.dense_probe`) runs in one process only.
 
     Raises:
-        ConfigError: MixUp/CutMix is on, or a linear probe alone under torchrun.
+        ConfigError: MixUp/CutMix or an augmentation policy is on, or a linear probe alone
+            under torchrun.
     """
     spatial = [name for name, head in heads.items() if get_kind(head.kind).spatial]
     if not spatial:
         return
     train_cfg, names = config.train, ", ".join(spatial)
     if train_cfg.mixup > 0 or train_cfg.cutmix > 0:
-        raise ConfigError(f"train.mixup/cutmix: they would blend the boxes of head(s) {names}")
+        raise ConfigError(
+            f"train.mixup/cutmix: they would blend the boxes or masks of head(s) {names}"
+        )
+    if train_cfg.augment in POLICIES:
+        raise ConfigError(
+            f"train.augment: {train_cfg.augment} cannot move the boxes or masks of head(s) "
+            f"{names}; use light (crop and flip, which move them) or none"
+        )
     if distributed and train_cfg.mode == "linear-probe":
         raise ConfigError(f"train.mode: the probe of head(s) {names} runs without torchrun")
     if distributed and train_cfg.mode == "probe-then-fine-tune":
