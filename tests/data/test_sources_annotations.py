@@ -10,6 +10,7 @@ from PIL import Image
 from pictag.config import DataConfig, HeadConfig
 from pictag.data.sources import read_samples
 from pictag.heads.boxes import Objects
+from pictag.heads.masks import freeze
 
 
 def _image(path: Path) -> Path:
@@ -210,7 +211,12 @@ def test_coco_file_feeds_a_tag_head_and_a_box_head(tmp_path: Path) -> None:
     # [x, y, w, h] -> corners; the crowd region is a tag but not a box
     assert got["a.jpg"] == {
         "tags": ("dog", "person"),
-        "boxes": Objects((3, 2), (("dog", 0.5, 0, 2.5, 1.5),), shapes=()),  # COCO: no outline
+        # COCO with no outline: for a segmentation head the box is ignored, not background
+        "boxes": Objects(
+            (3, 2),
+            (("dog", 0.5, 0, 2.5, 1.5),),
+            shapes=(("ignore", freeze([[0.5, 0, 2.5, 0, 2.5, 1.5, 0.5, 1.5]])),),
+        ),
     }
     assert got["b.jpg"]["boxes"].boxes == (("person", 1, 1, 2, 2),)
     assert got["c.jpg"] == {"tags": (), "boxes": Objects((3, 2), shapes=())}  # a negative

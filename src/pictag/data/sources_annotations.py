@@ -24,7 +24,7 @@ from pictag.data.sources_boxes import (
     object_heads,
 )
 from pictag.data.sources_common import ImageFinder, SourceResult
-from pictag.heads.masks import freeze
+from pictag.heads.masks import IGNORE_NAME, freeze
 
 _VOC_SPLITS = ("train", "val", "test")
 # (annotation folder, image folder) pairs: the VOC devkit's own, then the lower-case layout of
@@ -298,3 +298,8 @@ def _add_annotation(
         return
     x, y, w, h = map(float, bbox)
     entry.boxes.append(BoxRow(name, (x, y, x + w, y + h), where))
+    if entry.shapes is not None and not ann.get("segmentation") and w > 0 and h > 0:
+        # A box-only annotation (common in box exports) says an object is there but not which
+        # of its pixels: a segmentation head ignores the box rather than learn it as background.
+        outline = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+        entry.shapes.append((IGNORE_NAME, freeze(outline), where))

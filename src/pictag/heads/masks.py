@@ -189,7 +189,7 @@ def class_map(
     """
     width, height = label.size
     if label.path is None:
-        painted = _paint_shapes(label.shapes, classes, (height, width))
+        painted = _paint_shapes(label, classes, (height, width))
         return painted if size is None else resize_nearest(painted, size)
     values, _ = read_values(label.path)
     if size is not None:  # nearest neighbour keeps values: map the fewer pixels after it
@@ -205,15 +205,15 @@ def class_map(
     return mapped[inverse.reshape(values.shape)]
 
 
-def _paint_shapes(
-    shapes: Sequence[Shape], classes: dict[str, int], size: tuple[int, int]
-) -> np.ndarray:
-    """COCO polygons / RLE painted in order over the background class."""
+def _paint_shapes(label: MaskLabel, classes: dict[str, int], size: tuple[int, int]) -> np.ndarray:
+    """COCO polygons / RLE painted in order over the background class: the label's first class
+    (``BACKGROUND``, or what ``heads.NAME.rename`` made of it)."""
     height, width = size
-    out = np.full((height, width), classes.get(BACKGROUND, IGNORE), dtype=np.uint8)
+    background = label.classes[0] if label.classes else BACKGROUND
+    out = np.full((height, width), classes.get(background, IGNORE), dtype=np.uint8)
     with warnings.catch_warnings():  # pycocotools' own use of numpy aliases that numpy 2 warns of
         warnings.simplefilter("ignore", DeprecationWarning)
-        _paint(out, shapes, classes)
+        _paint(out, label.shapes, classes)
     return out
 
 

@@ -174,11 +174,13 @@ def unwrap_target(structure: Any, size: tuple[int, int]) -> Tensor:
 
 
 def from_objects(objects: Any) -> MaskLabel | None:
-    """COCO polygons or RLE of an image's objects, painted over the background; None (no
-    mask for this head) when the source gives no shapes (VOC, YOLO and box CSV files)."""
+    """COCO polygons or RLE of an image's objects, painted over the background (the first of
+    its classes); None (no mask for this head) when the source gives no shapes (VOC, YOLO and
+    box CSV files). A box-only object's box is painted ``ignore``."""
     if objects.shapes is None:
         return None
-    classes = (masks.BACKGROUND, *dict.fromkeys(name for name, _ in objects.shapes))
+    named = (name for name, _ in objects.shapes if name != masks.IGNORE_NAME)
+    classes = (masks.BACKGROUND, *dict.fromkeys(named))
     return MaskLabel(objects.size, shapes=tuple(objects.shapes), classes=classes)
 
 
