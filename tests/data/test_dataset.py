@@ -95,3 +95,20 @@ def test_cache_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     other = Preprocess((3, 24, 24), PRE.mean, PRE.std)
     with pytest.raises(ValueError, match="base size"):
         ImageDataset(samples[:2], HEADS, other, eval_transform(other), cache)
+
+
+def test_datasets_of_the_same_samples_share_their_targets(tmp_path) -> None:
+    from pictag.data.dataset import ImageDataset
+    from pictag.data.schema import Head, Sample
+    from pictag.data.transforms import Preprocess, eval_transform
+
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / f"{name}.png")
+    samples = [Sample(tmp_path / f"{n}.png", {"label": n}) for n in ("a", "b")]
+    heads = {"label": Head("label", "multiclass", ("a", "b"))}
+    pre = Preprocess((3, 8, 8), (0.5,) * 3, (0.5,) * 3)
+    first = ImageDataset(samples, heads, pre, eval_transform(pre))
+    second = ImageDataset(samples, heads, pre, eval_transform(pre), targets=first.targets)
+    assert second.targets["label"] is first.targets["label"]  # encoded (masks read) once
+    with pytest.raises(ValueError, match="one row per sample"):
+        ImageDataset(samples[:1], heads, pre, eval_transform(pre), targets=first.targets)

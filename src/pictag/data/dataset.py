@@ -32,6 +32,7 @@ class ImageDataset(Dataset):
         transform: Transform,
         cache: ImageCache | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        targets: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Build the dataset.
 
@@ -42,6 +43,8 @@ class ImageDataset(Dataset):
             transform: Base-size uint8 image -> float ``[3, H, W]`` (a train or eval preset).
             cache: Decoded images of ``samples``, in the same order; None decodes on each access.
             max_pixels: Largest allowed width * height of a file.
+            targets: The stacked targets of another dataset of the same samples and heads, to
+                share rather than encode again (masks are read from their files).
 
         Raises:
             ValueError: The cache does not match the samples or the preprocessing.
@@ -62,7 +65,13 @@ class ImageDataset(Dataset):
         self.transform = transform
         self.cache = cache
         self.max_pixels = max_pixels
-        self.targets = {name: _targets(name, head, self.samples) for name, head in heads.items()}
+        if targets is not None and (
+            set(targets) != set(heads) or any(len(t) != len(self.samples) for t in targets.values())
+        ):
+            raise ValueError("shared targets must hold every head, one row per sample")
+        self.targets = targets or {
+            name: _targets(name, head, self.samples) for name, head in heads.items()
+        }
         # Heads whose targets are places in the image move them with the image's transform.
         kinds = {name: get_kind(head.kind) for name, head in heads.items()}
         self.spatial = {name: kind for name, kind in kinds.items() if kind.spatial}

@@ -75,7 +75,9 @@ def read_samples(
         return _read_builtin(data, heads, workdir or DEFAULT_WORKDIR)
     # Heads that read mask folders take their labels from there, whatever the format.
     mask_heads = {name: head for name, head in heads.items() if head.masks}
-    if fmt == "masks" or (mask_heads and len(mask_heads) == len(heads)):
+    # With every head reading masks, `auto` means images and masks alone; a format named
+    # explicitly (a COCO file's images, a CSV's rows) still says which images to read.
+    if fmt == "masks" or (data.format == "auto" and mask_heads and len(mask_heads) == len(heads)):
         return read_masks(data, heads)
     if mask_heads:
         others = {name: head for name, head in heads.items() if name not in mask_heads}

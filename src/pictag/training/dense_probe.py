@@ -89,6 +89,7 @@ def mirrored(loader: DataLoader) -> DataLoader:
         data.pre,
         v2.Compose([v2.RandomHorizontalFlip(1.0), data.transform]),
         data.cache,
+        targets=data.targets,
     )
     return DataLoader(flipped, batch_size=loader.batch_size, num_workers=loader.num_workers)
 

@@ -90,7 +90,9 @@ def make_loaders(
     train_set = ImageDataset(
         train_samples, heads, pre, train_transform(pre, train_cfg), train_cache
     )
-    plain_set = ImageDataset(train_samples, heads, pre, eval_transform(pre), train_cache)
+    plain_set = ImageDataset(
+        train_samples, heads, pre, eval_transform(pre), train_cache, targets=train_set.targets
+    )
     val_set = ImageDataset(val_shard, heads, pre, eval_transform(pre), val_cache)
     weights = _balance_weights(train_samples, heads) if train_cfg.balanced_sampling else None
     sampler = EpochSampler(len(train_set), train_cfg.seed, runtime, weights)
