@@ -22,6 +22,7 @@ from pictag.heads.masks import (
     MaskLabel,
     ValueRange,
     colour_text,
+    distinct,
     parse_colours,
     parse_values,
     read_values,
@@ -134,9 +135,10 @@ def mask_label(
         fix = "pair the right mask, or resize it to the image with nearest-neighbour"
         return None, [problem("size_mismatch", message, fix)]
     # A greyscale mask saved as RGB (OpenCV writes 3 channels): its grey levels are its values.
-    grey = colour and not cfg.mask_colors and bool(np.all(np.unique(values) % _GREY == 0))
+    present = distinct(values)
+    grey = colour and not cfg.mask_colors and bool(np.all(present % _GREY == 0))
     if colour and not cfg.mask_colors and not grey:
-        found = _listed(np.unique(values).tolist(), colour=True)
+        found = _listed(present.tolist(), colour=True)
         message = f"an RGB colour mask ({found}), but heads.{name}.mask_colors is not set"
         fix = f"set heads.{name}.mask_colors (colour -> class name or {IGNORE_NAME})"
         return None, [problem("colour_mask", message, fix)]

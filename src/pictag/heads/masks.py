@@ -249,6 +249,22 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return mask[np.minimum(rows, mask.shape[0] - 1)][:, np.minimum(cols, mask.shape[1] - 1)]
 
 
+def pixel_counts(targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels of each class ``[C]`` in class maps of any shape, ``IGNORE`` left out."""
+    targets = np.asarray(targets)
+    counts = np.bincount(targets[targets != IGNORE].ravel(), minlength=num_classes)
+    return counts.astype(np.int64)
+
+
+def presence(targets: np.ndarray, num_classes: int) -> np.ndarray:
+    """Bool ``[N, C]``: which classes each class map of ``targets [N, H, W]`` holds."""
+    targets = np.asarray(targets)
+    present = np.zeros((len(targets), num_classes), dtype=bool)
+    for row, target in enumerate(targets):
+        present[row] = pixel_counts(target, num_classes)[:num_classes] > 0
+    return present
+
+
 def known(targets: np.ndarray) -> np.ndarray:
     """Bool ``[N]``: images of ``targets [N, H, W]`` with at least one pixel not ignored."""
     targets = np.asarray(targets)

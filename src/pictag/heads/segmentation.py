@@ -17,7 +17,7 @@ from pictag.heads import masks
 from pictag.heads import segmentation_decide as decide_
 from pictag.heads.kinds import HeadKind, LossFn, LossOptions, check_loss_name
 from pictag.heads.labeltext import LabelError
-from pictag.heads.masks import IGNORE, MaskLabel
+from pictag.heads.masks import MaskLabel
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -54,8 +54,7 @@ def to_target(encoded: Any, num_labels: int) -> np.ndarray:
 
 def count_labels(targets: np.ndarray, num_labels: int) -> np.ndarray:
     """Pixels per class, ignored pixels left out."""
-    targets = np.asarray(targets)
-    return np.bincount(targets[targets != IGNORE].ravel(), minlength=num_labels).astype(np.int64)
+    return masks.pixel_counts(targets, num_labels)
 
 
 def count_known(targets: np.ndarray) -> int:
@@ -65,11 +64,7 @@ def count_known(targets: np.ndarray) -> int:
 
 def sample_weights(targets: np.ndarray, num_labels: int) -> np.ndarray:
     """``1 / images`` of the rarest class on each image (by images it appears on)."""
-    targets = np.asarray(targets)
-    present = np.zeros((len(targets), num_labels), dtype=bool)
-    for row, target in enumerate(targets):
-        classes = np.unique(target[target != IGNORE])
-        present[row, classes] = True
+    present = masks.presence(targets, num_labels)
     images = np.maximum(present.sum(axis=0), 1).astype(np.float64)
     weights = np.where(present, 1.0 / images, 0.0).max(axis=1)
     return np.where(weights > 0, weights, 1.0 / max(len(targets), 1))

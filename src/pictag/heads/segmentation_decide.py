@@ -67,7 +67,7 @@ def judge(decided: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def shares(head: Any, decided: np.ndarray) -> dict[str, float]:
     """Label -> share of the image's known pixels, largest first (ignored pixels left out)."""
-    counts = np.bincount(decided[decided != IGNORE].ravel(), minlength=head.num_labels)
+    counts = masks.pixel_counts(decided, head.num_labels)
     total = max(int(counts.sum()), 1)
     order = np.argsort(-counts, kind="stable")
     return {head.labels[i]: round(counts[i] / total, 6) for i in order if counts[i] > 0}

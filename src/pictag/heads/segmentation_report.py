@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pictag.heads.masks import IGNORE
+from pictag.heads.masks import IGNORE, presence
 from pictag.heads.segmentation_metrics import confusion, scores, summary
 from pictag.heads.texttable import number, short, text_table
 from pictag.htmlparts import figure, table
@@ -66,12 +66,8 @@ def section(
 
 
 def _images_per_label(targets: np.ndarray, num_classes: int) -> np.ndarray:
-    """How many images hold each class in their target ``[C]``; ``IGNORE`` (above every class
-    index) is counted in a bin of its own and dropped."""
-    present = np.zeros(num_classes, dtype=np.int64)
-    for truth in targets:
-        present += np.bincount(truth.reshape(-1), minlength=IGNORE + 1)[:num_classes] > 0
-    return present
+    """How many images hold each class in their target ``[C]``."""
+    return presence(targets, num_classes).sum(axis=0)
 
 
 def report_text(name: str, section: dict[str, Any]) -> str:
