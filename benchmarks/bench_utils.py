@@ -161,6 +161,16 @@ def environment() -> dict[str, Any]:
     }
 
 
+def with_earlier_sets(name: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``runs`` after the runs of ``results/<name>.json`` whose ``set`` this call did not run,
+    so a call on some sets keeps the others' results."""
+    earlier = RESULTS / f"{name}.json"
+    if not earlier.is_file():
+        return runs
+    done = {r["set"] for r in runs}
+    return [r for r in json.loads(earlier.read_text())["runs"] if r["set"] not in done] + runs
+
+
 def write_result(name: str, payload: dict[str, Any]) -> Path:
     """Write ``benchmarks/results/<name>.json`` and return its path."""
     RESULTS.mkdir(parents=True, exist_ok=True)

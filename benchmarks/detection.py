@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_utils import LoadMeter, environment, write_result
+from bench_utils import LoadMeter, environment, with_earlier_sets, write_result
 from pictag.cli import main
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -159,11 +159,7 @@ def run() -> None:
         for name in args.sets:
             results["runs"].append(bench(name, args.budget, args.runs or Path(tmp)))
             print(json.dumps(results["runs"][-1], indent=1))
-    earlier = Path(__file__).parent / "results" / "detection.json"
-    if earlier.is_file():  # keep the sets this call did not run
-        done = {r["set"] for r in results["runs"]}
-        kept = [r for r in json.loads(earlier.read_text())["runs"] if r["set"] not in done]
-        results["runs"] = kept + results["runs"]
+    results["runs"] = with_earlier_sets("detection", results["runs"])
     print(f"wrote {write_result('detection', results)}")
 
 
