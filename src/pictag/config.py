@@ -153,6 +153,12 @@ class TrainConfig:
         "fine-tune epochs as fit (at most `epochs`); auto: 5m on a CPU, none on a GPU; off",
     )
     epochs: int = _f(10, "passes over the training images", ge=1)
+    epoch_images: int = _f(
+        0,
+        "images per fine-tune epoch, a new random draw each epoch; 0: all of them (a budget "
+        "sets it when only part of an epoch fits)",
+        ge=0,
+    )
     batch_size: int = _f(32, "images per step (per process under torchrun)", ge=1)
     lr: float = _f(1e-3, "learning rate of the heads", gt=0)
     backbone_lr_scale: float | None = _f(
@@ -183,6 +189,13 @@ class TrainConfig:
         "probability of a horizontal flip; default: 0.5, or 0 when a head's labels are single "
         "characters (digits, letters: flipping changes them)",
         ge=0,
+        le=1,
+    )
+    crop_scale: float | None = _f(
+        None,
+        "light: the smallest random crop, as a share of the image's area (the largest is the "
+        "whole image); default 0.6 with pretrained weights, 0.25 from scratch",
+        gt=0,
         le=1,
     )
     rotate: float = _f(0.0, "max rotation in degrees", ge=0)
@@ -301,22 +314,32 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 # Defaults that follow another choice: each optimizer its own weight decay (AdamW's decoupled
 # 0.05 as in timm; SGD's L2 5e-4 as in the classic CIFAR/ImageNet recipes).
 WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
+# `light`'s smallest crop (share of the image's area): a from-scratch net needs the variety;
+# a pretrained one, fine-tuned briefly, does better on crops close to the whole image.
+SCRATCH_CROP_SCALE = 0.25
+PRETRAINED_CROP_SCALE = 0.6
 SMALL_CNN = "small_cnn"  # the one backbone that has no pretrained weights
 
 
 def resolve_defaults(config: Config) -> None:
     """Fill the settings whose default follows another choice, so that the resolved config
     shows the numbers used: ``pretrained: auto`` -> ``none`` for ``small_cnn`` (else
-    ``offline``); ``backbone_lr_scale`` 1 from scratch, else 0.1; ``weight_decay`` by optimizer.
+    ``offline``); ``backbone_lr_scale`` 1 from scratch, else 0.1; ``crop_scale`` 0.25 from
+    scratch, else 0.6; ``weight_decay`` by optimizer.
     """
     model, train = config.model, config.train
     model.pretrained = pretrained_for(model.backbone, model.pretrained)
+    scratch = model.pretrained.lower() == "none"
     if train.mode == "auto":
         # A probe is seconds on cached features and the best start for the fine-tune.
-        scratch = model.pretrained.lower() == "none"
         train.mode = "fine-tune" if scratch else "probe-then-fine-tune"
     if train.backbone_lr_scale is None:
-        train.backbone_lr_scale = 1.0 if model.pretrained.lower() == "none" else 0.1
+        train.backbone_lr_scale = 1.0 if scratch else 0.1
+    if train.crop_scale is None:
+        # A pretrained net's short fine-tune starts from features (and probe heads) fitted to
+        # whole images: on utkface a fine-tune on crops down to a quarter of the face lost
+        # 1.9 points of validation score to the probe, one on crops of at least 0.6 none.
+        train.crop_scale = SCRATCH_CROP_SCALE if scratch else PRETRAINED_CROP_SCALE
     if train.weight_decay is None:
         train.weight_decay = WEIGHT_DECAY.get(train.optimizer, 0.0)
 

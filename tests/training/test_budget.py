@@ -10,10 +10,12 @@ import pytest
 import torch
 
 import pictag.training.budget as budget_module
+import pictag.training.epochs as epochs_module
 from pictag.config import ConfigError, load_config
 from pictag.config_parse import parse_duration
 from pictag.models.backbone import create_backbone
 from pictag.models.classifier import Classifier
+from pictag.run.files import read_resume_config
 from pictag.training.budget import (
     CPU_BUDGET_S,
     EPOCH_MARGIN,
@@ -24,6 +26,7 @@ from pictag.training.budget import (
     plan_epochs,
     reserve_seconds,
 )
+from pictag.training.loaders import EpochSampler
 from pictag.training.loop import Objective
 from pictag.training.runtime import Runtime
 from pictag.training.trainer import train
@@ -61,9 +64,38 @@ def test_plan_counts_training_and_validation_and_never_exceeds_the_epochs_asked(
     plan = plan_epochs(100, 20, 100, 30, 10.0, at_least_one=False)
     assert (plan.epochs, plan.epoch_s) == (7, pytest.approx(11.0 * EPOCH_MARGIN))
     assert plan_epochs(100, 5, 100, 30, 10.0, at_least_one=False).epochs == 5
-    assert plan_epochs(5, 5, 100, 30, 10.0, at_least_one=False).epochs == 0
-    assert plan_epochs(5, 5, 100, 30, 10.0, at_least_one=True).epochs == 1
+    assert plan_epochs(1, 5, 100, 30, 10.0, at_least_one=False).epochs == 0
+    assert plan_epochs(1, 5, 100, 30, 10.0, at_least_one=True).epochs == 1
     assert plan_epochs(-3, 5, 100, 30, 10.0, at_least_one=False).epochs == 0
+
+
+def test_when_no_whole_epoch_fits_one_epoch_of_the_images_that_fit_is_planned():
+    # 1000 training + 300 validation images at 10/s: a whole epoch takes ~126 s. 60 s leave
+    # 60 / margin * 10 - 100 = 421 images for training, above a fifth of the set.
+    plan = plan_epochs(60, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32)
+    assert (plan.epochs, plan.images) == (1, int(60 / EPOCH_MARGIN * 10 - 100))
+    assert plan.part(1000) and plan.epoch_s <= 60
+    # 30 s leave 160 images, under a fifth: not worth a validation pass after a probe ...
+    assert plan_epochs(30, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32).epochs == 0
+    # ... but a run from scratch takes the least part worth it: a fifth of the set.
+    scratch = plan_epochs(30, 10, 1000, 300, 10.0, at_least_one=True, batch_size=32)
+    assert (scratch.epochs, scratch.images) == (1, 200)
+    # A whole epoch that fits is planned whole.
+    assert plan_epochs(500, 10, 1000, 300, 10.0, at_least_one=False).images == 1000
+    assert not plan_epochs(500, 10, 1000, 300, 10.0, at_least_one=False).part(1000)
+
+
+def test_an_epoch_of_part_of_the_images_draws_them_anew_each_epoch():
+    sampler = EpochSampler(100, seed=0, runtime=Runtime(torch.device("cpu")), limit=30)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert len(sampler) == len(first) == len(second) == 30
+    assert len(set(first)) == 30 and set(first) != set(second)
+    sampler.set_epoch(0)
+    assert list(sampler) == first  # a resumed run draws what the unbroken one drew
+    sampler.limit = 0
+    assert sorted(sampler) == list(range(100))
 
 
 def test_next_epoch_fits_in_what_is_left_after_the_reserve():
@@ -136,6 +168,31 @@ def test_when_no_epoch_fits_after_the_probe_the_probe_is_the_model(
     assert _epochs(tmp_path / "run") == [0]
     assert "no fine-tune epoch fits" in caplog.text
     assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_part_of_an_epoch_is_fine_tuned_when_a_whole_one_does_not_fit(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    # ~31 training images; at 0.2 img/s a whole epoch takes ~190 s, and a 150 s budget leaves
+    # time for about 16 of them after the reserve.
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 0.2)
+    batches = []
+    real = epochs_module.train_one_epoch
+
+    def counted(net, loader, *args, **kwargs):
+        batches.append(sum(len(images) for images, _ in loader))
+        return real(net, loader, *args, **kwargs)
+
+    monkeypatch.setattr(epochs_module, "train_one_epoch", counted)
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        _run(folder_tree, tmp_path, None, "train.budget=150s", "train.mode=probe-then-fine-tune")
+    run = tmp_path / "run"
+    assert _epochs(run) == [0, 1]
+    stored = read_resume_config(run).train  # what a resumed run continues
+    assert stored.epochs == 1 and 8 <= stored.epoch_images < 31
+    assert f"one fine-tune epoch of {stored.epoch_images} of the 31 training" in caplog.text
+    # The epoch drew that many images (whole batches of 4), not the whole set's 31.
+    assert batches == [stored.epoch_images // 4 * 4]
 
 
 def test_from_scratch_one_epoch_runs_even_when_none_fits(folder_tree, tmp_path, monkeypatch):

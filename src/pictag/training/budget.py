@@ -3,7 +3,9 @@
 The linear probe runs first (cheap, and always a usable model); then a few training steps are
 timed and the run takes as many fine-tune epochs as the time left allows (at most
 ``train.epochs``), so the learning-rate schedule completes within the budget instead of being
-cut off half-way. After each epoch the run stops early if the next one would overrun.
+cut off half-way. When not one whole epoch fits, the run fine-tunes for one epoch of the
+images that do (``train.epoch_images``, a random draw), its schedule complete within it. After
+each epoch the run stops early if the next one would overrun.
 """
 
 from __future__ import annotations
@@ -73,13 +75,26 @@ class Budget:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
 
 
+# The least part of an epoch worth fine-tuning for when a whole one does not fit: fewer steps
+# barely move the weights away from the probe's, and the validation pass after them costs
+# as much as it would after a whole epoch.
+MIN_PART = 0.2
+MIN_STEPS = 4
+
+
 @dataclass(frozen=True)
 class EpochPlan:
-    """How many fine-tune epochs fit, and the measured cost they were planned from."""
+    """How many fine-tune epochs fit, of how many images each, and the measured cost they were
+    planned from."""
 
     epochs: int
     epoch_s: float
     images_per_s: float
+    images: int
+
+    def part(self, train_images: int) -> bool:
+        """Whether the epochs draw fewer images than the training set holds."""
+        return 0 < self.images < train_images
 
 
 def plan_epochs(
@@ -89,8 +104,12 @@ def plan_epochs(
     val_images: int,
     images_per_s: float,
     at_least_one: bool,
+    batch_size: int = 1,
 ) -> EpochPlan:
     """The number of epochs (train pass + validation pass each) that fit in ``left_s``.
+
+    When not one whole epoch fits, one epoch of the images that do fit (a random draw of the
+    training set), if that is at least :data:`MIN_PART` of it and :data:`MIN_STEPS` batches.
 
     Args:
         left_s: Seconds left in the budget.
@@ -99,12 +118,21 @@ def plan_epochs(
         val_images: Images per validation pass.
         images_per_s: Measured training speed.
         at_least_one: Plan one epoch even when none fits (a run from scratch has no probe to
-            fall back on).
+            fall back on): of the images that fit, but never under the least part above.
+        batch_size: Images per step.
     """
-    epoch_s = EPOCH_MARGIN * (train_images + EVAL_COST * val_images) / max(images_per_s, 1e-9)
-    fit = int(max(left_s, 0.0) // epoch_s)
-    epochs = min(max_epochs, max(fit, 1 if at_least_one else 0))
-    return EpochPlan(epochs, epoch_s, images_per_s)
+    speed = max(images_per_s, 1e-9)
+    epoch_s = EPOCH_MARGIN * (train_images + EVAL_COST * val_images) / speed
+    fit = min(max_epochs, int(max(left_s, 0.0) // epoch_s))
+    if fit >= 1:
+        return EpochPlan(fit, epoch_s, images_per_s, train_images)
+    least = min(train_images, max(math.ceil(MIN_PART * train_images), MIN_STEPS * batch_size))
+    images = int(max(left_s, 0.0) / EPOCH_MARGIN * speed - EVAL_COST * val_images)
+    if images < least and not at_least_one:
+        return EpochPlan(0, epoch_s, images_per_s, train_images)
+    images = min(train_images, max(images, least))
+    part_s = EPOCH_MARGIN * (images + EVAL_COST * val_images) / speed
+    return EpochPlan(1, part_s, images_per_s, images)
 
 
 def measure_speed(
@@ -174,10 +202,11 @@ def plan_fine_tune(
         model, loaders.train, objective, runtime, train_cfg.channels_last, prepare
     )
     left = budget.left() - reserve_seconds(budget.seconds or 0.0)
-    train_images = len(loaders.sampler)
+    train_images = loaders.sampler.images
     plan = plan_epochs(
-        left, train_cfg.epochs, train_images, len(loaders.val.dataset), speed, not has_probe
-    )
+        left, train_cfg.epochs, train_images, len(loaders.val.dataset), speed, not has_probe,
+        train_cfg.batch_size,
+    )  # fmt: skip
     used = f"{duration(budget.elapsed())} used so far"
     cost = f"{speed:.1f} img/s -> an epoch with validation takes ~{duration(plan.epoch_s)}"
     if plan.epochs == 0:
@@ -185,6 +214,15 @@ def plan_fine_tune(
             "budget: %s; %s: no fine-tune epoch fits in the %s left, so the probe is "
             "the model (raise train.budget, or set it to off, to fine-tune)",
             used, cost, duration(max(left, 0.0)),
+        )  # fmt: skip
+    elif plan.part(train_images):
+        whole = EPOCH_MARGIN * (train_images + EVAL_COST * len(loaders.val.dataset)) / speed
+        log.info(
+            "budget: %s; %.1f img/s -> a whole epoch with validation takes ~%s, more than the "
+            "%s left: one fine-tune epoch of %d of the %d training images (a random draw), "
+            "~%s",
+            used, speed, duration(whole), duration(max(left, 0.0)), plan.images, train_images,
+            duration(plan.epoch_s),
         )  # fmt: skip
     else:
         log.info(

@@ -34,14 +34,31 @@ CACHE_BUDGET_BYTES = 6 * 2**30  # 'auto' keeps images in memory below this
 
 class EpochSampler(Sampler[int]):
     """Shuffled (or class-balanced) indices from a generator seeded with ``seed + epoch``, sharded
-    across ranks, so a run resumed at epoch N sees exactly the order it would have seen."""
+    across ranks, so a run resumed at epoch N sees exactly the order it would have seen.
+
+    With a ``limit`` an epoch is that many images, a new random draw each epoch (the first
+    ``limit`` of the epoch's order): a time budget that has room for part of an epoch only.
+    """
 
     def __init__(
-        self, size: int, seed: int, runtime: Runtime, weights: np.ndarray | None = None
+        self,
+        size: int,
+        seed: int,
+        runtime: Runtime,
+        weights: np.ndarray | None = None,
+        limit: int = 0,
     ) -> None:
         self.size, self.seed, self.runtime, self.weights = size, seed, runtime, weights
-        self.epoch = 0
-        self.per_rank = -(-size // runtime.world_size)  # ceil: every rank takes the same steps
+        self.epoch, self.limit = 0, limit
+
+    @property
+    def images(self) -> int:
+        """Images an epoch draws (all ranks together, before padding)."""
+        return min(self.limit, self.size) if self.limit > 0 else self.size
+
+    @property
+    def per_rank(self) -> int:
+        return -(-self.images // self.runtime.world_size)  # ceil: every rank takes the same steps
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -50,8 +67,8 @@ class EpochSampler(Sampler[int]):
         rng = np.random.default_rng(self.seed * 100_003 + self.epoch)
         total = self.per_rank * self.runtime.world_size
         if self.weights is None:
-            order = rng.permutation(self.size)
-            order = np.concatenate([order, order[: total - self.size]])  # pad to shard evenly
+            order = rng.permutation(self.size)[: self.images]
+            order = np.concatenate([order, order[: total - len(order)]])  # pad to shard evenly
         else:
             order = rng.choice(self.size, size=total, replace=True, p=self.weights)
         return iter(order[self.runtime.rank :: self.runtime.world_size].tolist())
@@ -95,7 +112,9 @@ def make_loaders(
     )
     val_set = ImageDataset(val_shard, heads, pre, eval_transform(pre), val_cache)
     weights = _balance_weights(train_samples, heads) if train_cfg.balanced_sampling else None
-    sampler = EpochSampler(len(train_set), train_cfg.seed, runtime, weights)
+    sampler = EpochSampler(
+        len(train_set), train_cfg.seed, runtime, weights, limit=train_cfg.epoch_images
+    )
     common = {
         "batch_size": train_cfg.batch_size,
         "num_workers": train_cfg.workers,

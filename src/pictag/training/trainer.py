@@ -192,6 +192,8 @@ def _train(
         if plan.epochs == 0 and probe is not None:
             return _probe_result(out_dir, runtime, probe, history)
         train_cfg.epochs = plan.epochs
+        if plan.part(loaders.sampler.images):
+            train_cfg.epoch_images = loaders.sampler.limit = plan.images
         write_resume_config(out_dir, config)  # a resumed run continues the planned epochs
     # A budgeted run has printed its plan from timed steps already.
     timed = runtime.is_main and not resume and not budget.active
