@@ -304,3 +304,12 @@ def test_defaults_follow_the_backbone_and_the_optimizer():
     kept = load_config(overrides=["train.optimizer=sgd", "train.weight_decay=0.01"])
     assert kept.train.weight_decay == 0.01
     assert load_config(overrides=["train.backbone_lr_scale=0.5"]).train.backbone_lr_scale == 0.5
+
+
+def test_crop_scale_is_milder_for_a_pretrained_net():
+    assert load_config().train.crop_scale == 0.6
+    assert load_config(overrides=["model.backbone=small_cnn"]).train.crop_scale == 0.25
+    assert load_config(overrides=["model.pretrained=none"]).train.crop_scale == 0.25
+    assert load_config(overrides=["train.crop_scale=0.4"]).train.crop_scale == 0.4
+    with pytest.raises(ConfigError, match="crop_scale"):
+        load_config(overrides=["train.crop_scale=0"])

@@ -16,7 +16,7 @@ from pictag.data.batch_augment import (
     crop_resize,
     random_resized_boxes,
 )
-from pictag.data.transforms import CROP_SCALE, Preprocess, eval_transform
+from pictag.data.transforms import CROP_SCALE, Preprocess, eval_transform, train_transform
 
 PRE = Preprocess((3, 12, 16), (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), "bilinear", 0.8)
 
@@ -161,3 +161,16 @@ def test_batch_augment_for_takes_only_what_it_can_do():
     ):
         augment, why = batch_augment_for(PRE, other)
         assert augment is None and why
+
+
+def test_crop_scale_sets_the_smallest_crop_of_both_light_presets():
+    config = TrainConfig(augment="light", crop_scale=0.6)
+    batch, how = batch_augment_for(PRE, config)
+    assert batch.scale == (0.6, 1.0) and "crop 0.6-1" in how
+    per_sample = next(
+        step for step in train_transform(PRE, config).transforms if hasattr(step, "scale")
+    )
+    assert tuple(per_sample.scale) == (0.6, 1.0)
+    boxes = random_resized_boxes(2000, 64, 64, batch.scale, CROP_RATIO, _gen())
+    assert (boxes[:, 2] * boxes[:, 3]).min() >= 0.6 * 64 * 64 * 0.9  # integer rounding
+    assert batch_augment_for(PRE, TrainConfig(augment="light"))[0].scale == CROP_SCALE

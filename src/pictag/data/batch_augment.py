@@ -36,6 +36,7 @@ from pictag.data.transforms import (
     DEFAULT_HFLIP,
     Preprocess,
     Transform,
+    crop_scale,
     eval_transform,
 )
 
@@ -110,7 +111,9 @@ def batch_augment_for(pre: Preprocess, train: TrainConfig) -> tuple[BatchAugment
     if train.rotate > 0 or train.color_jitter > 0:
         return None, "train.rotate/color_jitter are per-sample"
     hflip = DEFAULT_HFLIP if train.hflip is None else train.hflip  # as train_transform
-    return BatchAugment(pre, crop=True, hflip=hflip), f"light: crop + flip p={hflip:g}"
+    scale = crop_scale(train)
+    how = f"light: crop {scale[0]:g}-1 of the area + flip p={hflip:g}"
+    return BatchAugment(pre, crop=True, hflip=hflip, scale=scale), how
 
 
 def random_resized_boxes(

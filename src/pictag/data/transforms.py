@@ -171,6 +171,11 @@ def hflip_for(labels: dict[str, list[str]]) -> tuple[float, str | None]:
     return DEFAULT_HFLIP, None
 
 
+def crop_scale(train: TrainConfig) -> tuple[float, float]:
+    """The range of ``light``'s random crop, as shares of the image's area."""
+    return (CROP_SCALE[0] if train.crop_scale is None else train.crop_scale, 1.0)
+
+
 def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
     """The training preset for a base-size uint8 image; ``augment: none`` is the eval preset.
 
@@ -182,7 +187,7 @@ def train_transform(pre: Preprocess, train: TrainConfig) -> Transform:
     if train.augment == "none":
         return eval_transform(pre)
     scale, ratio = (
-        (WHOLE_CROP_SCALE, WHOLE_CROP_RATIO) if pre.whole else (CROP_SCALE, (3 / 4, 4 / 3))
+        (WHOLE_CROP_SCALE, WHOLE_CROP_RATIO) if pre.whole else (crop_scale(train), (3 / 4, 4 / 3))
     )
     steps: list[Transform] = [
         v2.RandomResizedCrop(
