@@ -6,12 +6,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from pictag.data.dataset import ImageDataset
 from pictag.data.schema import Sample
-from pictag.data.transforms import eval_transform
+from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.inference import predict_logits, probabilities
 from pictag.evaluation.predictor import HeadPrediction, Prediction, Predictor
 from pictag.run import load_run
@@ -111,6 +112,17 @@ def test_predictions_match_the_evaluation_pipeline(tiny_run, predictor, images):
         for name, head in run.heads.items():
             expected = dict(zip(head.labels, probs[name][row].tolist(), strict=True))
             assert result.heads[name].scores == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_batch_normalised_at_once_equals_the_eval_transform_of_each_image(predictor, images):
+    loaded = predictor.load([*images, images[0].parent / "missing.png"])
+    assert all(tensor.dtype == torch.uint8 for _, tensor, _ in loaded[:-1])
+    assert isinstance(loaded[-1][1], str)  # the error stays per image
+    batch = predictor.batch([tensor for _, tensor, _ in loaded[:-1]])
+    one_by_one = torch.stack(
+        [predictor.transform(decode_image(path, predictor.preprocess)) for path in images]
+    )
+    assert batch.dtype == torch.float32 and torch.equal(batch, one_by_one)
 
 
 def test_thresholds_come_from_pictag_json(tiny_run, images, tmp_path):

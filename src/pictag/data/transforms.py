@@ -221,17 +221,25 @@ def eval_transform(pre: Preprocess) -> Transform:
     guards callers that pass a tensor of another size. With ``pre.whole`` the whole image is
     resized to ``(H, W)`` instead.
     """
+    return v2.Compose([eval_crop(pre), normalize(pre)])
+
+
+def eval_crop(pre: Preprocess) -> Transform:
+    """The uint8 part of :func:`eval_transform`: what it does before :func:`normalize`."""
     if pre.whole:
-        return _finish([v2.Resize(pre.size, interpolation=pre.mode, antialias=True)], pre)
-    steps: list[Transform] = [
-        v2.Resize(pre.base_size, interpolation=pre.mode, antialias=True),
-        v2.CenterCrop(pre.size),
-    ]
-    return _finish(steps, pre)
+        return v2.Resize(pre.size, interpolation=pre.mode, antialias=True)
+    return v2.Compose(
+        [v2.Resize(pre.base_size, interpolation=pre.mode, antialias=True), v2.CenterCrop(pre.size)]
+    )
+
+
+def normalize(pre: Preprocess) -> Transform:
+    """uint8 -> float in [0, 1] -> normalised, of one image ``[3, H, W]`` or a batch
+    ``[B, 3, H, W]`` alike (the same element-wise operations: a batch normalised at once equals
+    its images normalised one by one, bit for bit)."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)])
 
 
 def _finish(steps: list[Transform], pre: Preprocess) -> Transform:
     """The steps every preset ends with: uint8 -> float in [0, 1] -> normalised."""
-    return v2.Compose(
-        [*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(pre.mean, pre.std)]
-    )
+    return v2.Compose([*steps, normalize(pre)])

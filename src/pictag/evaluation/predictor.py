@@ -32,7 +32,13 @@ from tqdm import tqdm
 
 from pictag.data.images import DEFAULT_MAX_PIXELS, ImageError
 from pictag.data.schema import Head
-from pictag.data.transforms import Preprocess, decode_image_sized, eval_transform
+from pictag.data.transforms import (
+    Preprocess,
+    decode_image_sized,
+    eval_crop,
+    eval_transform,
+    normalize,
+)
 from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
@@ -43,7 +49,8 @@ from pictag.run import load_run, read_run_info
 __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
-# (source name, transformed image or error message, the file's upright (width, height))
+# (source name, uint8 image cropped for the model or error message, the file's upright
+# (width, height)); batches are normalised whole (Predictor.batch), ~1.4 ms an image less.
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
 
 
@@ -151,6 +158,7 @@ class Predictor:
         }
         self.max_pixels = max_pixels
         self.transform = eval_transform(preprocess)
+        self.crop, self.normalize = eval_crop(preprocess), normalize(preprocess)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -243,11 +251,12 @@ class Predictor:
         return results
 
     def load(self, images: Sequence[ImageInput]) -> list[Loaded]:
-        """Decode and transform images in this thread: what a server's workers do before the
+        """Decode and crop images in this thread: what a server's workers do before the
         model call it shares with other requests.
 
         Returns:
-            ``(source name, image tensor)`` or ``(source name, error message)`` per image.
+            ``(source name, uint8 image, size)`` or ``(source name, error message, None)`` per
+            image; :meth:`batch` makes the model's input of the images.
         """
         return [self._load((source_name(i, image), image)) for i, image in enumerate(images)]
 
@@ -255,7 +264,7 @@ class Predictor:
         source, image = item
         try:
             pixels, size = self._decode(image, source)
-            return source, self.transform(pixels), size
+            return source, self.crop(pixels), size
         except ImageError as err:
             return source, str(err), None
 
@@ -266,7 +275,13 @@ class Predictor:
         """Head name -> probabilities ``[B, C]`` of the images of ``loaded`` that could be read
         (none: an empty dict)."""
         good = [tensor for _, tensor, _ in loaded if isinstance(tensor, torch.Tensor)]
-        return self.probabilities(torch.stack(good)) if good else {}
+        return self.probabilities(self.batch(good)) if good else {}
+
+    def batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The model's input ``[B, 3, H, W]`` from :meth:`load`'s uint8 images: stacked, then
+        normalised at once (what :attr:`transform` does to each, a quarter of the bytes to
+        copy)."""
+        return self.normalize(torch.stack(list(images)))
 
     def assemble(
         self,

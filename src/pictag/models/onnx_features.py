@@ -243,6 +243,9 @@ def create_session(ort: ModuleType, path: Path) -> Any:
     options.intra_op_num_threads = torch.get_num_threads()  # share torch's thread budget
     options.inter_op_num_threads = 1  # a chain of convolutions has no parallel branches
     options.log_severity_level = 3  # errors only
+    # Waiting threads sleep rather than spin: `predict` decodes the next batch on the same
+    # cores meanwhile (2 cores: 91 vs 85 img/s end to end; the runtime alone 110 vs 112).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
