@@ -221,11 +221,11 @@ def eval_transform(pre: Preprocess) -> Transform:
     guards callers that pass a tensor of another size. With ``pre.whole`` the whole image is
     resized to ``(H, W)`` instead.
     """
-    return v2.Compose([eval_crop(pre), normalize(pre)])
+    return v2.Compose([eval_crop(pre), normalizer(pre)])
 
 
 def eval_crop(pre: Preprocess) -> Transform:
-    """The uint8 part of :func:`eval_transform`: what it does before :func:`normalize`."""
+    """The uint8 part of :func:`eval_transform`: what it does before :func:`normalizer`."""
     if pre.whole:
         return v2.Resize(pre.size, interpolation=pre.mode, antialias=True)
     return v2.Compose(
@@ -233,7 +233,7 @@ def eval_crop(pre: Preprocess) -> Transform:
     )
 
 
-def normalize(pre: Preprocess) -> Transform:
+def normalizer(pre: Preprocess) -> Transform:
     """uint8 -> float in [0, 1] -> normalised, of one image ``[3, H, W]`` or a batch
     ``[B, 3, H, W]`` alike (the same element-wise operations: a batch normalised at once equals
     its images normalised one by one, bit for bit)."""
@@ -242,4 +242,4 @@ def normalize(pre: Preprocess) -> Transform:
 
 def _finish(steps: list[Transform], pre: Preprocess) -> Transform:
     """The steps every preset ends with: uint8 -> float in [0, 1] -> normalised."""
-    return v2.Compose([*steps, normalize(pre)])
+    return v2.Compose([*steps, normalizer(pre)])

@@ -37,7 +37,7 @@ from pictag.data.transforms import (
     decode_image_sized,
     eval_crop,
     eval_transform,
-    normalize,
+    normalizer,
 )
 from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
@@ -158,7 +158,7 @@ class Predictor:
         }
         self.max_pixels = max_pixels
         self.transform = eval_transform(preprocess)
-        self.crop, self.normalize = eval_crop(preprocess), normalize(preprocess)
+        self.crop, self.normalize = eval_crop(preprocess), normalizer(preprocess)
 
     @property
     def model(self) -> torch.nn.Module:
