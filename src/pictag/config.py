@@ -7,38 +7,32 @@ range and cross-field rule at once, and each error names the key (``train.lr``) 
 accepts, so a typo costs a second instead of an epoch and never falls back to a default.
 ``--set key=value`` on the command line overrides any field, the value parsed as YAML.
 Kind-specific rules (which losses a kind offers, ``columns`` needs a multilabel head) belong to
-:mod:`pictag.heads`; this module knows no kind names. :mod:`pictag.config_schema` turns the
-same metadata into a JSON Schema for editors.
+:mod:`pictag.heads`; this module knows no kind names. The ``train`` section lives in
+:mod:`pictag.config_train`; :mod:`pictag.config_schema` turns the same metadata into a JSON
+Schema for editors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pictag.config_parse import ConfigError, build, check_fields, parse_duration
+from pictag.config_parse import ConfigError, build, check_fields
+from pictag.config_parse import setting as _f
+from pictag.config_train import (
+    MAX_SEED,
+    TRAIN_CHOICES,
+    TrainConfig,
+    check_train,
+    resolve_train_defaults,
+)
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb limit
-MAX_SEED = 2**32 - 1  # NumPy and the stratified splitter refuse larger (and negative) seeds
-
-
-def _f(default: Any, doc: str, **limits: float) -> Any:
-    """A dataclass field with its description and numeric limits as metadata.
-
-    Args:
-        default: The default value; a class (``list``, ``dict``, a section) is a default factory.
-        doc: One-line description, shown by editors through the JSON Schema.
-        **limits: ``gt``, ``ge``, ``lt``, ``le`` bounds, checked when a config is loaded.
-    """
-    metadata = {"doc": doc, **limits}
-    if isinstance(default, type):
-        return field(default_factory=default, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -139,91 +133,6 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    """The training loop."""
-
-    mode: str = _f(
-        "auto",
-        "auto (probe-then-fine-tune with pretrained weights, else fine-tune) | linear-probe | "
-        "fine-tune | probe-then-fine-tune",
-    )
-    budget: str = _f(
-        "auto",
-        "wall-clock budget of the run: a duration (90s, 5m, 1h30m) plans the probe and as many "
-        "fine-tune epochs as fit (at most `epochs`); auto: 5m on a CPU, none on a GPU; off",
-    )
-    epochs: int = _f(10, "passes over the training images", ge=1)
-    epoch_images: int = _f(
-        0,
-        "images per fine-tune epoch, a new random draw each epoch; 0: all of them (a budget "
-        "sets it when only part of an epoch fits)",
-        ge=0,
-    )
-    batch_size: int = _f(32, "images per step (per process under torchrun)", ge=1)
-    lr: float = _f(1e-3, "learning rate of the heads", gt=0)
-    backbone_lr_scale: float | None = _f(
-        None, "backbone lr = lr * this; default: 0.1 with pretrained weights, 1 from scratch", ge=0
-    )
-    weight_decay: float | None = _f(
-        None, "decoupled (adamw) or L2 (sgd) weight decay; default: 0.05 adamw, 5e-4 sgd", ge=0
-    )
-    optimizer: str = _f("adamw", "adamw | sgd (with momentum)")
-    momentum: float = _f(0.9, "sgd momentum", ge=0, lt=1)
-    nesterov: bool = _f(False, "sgd: Nesterov momentum")
-    schedule: str = _f("cosine", "cosine (after warmup) | onecycle | constant")
-    warmup_epochs: float = _f(1.0, "epochs of linear learning-rate warmup", ge=0)
-    freeze_epochs: int = _f(0, "train only the heads for this many epochs, then unfreeze", ge=0)
-    freeze_bn: bool = _f(True, "freeze BatchNorm statistics when fine-tuning a pretrained net")
-    accumulate: int = _f(1, "gradient accumulation steps", ge=1)
-    clip_grad: float = _f(0.0, "max gradient norm; 0 disables", ge=0)
-    ema: float = _f(0.0, "EMA decay of the weights (e.g. 0.999); 0 disables", ge=0, lt=1)
-    amp: str = _f(
-        "auto",
-        "auto (GPU: bf16/fp16; CPU: bf16 if its flags show native bf16, else fp32) | "
-        "off | bf16 | fp16",
-    )
-    channels_last: bool = _f(True, "channels-last memory format (faster convolutions on GPU)")
-    augment: str = _f("light", "none | light | randaugment | trivialaugment")
-    hflip: float | None = _f(
-        None,
-        "probability of a horizontal flip; default: 0.5, or 0 when a head's labels are single "
-        "characters (digits, letters: flipping changes them)",
-        ge=0,
-        le=1,
-    )
-    crop_scale: float | None = _f(
-        None,
-        "light: the smallest random crop, as a share of the image's area (the largest is the "
-        "whole image); default 0.6 with pretrained weights, 0.25 from scratch",
-        gt=0,
-        le=1,
-    )
-    rotate: float = _f(0.0, "max rotation in degrees", ge=0)
-    color_jitter: float = _f(0.0, "brightness/contrast/saturation jitter strength", ge=0)
-    mixup: float = _f(0.0, "MixUp alpha; 0 disables", ge=0)
-    cutmix: float = _f(0.0, "CutMix alpha; 0 disables", ge=0)
-    balanced_sampling: bool = _f(False, "sample images inversely to their class frequency")
-    patience: int = _f(0, "stop after this many epochs without improvement; 0 disables", ge=0)
-    monitor: str = _f("auto", "metric for best-checkpoint selection; auto: mean of head primaries")
-    seed: int = _f(0, "seed of weights, augmentation and sampling", ge=0, le=MAX_SEED)
-    deterministic: bool = _f(False, "ask torch for deterministic kernels (slower)")
-    workers: int = _f(0, "DataLoader worker processes", ge=0)
-    threads: int = _f(
-        0, "CPU threads of torch's kernels; 0: the CPUs this process may use (per process)", ge=0
-    )
-    probe_flip: bool = _f(
-        False, "linear probe: also fit on each training image's mirror image (2x feature time)"
-    )
-    refit: bool = _f(
-        False,
-        "linear-probe: refit the heads on train+val once their L2 is chosen on val "
-        "(thresholds and reported val metrics stay those of the train-only fit)",
-    )
-    cache: str = _f("auto", "decode-once image cache: auto | memory | off")
-    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
-
-
-@dataclass
 class Config:
     """A whole pictag job."""
 
@@ -249,12 +158,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.builtin": ("digits", "multilabel", "multioutput", "detection", "segmentation"),
     "data.policy": ("strict", "skip"),
     "heads.*.threshold_by": ("f1", "precision", "recall", "fixed"),
-    "train.mode": ("auto", "linear-probe", "fine-tune", "probe-then-fine-tune"),
-    "train.optimizer": ("adamw", "sgd"),
-    "train.schedule": ("cosine", "onecycle", "constant"),
-    "train.amp": ("auto", "off", "bf16", "fp16"),
-    "train.augment": ("none", "light", "randaugment", "trivialaugment"),
-    "train.cache": ("auto", "memory", "off"),
+    **TRAIN_CHOICES,
 }
 
 
@@ -313,11 +217,6 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
 
 # Defaults that follow another choice: each optimizer its own weight decay (AdamW's decoupled
 # 0.05 as in timm; SGD's L2 5e-4 as in the classic CIFAR/ImageNet recipes).
-WEIGHT_DECAY = {"adamw": 0.05, "sgd": 5e-4}
-# `light`'s smallest crop (share of the image's area): a from-scratch net needs the variety;
-# a pretrained one, fine-tuned briefly, does better on crops close to the whole image.
-SCRATCH_CROP_SCALE = 0.25
-PRETRAINED_CROP_SCALE = 0.6
 SMALL_CNN = "small_cnn"  # the one backbone that has no pretrained weights
 
 
@@ -333,15 +232,7 @@ def resolve_defaults(config: Config) -> None:
     if train.mode == "auto":
         # A probe is seconds on cached features and the best start for the fine-tune.
         train.mode = "fine-tune" if scratch else "probe-then-fine-tune"
-    if train.backbone_lr_scale is None:
-        train.backbone_lr_scale = 1.0 if scratch else 0.1
-    if train.crop_scale is None:
-        # A pretrained net's short fine-tune starts from features (and probe heads) fitted to
-        # whole images: on utkface a fine-tune on crops down to a quarter of the face lost
-        # 1.9 points of validation score to the probe, one on crops of at least 0.6 none.
-        train.crop_scale = SCRATCH_CROP_SCALE if scratch else PRETRAINED_CROP_SCALE
-    if train.weight_decay is None:
-        train.weight_decay = WEIGHT_DECAY.get(train.optimizer, 0.0)
+    resolve_train_defaults(train, scratch)
 
 
 def pretrained_for(backbone: str, pretrained: str) -> str:
@@ -438,15 +329,6 @@ def _check(config: Config) -> None:
     for name, head in config.heads.items():
         if head.bins and any(a >= b for a, b in zip(head.bins, head.bins[1:], strict=False)):
             raise ConfigError(f"heads.{name}.bins: must be strictly ascending; got {head.bins}")
-    if config.train.budget not in ("auto", "off"):
-        try:
-            parse_duration(config.train.budget)
-        except ValueError as err:
-            raise ConfigError(f"train.budget: {err}") from None
-    if config.train.refit and config.train.mode != "linear-probe":
-        raise ConfigError(
-            f"train.refit: applies to train.mode=linear-probe only (the fine-tune epochs are "
-            f"chosen on val, which a refit would have seen); got mode {config.train.mode}"
-        )
+    check_train(config.train)
     if config.heads and not any(head.weight > 0 for head in config.heads.values()):
         raise ConfigError("heads.*.weight: at least one head needs a weight > 0")

@@ -1,7 +1,8 @@
 """Plain data (as YAML gives it) -> typed, range-checked dataclasses, with errors that name the key.
 
-Nothing here knows pictag's sections: :mod:`pictag.config` declares them (fields with a
-description and ``gt``/``ge``/``lt``/``le`` limits as metadata) and calls these helpers.
+Nothing here knows pictag's sections: :mod:`pictag.config` and :mod:`pictag.config_train`
+declare them (fields made with :func:`setting`: a description and ``gt``/``ge``/``lt``/``le``
+limits as metadata) and call these helpers.
 """
 
 from __future__ import annotations
@@ -137,3 +138,17 @@ def parse_duration(text: str | float | int) -> float:
     if not seconds > 0 or math.isinf(seconds):
         raise ValueError(f"{text!r} is not a duration; use e.g. 90s, 5m, 1h30m, auto or off")
     return seconds
+
+
+def setting(default: Any, doc: str, **limits: float) -> Any:
+    """A dataclass field with its description and numeric limits as metadata.
+
+    Args:
+        default: The default value; a class (``list``, ``dict``, a section) is a default factory.
+        doc: One-line description, shown by editors through the JSON Schema.
+        **limits: ``gt``, ``ge``, ``lt``, ``le`` bounds, checked when a config is loaded.
+    """
+    metadata = {"doc": doc, **limits}
+    if isinstance(default, type):
+        return dataclasses.field(default_factory=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
