@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from pictag.data.images import ImageError, load_rgb
 from pictag.data.schema import Head
 from pictag.data.sources_common import is_image_name, list_images
-from pictag.evaluation.predictor import Prediction
+from pictag.evaluation.prediction import Prediction
 from pictag.heads import get_kind
 from pictag.heads.drawing import LINE
 

@@ -5,8 +5,9 @@ share.
     for prediction in predictor.predict(["a.jpg", "b.jpg"]):
         print(prediction.source, prediction.heads["brand"].labels)
 
-Images go through the run's own pipeline (``decode_image`` then ``eval_transform``), as in
-evaluation, so a prediction equals the evaluation of the same file. A file that cannot be read
+Images go through the run's own pipeline (``decode_image`` then ``eval_transform``, its
+normalisation done per batch), as in evaluation, so a prediction equals the evaluation of the
+same file. A file that cannot be read
 gives a prediction with ``error`` set and the rest of the batch goes on.
 
 On a CPU the model runs through ONNX Runtime when ``RUN_DIR/model.onnx`` (written by ``pictag
@@ -22,9 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +41,7 @@ from pictag.data.transforms import (
 from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
+from pictag.evaluation.prediction import HeadPrediction, Prediction
 from pictag.evaluation.prefetch import prefetched
 from pictag.heads import Params, get_kind
 from pictag.run import load_run, read_run_info
@@ -52,60 +52,6 @@ DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 # (source name, uint8 image cropped for the model or error message, the file's upright
 # (width, height)); batches are normalised whole (Predictor.batch), ~1.4 ms an image less.
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
-
-
-@dataclass
-class HeadPrediction:
-    """One head's output for one image.
-
-    Attributes:
-        kind: The head's kind (``multiclass``, ``multilabel``, ``detection``, ...).
-        labels: The decision, most probable first: the labels the head's kind chose (the top
-            class, or a binary head's class by its threshold, or the tags over their
-            thresholds).
-        scores: Label -> probability, high to low (only the best ``top_k`` when it is given).
-        objects: Kinds that locate things: ``{label, score, box: [x1, y1, x2, y2]}`` per
-            decided object, in the original image's pixels, best first; None otherwise.
-        mask: Segmentation: ``{png, classes}``, the class of each of the original image's
-            pixels as a base64 palette PNG whose values index ``classes``; None otherwise.
-    """
-
-    kind: str
-    labels: list[str]
-    scores: dict[str, float]
-    objects: list[dict[str, Any]] | None = None
-    mask: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"kind": self.kind, "labels": list(self.labels), "scores": dict(self.scores)}
-        if self.objects is not None:
-            data["objects"] = [dict(item) for item in self.objects]
-        if self.mask is not None:
-            data["mask"] = dict(self.mask)
-        return data
-
-
-@dataclass
-class Prediction:
-    """Everything predicted for one image.
-
-    Attributes:
-        source: The file path, or a name such as ``<bytes[2]>`` for in-memory input.
-        heads: Head name -> its prediction; empty when the image could not be read.
-        error: Why the image could not be read (names the file and a fix), else None.
-    """
-
-    source: str
-    heads: dict[str, HeadPrediction] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "source": self.source,
-            "heads": {name: head.to_dict() for name, head in self.heads.items()},
-            "error": self.error,
-        }
 
 
 class Predictor:
