@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 from pictag.config import Config, DataConfig, HeadConfig, ModelConfig, TrainConfig
-from pictag.data.builtin import describe as describe_builtin
 from pictag.data.builtin import make_builtin, task_heads
+from pictag.data.builtin_describe import describe as describe_builtin
 from pictag.data.builtin_masks import MASK_VALUES
 from pictag.heads import get_kind
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from pictag.config import DataConfig, HeadConfig
-from pictag.data.builtin import BOX_COLUMNS, TASKS, BuiltinDataset, describe, make_builtin
+from pictag.data.builtin import BOX_COLUMNS, TASKS, BuiltinDataset, make_builtin
+from pictag.data.builtin_describe import describe
 from pictag.data.builtin_masks import MASK_COLUMNS, MASK_VALUES, STROKE_MIN
 from pictag.data.sources import read_samples
 from pictag.heads.masks import BACKGROUND, MaskLabel
