@@ -70,16 +70,16 @@ def test_plan_counts_training_and_validation_and_never_exceeds_the_epochs_asked(
 
 
 def test_when_no_whole_epoch_fits_one_epoch_of_the_images_that_fit_is_planned():
-    # 1000 training + 300 validation images at 10/s: a whole epoch takes ~126 s. 60 s leave
-    # 60 / margin * 10 - 100 = 421 images for training, above a fifth of the set.
-    plan = plan_epochs(60, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32)
-    assert (plan.epochs, plan.images) == (1, int(60 / EPOCH_MARGIN * 10 - 100))
-    assert plan.part(1000) and plan.epoch_s <= 60
-    # 30 s leave 160 images, under a fifth: not worth a validation pass after a probe ...
-    assert plan_epochs(30, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32).epochs == 0
-    # ... but a run from scratch takes the least part worth it: a fifth of the set.
-    scratch = plan_epochs(30, 10, 1000, 300, 10.0, at_least_one=True, batch_size=32)
-    assert (scratch.epochs, scratch.images) == (1, 200)
+    # 1000 training + 300 validation images at 10/s: a whole epoch takes ~126 s. 80 s leave
+    # 80 / margin * 10 - 100 = 595 images for training, above half of the set.
+    plan = plan_epochs(80, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32)
+    assert (plan.epochs, plan.images) == (1, int(80 / EPOCH_MARGIN * 10 - 100))
+    assert plan.part(1000) and plan.epoch_s <= 80
+    # 50 s leave 334 images, under half: not worth a validation pass after a probe ...
+    assert plan_epochs(50, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32).epochs == 0
+    # ... but a run from scratch takes the least part worth it: half of the set.
+    scratch = plan_epochs(50, 10, 1000, 300, 10.0, at_least_one=True, batch_size=32)
+    assert (scratch.epochs, scratch.images) == (1, 500)
     # A whole epoch that fits is planned whole.
     assert plan_epochs(500, 10, 1000, 300, 10.0, at_least_one=False).images == 1000
     assert not plan_epochs(500, 10, 1000, 300, 10.0, at_least_one=False).part(1000)
