@@ -25,6 +25,7 @@ from pictag.training.budget import (
     next_epoch_fits,
     plan_epochs,
     reserve_seconds,
+    validation_deadline,
 )
 from pictag.training.loaders import EpochSampler
 from pictag.training.loop import Objective
@@ -193,6 +194,30 @@ def test_part_of_an_epoch_is_fine_tuned_when_a_whole_one_does_not_fit(
     assert f"one fine-tune epoch of {stored.epoch_images} of the 31 training" in caplog.text
     # The epoch drew that many images (whole batches of 4), not the whole set's 31.
     assert batches == [stored.epoch_images // 4 * 4]
+
+
+def test_validation_deadline_leaves_time_for_the_validation_pass():
+    budget = Budget(100.0, time.perf_counter() - 60)  # 40 s left, 5 s of them the reserve
+    stop = validation_deadline(budget, val_images=300)
+    # At 30 img/s validation (a third of the work per image) takes ~3.8 s with the margin.
+    assert not stop(300, 10.0)
+    # At 3 img/s it takes ~38 s: more than the 35 s left after the reserve.
+    assert stop(30, 10.0)
+
+
+def test_an_epoch_that_would_overrun_the_budget_stops_in_time_for_validation(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    # The timed steps claim a speed the epoch does not reach. The 1 s budget is spent before
+    # the plan, so the run from scratch takes its least part (half the set, 4 batches of 4)
+    # and, the budget gone, stops that epoch after its first step.
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        _run(folder_tree, tmp_path, None, "train.budget=1s")
+    run = tmp_path / "run"
+    assert "budget: stopping epoch 1 after 1 of 4 steps" in caplog.text
+    assert _epochs(run) == [1]  # validated, and no second epoch
+    assert (run / "model.safetensors").is_file()
 
 
 def test_from_scratch_one_epoch_runs_even_when_none_fits(folder_tree, tmp_path, monkeypatch):

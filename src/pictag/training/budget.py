@@ -233,6 +233,20 @@ def plan_fine_tune(
     return plan
 
 
+def validation_deadline(budget: Budget, val_images: int) -> Callable[[int, float], bool]:
+    """A ``stop(images, seconds)`` for :func:`~pictag.training.loop.train_one_epoch` that ends
+    an epoch once what is left of ``budget`` only just covers its validation pass (timed at
+    the epoch's own speed, which the few steps of the plan may have overestimated) and the
+    reserve."""
+
+    def stop(images: int, seconds: float) -> bool:
+        speed = images / seconds if seconds > 0 else math.inf
+        validation = EPOCH_MARGIN * EVAL_COST * val_images / speed
+        return budget.left() - reserve_seconds(budget.seconds or 0.0) <= validation
+
+    return stop
+
+
 def reserve_seconds(budget_s: float) -> float:
     """Time kept back for what follows the last epoch (tuning thresholds, writing files)."""
     return 2.0 + 0.03 * budget_s

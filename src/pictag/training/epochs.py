@@ -20,7 +20,7 @@ from pictag.config import Config
 from pictag.heads import higher_is_better
 from pictag.models.classifier import Classifier
 from pictag.training.announce import epoch_line, metrics_text, summary_keys
-from pictag.training.budget import Budget, next_epoch_fits
+from pictag.training.budget import Budget, next_epoch_fits, validation_deadline
 from pictag.training.checkpoint import has_last, load_last, save_last
 from pictag.training.loaders import Loaders
 from pictag.training.logs import MetricsLog
@@ -106,6 +106,9 @@ def fine_tune(
     net, trainable = model, None
     mixer = _make_mixer(objective, train_cfg) if train_cfg.mixup or train_cfg.cutmix else None
     prepare = prepare_for(config)
+    deadline = None
+    if budget is not None and budget.active:
+        deadline = validation_deadline(budget, len(loaders.val.dataset))
     for epoch in range(start, train_cfg.epochs):
         started = time.perf_counter()
         seed_everything(epoch_seed(train_cfg.seed, epoch, runtime.rank))  # resume-proof streams
@@ -120,8 +123,14 @@ def fine_tune(
             net, loaders.train, objective, optimizer, scheduler, runtime, epoch=epoch,
             accumulate=train_cfg.accumulate, clip_grad=train_cfg.clip_grad, mixer=mixer,
             ema=ema, scaler=scaler, channels_last=train_cfg.channels_last, prepare=prepare,
-            progress=progress, on_step=timer if epoch == start else None,
+            progress=progress, on_step=timer if epoch == start else None, stop=deadline,
         )  # fmt: skip
+        cut = "stopped_at_step" in fit
+        if cut:
+            log.info(
+                "budget: stopping epoch %d after %d of %d steps, to leave time for validation",
+                epoch + 1, fit.pop("stopped_at_step"), len(loaders.train),
+            )  # fmt: skip
         average_batchnorm_stats([model, ema], runtime)  # so ranks validate what rank 0 saves
         eval_model = ema.module if ema is not None else model
         val = validate(eval_model, loaders.val, objective, runtime, train_cfg.channels_last)
@@ -146,6 +155,8 @@ def fine_tune(
                       epoch=epoch + 1, extra=state, ema=ema, scaler=scaler)  # fmt: skip
         if stop:
             log.info("early stop: no improvement for %d epochs", train_cfg.patience)
+            break
+        if cut:
             break
         last = epoch + 1 == train_cfg.epochs
         overrun = budget is not None and budget.active and not last

@@ -78,17 +78,20 @@ def train_one_epoch(
     prepare: Callable[[nn.Module], None] | None = None,
     progress: bool = True,
     on_step: Callable[[int, int, float], None] | None = None,
+    stop: Callable[[int, float], bool] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; return mean losses and images per second.
 
     ``on_step(step, images, seconds)`` is called after each step with the images seen and the
-    seconds since the epoch began (e.g. to estimate the run's time).
+    seconds since the epoch began (e.g. to estimate the run's time). ``stop(images, seconds)``,
+    asked after each optimizer step, ends the pass early when it says so (a time budget running
+    out); the result then holds ``stopped_at_step``.
     """
     model.train()
     if prepare is not None:
         prepare(model)  # e.g. keep BatchNorm statistics frozen
     sums: dict[str, float] = {}
-    seen, start = 0, time.perf_counter()
+    seen, start, stopped_at = 0, time.perf_counter(), None
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
     optimizer.zero_grad(set_to_none=True)
     for step, loaded in enumerate(bar):
@@ -117,12 +120,30 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", img_s=f"{seen / elapsed:.1f}")
         if on_step is not None:
             on_step(step, seen, elapsed)
+        if _stops(stop, step, accumulate, len(loader), seen, elapsed):  # type: ignore[arg-type]
+            stopped_at = step + 1
+            break
     elapsed = time.perf_counter() - start
     totals = all_reduce_sum(torch.tensor([seen, *sums.values()], dtype=torch.float64), runtime)
     result = {k: float(v / max(totals[0], 1)) for k, v in zip(sums, totals[1:], strict=True)}
     result["images_per_s"] = float(totals[0]) / elapsed if elapsed > 0 else math.nan
     result["lr"] = optimizer.param_groups[-1]["lr"]
+    if stopped_at is not None:
+        result["stopped_at_step"] = stopped_at
     return result
+
+
+def _stops(
+    stop: Callable[[int, float], bool] | None,
+    step: int,
+    accumulate: int,
+    steps: int,
+    seen: int,
+    elapsed: float,
+) -> bool:
+    """Whether to end the pass after ``step``: only after an optimizer step, before the last."""
+    stepped = (step + 1) % accumulate == 0
+    return stop is not None and stepped and step + 1 < steps and stop(seen, elapsed)
 
 
 def to_device(
