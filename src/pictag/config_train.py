@@ -80,7 +80,8 @@ class TrainConfig:
     crop_scale: float | None = _f(
         None,
         "light: the smallest random crop, as a share of the image's area (the largest is the "
-        "whole image); default 0.6 with pretrained weights, 0.25 from scratch",
+        "whole image); default 0.6 with pretrained weights, 0.25 from scratch (and when left "
+        "unresolved in code); heads that locate things keep their own 0.6-1 near-square crops",
         gt=0,
         le=1,
     )

@@ -123,6 +123,10 @@ def test_a_batch_normalised_at_once_equals_the_eval_transform_of_each_image(pred
         [predictor.transform(decode_image(path, predictor.preprocess)) for path in images]
     )
     assert batch.dtype == torch.float32 and torch.equal(batch, one_by_one)
+    # The model call takes the uint8 crops as they are, too (callers of load() before batch()).
+    uint8 = torch.stack([tensor for _, tensor, _ in loaded[:-1]])
+    for name, probs in predictor.probabilities(uint8).items():
+        np.testing.assert_array_equal(probs, predictor.probabilities(batch)[name])
 
 
 def test_thresholds_come_from_pictag_json(tiny_run, images, tmp_path):

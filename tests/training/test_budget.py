@@ -72,15 +72,17 @@ def test_plan_counts_training_and_validation_and_never_exceeds_the_epochs_asked(
 
 def test_when_no_whole_epoch_fits_one_epoch_of_the_images_that_fit_is_planned():
     # 1000 training + 300 validation images at 10/s: a whole epoch takes ~126 s. 80 s leave
-    # 80 / margin * 10 - 100 = 595 images for training, above half of the set.
+    # 80 / margin * 10 - 100 = 595 images for training, above half of the set: 18 whole
+    # batches of 32 (the loader drops a last partial one).
     plan = plan_epochs(80, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32)
-    assert (plan.epochs, plan.images) == (1, int(80 / EPOCH_MARGIN * 10 - 100))
+    assert (plan.epochs, plan.images) == (1, 576)
     assert plan.part(1000) and plan.epoch_s <= 80
     # 50 s leave 334 images, under half: not worth a validation pass after a probe ...
     assert plan_epochs(50, 10, 1000, 300, 10.0, at_least_one=False, batch_size=32).epochs == 0
-    # ... but a run from scratch takes the least part worth it: half of the set.
+    # ... but a run from scratch takes the least part worth it: half of the set (in whole
+    # batches).
     scratch = plan_epochs(50, 10, 1000, 300, 10.0, at_least_one=True, batch_size=32)
-    assert (scratch.epochs, scratch.images) == (1, 500)
+    assert (scratch.epochs, scratch.images) == (1, 480)
     # A whole epoch that fits is planned whole.
     assert plan_epochs(500, 10, 1000, 300, 10.0, at_least_one=False).images == 1000
     assert not plan_epochs(500, 10, 1000, 300, 10.0, at_least_one=False).part(1000)
@@ -190,10 +192,10 @@ def test_part_of_an_epoch_is_fine_tuned_when_a_whole_one_does_not_fit(
     run = tmp_path / "run"
     assert _epochs(run) == [0, 1]
     stored = read_resume_config(run).train  # what a resumed run continues
-    assert stored.epochs == 1 and 8 <= stored.epoch_images < 31
+    assert stored.epochs == 1 and 16 <= stored.epoch_images < 31
     assert f"one fine-tune epoch of {stored.epoch_images} of the 31 training" in caplog.text
     # The epoch drew that many images (whole batches of 4), not the whole set's 31.
-    assert batches == [stored.epoch_images // 4 * 4]
+    assert stored.epoch_images % 4 == 0 and batches == [stored.epoch_images]
 
 
 def test_validation_deadline_leaves_time_for_the_validation_pass():
@@ -203,21 +205,42 @@ def test_validation_deadline_leaves_time_for_the_validation_pass():
     assert not stop(300, 10.0)
     # At 3 img/s it takes ~38 s: more than the 35 s left after the reserve.
     assert stop(30, 10.0)
+    # A run with no probe trains its least part in any case.
+    assert not validation_deadline(budget, val_images=300, at_least=64)(30, 10.0)
 
 
-def test_an_epoch_that_would_overrun_the_budget_stops_in_time_for_validation(
+def test_an_epoch_stopped_by_the_deadline_is_validated_and_ends_the_run(
     folder_tree, tmp_path, monkeypatch, caplog
 ):
-    # The timed steps claim a speed the epoch does not reach. The 1 s budget is spent before
-    # the plan, so the run from scratch takes its least part (half the set, 4 batches of 4)
-    # and, the budget gone, stops that epoch after its first step.
+    # The timed steps claim a speed the epoch does not reach: 5 epochs planned, and the
+    # deadline (here: already reached) ends the first after its first step.
     monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    monkeypatch.setattr(epochs_module, "validation_deadline", lambda *a: lambda n, s: True)
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        _run(folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune")
+    assert "5 of at most 5 epochs fit" in caplog.text
+    assert "budget: stopping epoch 1 after 1 of 7 steps" in caplog.text
+    assert _epochs(tmp_path / "run") == [0, 1]  # the probe, the cut epoch validated, no more
+
+
+def test_from_scratch_the_least_part_is_trained_even_past_the_budget(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    # The 1 s budget is spent before the plan: a run from scratch (no probe to fall back on)
+    # still trains half the set, 4 batches of 4, without being stopped.
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    batches = []
+    real = epochs_module.train_one_epoch
+
+    def counted(net, loader, *args, **kwargs):
+        batches.append(len(loader))
+        return real(net, loader, *args, **kwargs)
+
+    monkeypatch.setattr(epochs_module, "train_one_epoch", counted)
     with caplog.at_level(logging.INFO, logger="pictag"):
         _run(folder_tree, tmp_path, None, "train.budget=1s")
-    run = tmp_path / "run"
-    assert "budget: stopping epoch 1 after 1 of 4 steps" in caplog.text
-    assert _epochs(run) == [1]  # validated, and no second epoch
-    assert (run / "model.safetensors").is_file()
+    assert "stopping epoch" not in caplog.text
+    assert batches == [4] and _epochs(tmp_path / "run") == [1]
 
 
 def test_from_scratch_one_epoch_runs_even_when_none_fits(folder_tree, tmp_path, monkeypatch):

@@ -252,8 +252,11 @@ class Predictor:
         return results
 
     def probabilities(self, images: torch.Tensor) -> dict[str, np.ndarray]:
-        """Head name -> probabilities ``[B, C]`` of a batch of transformed images ``[B, C, H,
-        W]`` (the model call)."""
+        """Head name -> probabilities ``[B, C]`` of a batch of images ``[B, C, H, W]`` cropped
+        for the model (the model call): float ones already normalised (:attr:`transform`'s
+        output), or uint8 ones (:meth:`load`'s), normalised here."""
+        if images.dtype == torch.uint8:
+            images = self.normalize(images)
         if self.runner is not None:
             return self.runner(images)
         logits = forward_logits(self.model, images.to(self.device), False, True)

@@ -4,8 +4,10 @@ The linear probe runs first (cheap, and always a usable model); then a few train
 timed and the run takes as many fine-tune epochs as the time left allows (at most
 ``train.epochs``), so the learning-rate schedule completes within the budget instead of being
 cut off half-way. When not one whole epoch fits, the run fine-tunes for one epoch of the
-images that do (``train.epoch_images``, a random draw), its schedule complete within it. After
-each epoch the run stops early if the next one would overrun.
+images that do (``train.epoch_images``, a random draw), its schedule planned to end within it.
+After each epoch the run stops early if the next one would overrun, and within an epoch when
+what is left only covers the validation pass (the plan's timed steps can overestimate the
+speed).
 """
 
 from __future__ import annotations
@@ -127,13 +129,21 @@ def plan_epochs(
     fit = min(max_epochs, int(max(left_s, 0.0) // epoch_s))
     if fit >= 1:
         return EpochPlan(fit, epoch_s, images_per_s, train_images)
-    least = min(train_images, max(math.ceil(MIN_PART * train_images), MIN_STEPS * batch_size))
+    least = least_part(train_images, batch_size)
     images = int(max(left_s, 0.0) / EPOCH_MARGIN * speed - EVAL_COST * val_images)
     if images < least and not at_least_one:
         return EpochPlan(0, epoch_s, images_per_s, train_images)
     images = min(train_images, max(images, least))
+    if images < train_images:  # whole batches: the loader drops a last partial one
+        images = max(batch_size, images // batch_size * batch_size)
     part_s = EPOCH_MARGIN * (images + EVAL_COST * val_images) / speed
     return EpochPlan(1, part_s, images_per_s, images)
+
+
+def least_part(train_images: int, batch_size: int) -> int:
+    """The fewest images a part-epoch fine-tune is worth: :data:`MIN_PART` of the set and
+    :data:`MIN_STEPS` batches (the whole set when it is smaller)."""
+    return min(train_images, max(math.ceil(MIN_PART * train_images), MIN_STEPS * batch_size))
 
 
 def measure_speed(
@@ -233,13 +243,24 @@ def plan_fine_tune(
     return plan
 
 
-def validation_deadline(budget: Budget, val_images: int) -> Callable[[int, float], bool]:
+def validation_deadline(
+    budget: Budget, val_images: int, at_least: int = 0
+) -> Callable[[int, float], bool]:
     """A ``stop(images, seconds)`` for :func:`~pictag.training.loop.train_one_epoch` that ends
     an epoch once what is left of ``budget`` only just covers its validation pass (timed at
     the epoch's own speed, which the few steps of the plan may have overestimated) and the
-    reserve."""
+    reserve.
+
+    Args:
+        budget: The run's budget.
+        val_images: Images of a validation pass.
+        at_least: Never stop before this many images: a run with no probe to fall back on
+            trains the least part worth it (:func:`least_part`) even past its budget.
+    """
 
     def stop(images: int, seconds: float) -> bool:
+        if images < at_least:
+            return False
         speed = images / seconds if seconds > 0 else math.inf
         validation = EPOCH_MARGIN * EVAL_COST * val_images / speed
         return budget.left() - reserve_seconds(budget.seconds or 0.0) <= validation

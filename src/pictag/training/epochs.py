@@ -20,7 +20,7 @@ from pictag.config import Config
 from pictag.heads import higher_is_better
 from pictag.models.classifier import Classifier
 from pictag.training.announce import epoch_line, metrics_text, summary_keys
-from pictag.training.budget import Budget, next_epoch_fits, validation_deadline
+from pictag.training.budget import Budget, least_part, next_epoch_fits, validation_deadline
 from pictag.training.checkpoint import has_last, load_last, save_last
 from pictag.training.loaders import Loaders
 from pictag.training.logs import MetricsLog
@@ -108,7 +108,9 @@ def fine_tune(
     prepare = prepare_for(config)
     deadline = None
     if budget is not None and budget.active:
-        deadline = validation_deadline(budget, len(loaders.val.dataset))
+        # With no probe to fall back on, the least part worth training is trained in any case.
+        floor = 0 if probe is not None else least_part(loaders.sampler.size, train_cfg.batch_size)
+        deadline = validation_deadline(budget, len(loaders.val.dataset), floor)
     for epoch in range(start, train_cfg.epochs):
         started = time.perf_counter()
         seed_everything(epoch_seed(train_cfg.seed, epoch, runtime.rank))  # resume-proof streams
