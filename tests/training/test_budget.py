@@ -141,6 +141,19 @@ def _run(images, tmp_path, speed, *extra):
     return train(config, tmp_path / "run", progress=False)
 
 
+def _epoch_images(monkeypatch) -> list[int]:
+    """The images each fine-tune epoch's loader yields, recorded as the run goes."""
+    drawn: list[int] = []
+    real = epochs_module.train_one_epoch
+
+    def counted(net, loader, *args, **kwargs):
+        drawn.append(sum(len(images) for images, _ in loader))
+        return real(net, loader, *args, **kwargs)
+
+    monkeypatch.setattr(epochs_module, "train_one_epoch", counted)
+    return drawn
+
+
 def _epochs(run) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -179,14 +192,7 @@ def test_part_of_an_epoch_is_fine_tuned_when_a_whole_one_does_not_fit(
     # ~31 training images; at 0.2 img/s a whole epoch takes ~190 s, and a 150 s budget leaves
     # time for about 16 of them after the reserve.
     monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 0.2)
-    batches = []
-    real = epochs_module.train_one_epoch
-
-    def counted(net, loader, *args, **kwargs):
-        batches.append(sum(len(images) for images, _ in loader))
-        return real(net, loader, *args, **kwargs)
-
-    monkeypatch.setattr(epochs_module, "train_one_epoch", counted)
+    drawn = _epoch_images(monkeypatch)
     with caplog.at_level(logging.INFO, logger="pictag"):
         _run(folder_tree, tmp_path, None, "train.budget=150s", "train.mode=probe-then-fine-tune")
     run = tmp_path / "run"
@@ -195,7 +201,7 @@ def test_part_of_an_epoch_is_fine_tuned_when_a_whole_one_does_not_fit(
     assert stored.epochs == 1 and 16 <= stored.epoch_images < 31
     assert f"one fine-tune epoch of {stored.epoch_images} of the 31 training" in caplog.text
     # The epoch drew that many images (whole batches of 4), not the whole set's 31.
-    assert stored.epoch_images % 4 == 0 and batches == [stored.epoch_images]
+    assert stored.epoch_images % 4 == 0 and drawn == [stored.epoch_images]
 
 
 def test_validation_deadline_leaves_time_for_the_validation_pass():
@@ -229,18 +235,11 @@ def test_from_scratch_the_least_part_is_trained_even_past_the_budget(
     # The 1 s budget is spent before the plan: a run from scratch (no probe to fall back on)
     # still trains half the set, 4 batches of 4, without being stopped.
     monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
-    batches = []
-    real = epochs_module.train_one_epoch
-
-    def counted(net, loader, *args, **kwargs):
-        batches.append(len(loader))
-        return real(net, loader, *args, **kwargs)
-
-    monkeypatch.setattr(epochs_module, "train_one_epoch", counted)
+    drawn = _epoch_images(monkeypatch)
     with caplog.at_level(logging.INFO, logger="pictag"):
         _run(folder_tree, tmp_path, None, "train.budget=1s")
     assert "stopping epoch" not in caplog.text
-    assert batches == [4] and _epochs(tmp_path / "run") == [1]
+    assert drawn == [16] and _epochs(tmp_path / "run") == [1]
 
 
 def test_from_scratch_one_epoch_runs_even_when_none_fits(folder_tree, tmp_path, monkeypatch):
