@@ -13,6 +13,7 @@ from pictag.training.announce import (
     duration,
     epoch_line,
     estimate_lines,
+    plan_lines,
     result_line,
     step_timer,
 )
@@ -44,6 +45,14 @@ def test_a_short_run_gets_the_estimate_and_no_advice() -> None:
     assert lines == [
         "speed: 100.0 img/s -> about 6 s per epoch, 12 s for 2 epochs (plus validation)"
     ]
+
+
+def test_the_estimate_counts_the_images_an_epoch_draws() -> None:
+    config = load_config(None, ["train.epochs=2", "train.epoch_images=300"])
+    lines = estimate_lines(config, _data(600, [(500, 375)]), 224, images_per_s=100.0)
+    assert lines[0].startswith("speed: 100.0 img/s -> about 3 s per epoch, 6 s for 2 epochs")
+    plan = plan_lines(config, _data(600, [(500, 375)]), 224, "cpu")
+    assert ", 2 epochs of 300 images, batch 32" in plan[0]
 
 
 def test_photos_at_their_size_get_no_image_size_advice() -> None:

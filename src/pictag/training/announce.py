@@ -31,6 +31,8 @@ def plan_lines(config: Config, data: PreparedData, input_size: int, device: str)
     model, train = config.model, config.train
     pretrained = "from scratch" if model.pretrained == "none" else f"{model.pretrained} weights"
     epochs = "" if train.mode == "linear-probe" else f", {train.epochs} epochs"
+    if epochs and train.epoch_images > 0:
+        epochs += f" of {train.epoch_images} images"
     optimizer = f"{train.optimizer} lr {train.lr:g} (backbone x{train.backbone_lr_scale:g})"
     sizes = ", ".join(f"{split} {len(samples)}" for split, samples in data.splits.items())
     heads = ", ".join(
@@ -79,6 +81,8 @@ def estimate_lines(
     """The estimated time of the fine-tuning epochs at ``images_per_s``, and a faster choice
     when the whole run would take longer than ``LONG_RUN_S``."""
     train_images = len(data.splits.get("train", []))
+    if config.train.epoch_images > 0:  # an epoch draws that many of them
+        train_images = min(train_images, config.train.epoch_images)
     epoch_s = train_images / max(images_per_s, 1e-9)
     total_s = epoch_s * config.train.epochs
     lines = [
