@@ -76,6 +76,10 @@ class Budget:
     def left(self) -> float:
         return math.inf if self.seconds is None else self.seconds - self.elapsed()
 
+    def spare(self) -> float:
+        """What is left once the reserve for the end of the run is kept back."""
+        return self.left() - reserve_seconds(self.seconds or 0.0)
+
 
 # The least part of an epoch worth fine-tuning for when a whole one does not fit. On utkface-5k
 # (Lite0 after the probe) a third of an epoch (~35 steps) validated at or below the probe
@@ -125,7 +129,7 @@ def plan_epochs(
         batch_size: Images per step.
     """
     speed = max(images_per_s, 1e-9)
-    epoch_s = EPOCH_MARGIN * (train_images + EVAL_COST * val_images) / speed
+    epoch_s = epoch_seconds(train_images, val_images, speed)
     fit = min(max_epochs, int(max(left_s, 0.0) // epoch_s))
     if fit >= 1:
         return EpochPlan(fit, epoch_s, images_per_s, train_images)
@@ -136,8 +140,13 @@ def plan_epochs(
     images = min(train_images, max(images, least))
     if images < train_images:  # whole batches: the loader drops a last partial one
         images = max(batch_size, images // batch_size * batch_size)
-    part_s = EPOCH_MARGIN * (images + EVAL_COST * val_images) / speed
-    return EpochPlan(1, part_s, images_per_s, images)
+    return EpochPlan(1, epoch_seconds(images, val_images, speed), images_per_s, images)
+
+
+def epoch_seconds(train_images: int, val_images: int, images_per_s: float) -> float:
+    """The planned time of an epoch: a training pass over ``train_images`` and a validation
+    pass over ``val_images`` at ``images_per_s``, with the margin for what timed steps miss."""
+    return EPOCH_MARGIN * (train_images + EVAL_COST * val_images) / images_per_s
 
 
 def least_part(train_images: int, batch_size: int) -> int:
@@ -212,7 +221,7 @@ def plan_fine_tune(
     speed = measure_speed(
         model, loaders.train, objective, runtime, train_cfg.channels_last, prepare
     )
-    left = budget.left() - reserve_seconds(budget.seconds or 0.0)
+    left = budget.spare()
     train_images = loaders.sampler.images
     plan = plan_epochs(
         left, train_cfg.epochs, train_images, len(loaders.val.dataset), speed, not has_probe,
@@ -227,7 +236,7 @@ def plan_fine_tune(
             used, cost, duration(max(left, 0.0)),
         )  # fmt: skip
     elif plan.part(train_images):
-        whole = EPOCH_MARGIN * (train_images + EVAL_COST * len(loaders.val.dataset)) / speed
+        whole = epoch_seconds(train_images, len(loaders.val.dataset), speed)
         log.info(
             "budget: %s; %.1f img/s -> a whole epoch with validation takes ~%s, more than the "
             "%s left: one fine-tune epoch of %d of the %d training images (a random draw), "
@@ -262,8 +271,8 @@ def validation_deadline(
         if images < at_least:
             return False
         speed = images / seconds if seconds > 0 else math.inf
-        validation = EPOCH_MARGIN * EVAL_COST * val_images / speed
-        return budget.left() - reserve_seconds(budget.seconds or 0.0) <= validation
+        validation = epoch_seconds(0, val_images, speed)
+        return budget.spare() <= validation
 
     return stop
 
@@ -275,4 +284,4 @@ def reserve_seconds(budget_s: float) -> float:
 
 def next_epoch_fits(budget: Budget, epoch_s: float) -> bool:
     """Whether another epoch of ``epoch_s`` seconds fits in what is left of the budget."""
-    return budget.left() - reserve_seconds(budget.seconds or 0.0) >= epoch_s
+    return budget.spare() >= epoch_s
