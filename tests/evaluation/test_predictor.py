@@ -118,13 +118,13 @@ def test_a_batch_normalised_at_once_equals_the_eval_transform_of_each_image(pred
     loaded = predictor.load([*images, images[0].parent / "missing.png"])
     assert all(tensor.dtype == torch.uint8 for _, tensor, _ in loaded[:-1])
     assert isinstance(loaded[-1][1], str)  # the error stays per image
-    batch = predictor.batch([tensor for _, tensor, _ in loaded[:-1]])
+    uint8 = torch.stack([tensor for _, tensor, _ in loaded[:-1]])
+    batch = predictor.normalize(uint8)
     one_by_one = torch.stack(
         [predictor.transform(decode_image(path, predictor.preprocess)) for path in images]
     )
     assert batch.dtype == torch.float32 and torch.equal(batch, one_by_one)
-    # The model call takes the uint8 crops as they are, too (callers of load() before batch()).
-    uint8 = torch.stack([tensor for _, tensor, _ in loaded[:-1]])
+    # The model call takes the uint8 crops as they are, and normalised floats alike.
     for name, probs in predictor.probabilities(uint8).items():
         np.testing.assert_array_equal(probs, predictor.probabilities(batch)[name])
 

@@ -50,7 +50,7 @@ __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 # (source name, uint8 image cropped for the model or error message, the file's upright
-# (width, height)); batches are normalised whole (Predictor.batch), ~1.4 ms an image less.
+# (width, height)); batches are normalised whole in the model call, ~1.4 ms an image less.
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
 
 
@@ -221,13 +221,7 @@ class Predictor:
         """Head name -> probabilities ``[B, C]`` of the images of ``loaded`` that could be read
         (none: an empty dict)."""
         good = [tensor for _, tensor, _ in loaded if isinstance(tensor, torch.Tensor)]
-        return self.probabilities(self.batch(good)) if good else {}
-
-    def batch(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The model's input ``[B, 3, H, W]`` from :meth:`load`'s uint8 images: stacked, then
-        normalised at once (what :attr:`transform` does to each, a quarter of the bytes to
-        copy)."""
-        return self.normalize(torch.stack(list(images)))
+        return self.probabilities(torch.stack(good)) if good else {}
 
     def assemble(
         self,
@@ -254,7 +248,8 @@ class Predictor:
     def probabilities(self, images: torch.Tensor) -> dict[str, np.ndarray]:
         """Head name -> probabilities ``[B, C]`` of a batch of images ``[B, C, H, W]`` cropped
         for the model (the model call): float ones already normalised (:attr:`transform`'s
-        output), or uint8 ones (:meth:`load`'s), normalised here."""
+        output), or uint8 ones (:meth:`load`'s), normalised here at once -- bit for bit what
+        :attr:`transform` does to each, with a quarter of the bytes to stack and queue."""
         if images.dtype == torch.uint8:
             images = self.normalize(images)
         if self.runner is not None:

@@ -106,7 +106,7 @@ class Service:
         for upload, (_, image, _) in zip(uploads, loaded, strict=True):
             if isinstance(image, str):
                 raise diagnose(upload, self.max_pixels, image)
-        return loaded, self.predictor.batch([image for _, image, _ in loaded])  # type: ignore[misc]
+        return loaded, torch.stack([image for _, image, _ in loaded])  # type: ignore[misc]
 
     def check_choice(self, head: str, label: str | None) -> None:
         heads = self.predictor.heads
