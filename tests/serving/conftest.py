@@ -116,3 +116,21 @@ def _only_this_server(route, server_url: str, elsewhere: list[str]) -> None:
 @pytest.fixture(scope="session")
 def only_this_server():
     return _only_this_server
+
+
+@pytest.fixture
+def wait_until():
+    """``wait(page, expression)``: poll a JavaScript expression until it is truthy (15 s at
+    most). Playwright's ``wait_for_function`` evaluates a string expression again with
+    ``eval`` when its first check is false, which the page's CSP (no 'unsafe-eval') refuses
+    -- a race that failed a browser test once (fixed upstream in microsoft/playwright#36986);
+    each ``page.evaluate`` is a single evaluation that the CSP allows."""
+
+    def wait(page, expression: str, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not page.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not true within {timeout_s:g} s: {expression}")
+            page.wait_for_timeout(50)  # lets Playwright serve the page's routed requests
+
+    return wait

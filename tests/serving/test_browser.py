@@ -43,7 +43,9 @@ def server_url(tiny_run: Path, live_server) -> Iterator[str]:
         yield url
 
 
-def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run, only_this_server):
+def test_upload_shows_the_predicted_labels_and_a_heat_map(
+    server_url, tiny_run, only_this_server, wait_until
+):
     image = sorted((tiny_run.parent / "images").glob("*.png"))[1]
     expected = Predictor.from_run(tiny_run, "cpu").predict(str(image))[0]
     elsewhere: list[str] = []
@@ -57,7 +59,7 @@ def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run, 
             # The page must be self-contained: note (and block) any request off this server.
             page.route("**/*", lambda route: only_this_server(route, server_url, elsewhere))
             page.goto(server_url)
-            page.wait_for_function("document.getElementById('model').textContent.includes('run')")
+            wait_until(page, "document.getElementById('model').textContent.includes('run')")
             page.set_input_files("#file", str(image))
             page.wait_for_selector(".head[data-head='tags']")
             for name, head in expected.heads.items():
@@ -75,9 +77,10 @@ def test_upload_shows_the_predicted_labels_and_a_heat_map(server_url, tiny_run, 
             page.locator(".head[data-head='colour'] button.explain").click()
             heat_map = page.locator(".head[data-head='colour'] img.cam-image")
             heat_map.wait_for()
-            page.wait_for_function(
+            wait_until(
+                page,
                 "document.querySelector(\".head[data-head='colour'] img.cam-image\").naturalWidth"
-                " > 0"
+                " > 0",
             )
 
             # A bad file is reported on the page, not silently dropped.

@@ -134,7 +134,7 @@ def server_url(detection_run, live_server) -> Iterator[str]:
 
 
 def test_the_page_draws_the_boxes_over_the_image(
-    detection_run, client, server_url, only_this_server
+    detection_run, client, server_url, only_this_server, wait_until
 ):
     if not CHROMIUM.is_file():
         message = f"no Chromium at {CHROMIUM} (Debian: apt install chromium)"
@@ -157,12 +157,12 @@ def test_the_page_draws_the_boxes_over_the_image(
             page.set_default_timeout(TIMEOUT_MS)
             page.route("**/*", lambda route: only_this_server(route, server_url, elsewhere))
             page.goto(server_url)
-            page.wait_for_function("document.getElementById('model').textContent.includes('run')")
+            wait_until(page, "document.getElementById('model').textContent.includes('run')")
             page.set_input_files("#file", str(image))
             card = page.locator(".head[data-head='objects']")
             card.wait_for()
-            page.wait_for_function(
-                f"document.querySelectorAll('#boxes rect.box').length === {len(objects)}"
+            wait_until(
+                page, f"document.querySelectorAll('#boxes rect.box').length === {len(objects)}"
             )
             svg = page.locator("#boxes")
             assert svg.get_attribute("viewBox") == "0 0 96 72"  # the image's own pixels

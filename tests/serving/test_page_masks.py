@@ -199,7 +199,7 @@ def check_geometry(page) -> None:
 
 
 def test_the_page_draws_the_mask_over_the_image(
-    segmentation_run, client, server_url, only_this_server, tmp_path
+    segmentation_run, client, server_url, only_this_server, tmp_path, wait_until
 ):
     if not CHROMIUM.is_file():
         message = f"no Chromium at {CHROMIUM} (Debian: apt install chromium)"
@@ -224,7 +224,7 @@ def test_the_page_draws_the_mask_over_the_image(
             page.set_default_timeout(TIMEOUT_MS)
             page.route("**/*", lambda route: only_this_server(route, server_url, elsewhere))
             page.goto(server_url)
-            page.wait_for_function("document.getElementById('model').textContent.includes('run')")
+            wait_until(page, "document.getElementById('model').textContent.includes('run')")
             page.set_input_files("#file", str(upload))
             card = page.locator(".head[data-head='mask']")
             card.wait_for()
@@ -235,7 +235,7 @@ def test_the_page_draws_the_mask_over_the_image(
             # and still after the page narrows and the preview shrinks.
             check_geometry(page)
             page.set_viewport_size({"width": 320, "height": 700})
-            page.wait_for_function("document.getElementById('preview').clientWidth < 250")
+            wait_until(page, "document.getElementById('preview').clientWidth < 250")
             check_geometry(page)
             page.set_viewport_size({"width": 1200, "height": 700})
 
