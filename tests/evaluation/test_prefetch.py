@@ -26,10 +26,10 @@ def test_chunks_come_back_whole_and_in_order_whatever_finishes_first():
 
     chunks = [list(range(start, min(start + 5, 23))) for start in range(0, 23, 5)]
     with ThreadPoolExecutor(4) as pool:
-        got = list(prefetched(load, chunks, pool))
+        got = list(prefetched(load, chunks, pool, list))
     assert got == [[i * 10 for i in chunk] for chunk in chunks]
     with ThreadPoolExecutor(2) as pool:
-        assert list(prefetched(load, [], pool)) == []
+        assert list(prefetched(load, [], pool, list)) == []
 
 
 def test_the_next_chunk_loads_while_the_caller_works():
@@ -43,7 +43,7 @@ def test_the_next_chunk_loads_while_the_caller_works():
 
     chunks = [[0, 1], [2, 3], [4, 5]]
     with ThreadPoolExecutor(2) as pool:
-        batches = prefetched(load, chunks, pool)
+        batches = prefetched(load, chunks, pool, list)
         assert next(batches) == [0, 1]
         deadline = time.monotonic() + 5
         while len(started) < 4 and time.monotonic() < deadline:  # the caller "computes"
@@ -64,7 +64,7 @@ def test_an_error_in_load_comes_out_of_its_chunk_and_stops_the_prefetch():
         return item
 
     with ThreadPoolExecutor(1) as pool:
-        batches = prefetched(load, [[0, 1], [2, 3], [4, 5]], pool)
+        batches = prefetched(load, [[0, 1], [2, 3], [4, 5]], pool, list)
         release.set()
         with pytest.raises(RuntimeError, match="boom"):
             next(batches)

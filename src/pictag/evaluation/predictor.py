@@ -189,10 +189,11 @@ class Predictor:
             chunks = [
                 named[start : start + batch_size] for start in range(0, len(named), batch_size)
             ]
-            for loaded in prefetched(self._load, chunks, pool):
-                results.extend(
-                    self.assemble(loaded, self.batch_probabilities(loaded), top_k, at_least_one)
-                )
+            # The pool also stacks and normalises each batch, so this thread only runs the model.
+            prepared = prefetched(self._load, chunks, pool, self._with_input)
+            for loaded, batch in prepared:
+                probs = {} if batch is None else self.probabilities(batch)
+                results.extend(self.assemble(loaded, probs, top_k, at_least_one))
                 bar.update(len(loaded))
         return results
 
@@ -220,8 +221,17 @@ class Predictor:
     def batch_probabilities(self, loaded: Sequence[Loaded]) -> dict[str, np.ndarray]:
         """Head name -> probabilities ``[B, C]`` of the images of ``loaded`` that could be read
         (none: an empty dict)."""
+        batch = self.model_input(loaded)
+        return {} if batch is None else self.probabilities(batch)
+
+    def model_input(self, loaded: Sequence[Loaded]) -> torch.Tensor | None:
+        """The normalised batch ``[B, 3, H, W]`` of the images of ``loaded`` that could be read
+        (None if none could): what :meth:`probabilities` takes, made on any thread."""
         good = [tensor for _, tensor, _ in loaded if isinstance(tensor, torch.Tensor)]
-        return self.probabilities(torch.stack(good)) if good else {}
+        return self.normalize(torch.stack(good)) if good else None
+
+    def _with_input(self, loaded: list[Loaded]) -> tuple[list[Loaded], torch.Tensor | None]:
+        return loaded, self.model_input(loaded)
 
     def assemble(
         self,

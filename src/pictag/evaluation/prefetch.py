@@ -1,10 +1,11 @@
-"""Decoding overlapped with inference: batches whose items are loaded on a thread pool one batch
-ahead of the caller.
+"""Decoding overlapped with inference: batches whose items are loaded, and then finished into
+the model's input, on a thread pool one batch ahead of the caller.
 
-``pictag predict`` on a CPU spends ~1.5 ms a photo decoding, resizing and normalising it, and
-the model's threads leave gaps (Python between calls, the narrow layers of a small network):
-with the next batch decoding meanwhile, those gaps do useful work instead of the whole batch's
-decoding waiting for the model, and the model for the decoding.
+``pictag predict`` on a CPU spends ~1.5 ms a photo decoding and resizing it and ~1.5 ms
+stacking and normalising its batch (200 photos of 224 px: 0.34 s of a 2.8 s command when the
+caller did the stacking), and the model's threads leave gaps (Python between calls, the narrow
+layers of a small network): with the next batch prepared meanwhile, those gaps do useful work
+and the caller only runs the model.
 """
 
 from __future__ import annotations
@@ -15,30 +16,40 @@ from typing import TypeVar
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+FinishedT = TypeVar("FinishedT")
 
 
 def prefetched(
-    load: Callable[[ItemT], ResultT], chunks: Sequence[Sequence[ItemT]], pool: Executor
-) -> Iterator[list[ResultT]]:
-    """``[load(item) for item in chunk]`` for each chunk, in order, the next chunk loading on
-    ``pool`` while the caller works on the current one (two chunks in memory at most).
+    load: Callable[[ItemT], ResultT],
+    chunks: Sequence[Sequence[ItemT]],
+    pool: Executor,
+    finish: Callable[[list[ResultT]], FinishedT],
+) -> Iterator[FinishedT]:
+    """``finish([load(item) for item in chunk])`` for each chunk, in order, the next chunk
+    loading and finishing on ``pool`` while the caller works on the current one (two chunks in
+    memory at most).
 
     Args:
         load: Loads one item; an exception it raises comes out of the chunk that holds the item
             (handle per-item errors inside ``load`` to keep the rest of a chunk).
         chunks: The items, batched.
-        pool: Runs ``load``; its worker count is how many items load at once.
+        pool: Runs ``load`` and ``finish``; its worker count is how many items load at once.
+        finish: Makes one result of a chunk's loaded items (e.g. stacks them into a batch);
+            ``list`` keeps them as they are.
     """
 
-    def submit(chunk: Sequence[ItemT]) -> list[Future[ResultT]]:
-        return [pool.submit(load, item) for item in chunk]
+    def submit(chunk: Sequence[ItemT]) -> list[Future]:
+        items = [pool.submit(load, item) for item in chunk]
+        # Submitted after its items, so a worker takes it up only once each item has been
+        # taken up: its wait ends, whatever the pool's size.
+        return [*items, pool.submit(lambda: finish([future.result() for future in items]))]
 
     pending = submit(chunks[0]) if chunks else []
     for index in range(len(chunks)):
         current = pending
         pending = submit(chunks[index + 1]) if index + 1 < len(chunks) else []
         try:
-            yield [future.result() for future in current]
+            yield current[-1].result()
         except BaseException:
             # The caller gave up (an error, or it stopped iterating): drop the prefetched chunk
             # rather than decode it for nobody.
