@@ -4,6 +4,7 @@ rest of pictag asks the kind (DESIGN.md, "A head kind is one module that owns it
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from pictag.heads import KINDS
@@ -64,3 +65,12 @@ def test_no_kind_name_branches_outside_heads() -> None:
         for line, what in kind_branches(path.read_text(encoding="utf-8"))
     ]
     assert offences == [], "ask the head kind instead:\n" + "\n".join(offences)
+
+
+def test_the_web_page_does_not_branch_on_kind_names() -> None:
+    # The page shows a head's kind as text, but decides what to draw from what the head sends
+    # (boxes, a mask, thresholds), so a new kind needs no page change.
+    page = (PACKAGE / "serving" / "page.html").read_text(encoding="utf-8")
+    kinds = "|".join(KINDS)
+    pattern = rf"""kind\s*[!=]==?\s*["'`]({kinds})|["'`]({kinds})["'`]\s*[!=]==?"""
+    assert re.findall(pattern, page) == []

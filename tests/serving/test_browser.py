@@ -71,6 +71,12 @@ def test_upload_shows_the_predicted_labels_and_a_heat_map(
                     "rows => rows.map(r => r.dataset.label)"
                 )
                 assert sorted(decided) == sorted(head.labels)
+            # Heads with per-label thresholds (the tags) draw them as ticks, and say so.
+            tick_hint = "The tick on each bar is that label's threshold."
+            tags, colour = (page.locator(f".head[data-head='{n}']") for n in ("tags", "colour"))
+            assert tags.locator("p.hint").all_text_contents() == [tick_hint]
+            assert tags.locator(".threshold").count() == len(expected.heads["tags"].scores)
+            assert colour.locator("p.hint").count() == colour.locator(".threshold").count() == 0
             assert page.locator("#status").text_content().startswith(image.name)
             assert not page.locator("#error").is_visible()
 
