@@ -67,8 +67,9 @@ def load_config(
         pictag.config.ConfigError: The message names the key and the valid values.
         TypeError: ``config`` is none of these.
     """
-    from pictag.config import Config, config_from_dict, config_to_dict, set_key
+    from pictag.config import Config, config_from_dict, config_to_dict
     from pictag.config import load_config as load_yaml
+    from pictag.config_raw import set_key
     from pictag.heads import check_config
 
     if isinstance(config, (str, Path)) and Path(config).is_dir():

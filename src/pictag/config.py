@@ -8,8 +8,9 @@ accepts, so a typo costs a second instead of an epoch and never falls back to a 
 ``--set key=value`` on the command line overrides any field, the value parsed as YAML.
 Kind-specific rules (which losses a kind offers, ``columns`` needs a multilabel head) belong to
 :mod:`pictag.heads`; this module knows no kind names. The ``train`` section lives in
-:mod:`pictag.config_train`; :mod:`pictag.config_schema` turns the same metadata into a JSON
-Schema for editors.
+:mod:`pictag.config_train`, the editing of raw data before it is built (``--set``, relative
+paths, short forms) in :mod:`pictag.config_raw`; :mod:`pictag.config_schema` turns the same
+metadata into a JSON Schema for editors.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ import yaml
 
 from pictag.config_parse import ConfigError, build, check_fields
 from pictag.config_parse import setting as _f
+from pictag.config_raw import (
+    refines_heads,
+    resolve_data_paths,
+    set_key,
+    set_raw,
+    shorthands,
+)
 from pictag.config_train import (
     MAX_SEED,
     TRAIN_CHOICES,
@@ -187,13 +195,13 @@ def load_config(
             raise ConfigError(f"{path} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping with data/heads/model/train sections")
-        _resolve_data_paths(raw, path.parent)
+        resolve_data_paths(raw, path.parent)
     for key, value in (values or {}).items():
-        _set_raw(raw, key, value)
+        set_raw(raw, key, value)
     named_heads = bool(raw.get("heads"))
     for item in overrides or []:
         set_key(raw, item)
-    if not named_heads and _refines_heads(overrides or []):
+    if not named_heads and refines_heads(overrides or []):
         # `--set heads.age.bins=...` on a config that names no heads changes the age head of
         # the source; it must not drop the source's other heads.
         data = raw.setdefault("data", {})
@@ -202,14 +210,9 @@ def load_config(
     return config_from_dict(raw)
 
 
-def _refines_heads(overrides: list[str]) -> bool:
-    keys = [item.partition("=")[0].strip().split(".") for item in overrides]
-    return any(len(parts) > 2 and parts[0] == "heads" for parts in keys)
-
-
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build and validate a :class:`Config` from plain data (as read from YAML)."""
-    config = build(Config, _shorthands(raw), "")
+    config = build(Config, shorthands(raw), "")
     resolve_defaults(config)
     _check(config)
     return config
@@ -247,31 +250,6 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def set_key(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``section.key=value`` override (value parsed as YAML) to raw config data."""
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {key}: {text!r} is not a valid YAML value ({err})") from None
-    _set_raw(raw, key.strip(), value)
-
-
-def _set_raw(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if isinstance(child, str) and part == parts[1] and parts[0] == "heads":
-            child = node[part] = {"kind": child}  # `heads.tags=multilabel` set earlier
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def absolute_data_paths(config: Config) -> None:
     """Make ``data.images``, ``data.labels`` and ``data.split_file`` absolute (in place), so a
     run folder that stores the config reads its data from any working folder."""
@@ -281,38 +259,6 @@ def absolute_data_paths(config: Config) -> None:
         data.labels = os.path.abspath(data.labels)
     if data.split_file:
         data.split_file = os.path.abspath(data.split_file)
-
-
-def _resolve_data_paths(raw: dict[str, Any], base: Path) -> None:
-    heads = raw.get("heads")
-    for head in heads.values() if isinstance(heads, dict) else ():
-        if isinstance(head, dict) and isinstance(head.get("masks"), str):
-            head["masks"] = os.path.normpath(base / head["masks"])  # a segmentation head's folder
-    data = raw.get("data")
-    if not isinstance(data, dict):
-        return
-    for key in ("labels", "split_file"):
-        if isinstance(data.get(key), str):
-            data[key] = os.path.normpath(base / data[key])
-    images = data.get("images")
-    if isinstance(images, str):
-        data["images"] = os.path.normpath(base / images)
-    elif isinstance(images, list):
-        data["images"] = [os.path.normpath(base / p) if isinstance(p, str) else p for p in images]
-
-
-def _shorthands(raw: dict[str, Any]) -> dict[str, Any]:
-    """Short forms expanded: ``heads: {tags: multilabel}`` and one ``data.images`` folder."""
-    raw = dict(raw)
-    if isinstance(raw.get("heads"), dict):
-        raw["heads"] = {
-            name: {"kind": head} if isinstance(head, str) else head
-            for name, head in raw["heads"].items()
-        }
-    data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("images"), str):
-        raw["data"] = {**data, "images": [data["images"]]}  # one image folder: the common case
-    return raw
 
 
 def _check(config: Config) -> None:
