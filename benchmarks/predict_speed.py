@@ -17,19 +17,22 @@ wide): pixels and probabilities with and without it, and the decoding time.
 Rounds interleave everything so that load from other processes (2 shared cores) hits all alike;
 the load average and the other processes' CPU share are recorded per round.
 
-Result (AMD EPYC, 2 cores, AVX2, no native bf16, so OpenVINO's default precision is f32 too;
-3 rounds under heavy load from other jobs -- load average 4.5-6.2, others' CPU share 0.66-0.69
--- so only the ratios within a round carry over). Medians, images/s: raw eager PyTorch 6.5, raw
-ONNX Runtime 30.7, raw OpenVINO f32 29.7 (default precision 31.9); end to end ``pictag
-predict`` with onnxruntime 25.2, openvino 22.4, openvino-fp32 24.6, torch 10.6, auto 24.3
-(auto chose ONNX Runtime). End to end / fastest raw runtime: 0.80 (onnxruntime), 0.68-0.73
-(OpenVINO, whose compilation, ~0.5 s, is in the command), 0.75 (auto, which also times both);
-goal 0.9 not shown under this load. The overlap itself: ``Predictor.predict`` 25.4 img/s
-against 11.8 decoding one batch at a time (ONNX Runtime), 23.7 against 17.4 (OpenVINO).
-Reduced-size decoding on the 25 raccoon photos it applies to: 6.4 against 11.1 ms a photo;
-the centre crop differs by 3.0 grey levels on average (Pillow's resize against torchvision's
-of the same full image: 1.2), 8 of 25 get a long side 1 px shorter, probabilities move by up
-to 0.048.
+Raw ONNX Runtime is also timed as ``predict`` runs it (``raw_onnxruntime_streams``): two
+batches in flight, each call on one of the 2 threads; it counts among the raw runtimes.
+
+Result (AMD EPYC, 2 cores, AVX2, no native bf16, so OpenVINO's default precision is f32 too; 5
+rounds, others' CPU share 0.7-1.5 %, but the machine ran ~15 % slower than the day before --
+raw ONNX Runtime 89.6 against 106.8 img/s -- so only the ratios within a round carry over).
+Medians, images/s: raw eager PyTorch 23.9, raw ONNX Runtime 89.6, with two batches in flight
+99.3 (the fastest raw runtime in every round but one), raw OpenVINO f32 82.7 (default precision
+84.1); end to end ``pictag predict`` with onnxruntime 67.4, openvino 53.2, openvino-fp32 55.0,
+torch 21.6, auto 66.0 (auto chose ONNX Runtime); the Python API with the model loaded
+(``Predictor.predict``) 79.0 against 65.4 one batch at a time. End to end / fastest raw
+runtime: **0.70** for the command (per round 0.57-0.74), ~0.80 for the API (0.70-0.84); goal
+0.9 not met. Reduced-size decoding on the 25 raccoon photos it applies to: 5.4 against 9.9 ms a
+photo; the centre crop differs by 3.0 grey levels on average (Pillow's resize against
+torchvision's of the same full image: 1.2), 8 of 25 get a long side 1 px shorter, probabilities
+move by up to 0.021.
 
 Run from the repository root (about 5 minutes on 2 quiet cores):
     python benchmarks/predict_speed.py [--run RUN_DIR]
@@ -43,6 +46,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,7 @@ from pictag.data.images import load_rgb
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.predictor import Predictor
 from pictag.models.onnx_features import create_session
+from pictag.models.onnx_runner import STREAMS
 from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run import ONNX_FILE, load_run
 from predict_throughput import batch_rate, build_run, command_rate, image_folder
@@ -84,10 +89,24 @@ def raw_runtimes(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def streams_rate(run_dir: Path, tensors: torch.Tensor, batch: int) -> float:
+    """Images/s of raw ONNX Runtime with STREAMS batches in flight, each call on its share of
+    the threads: what ``predict`` runs, on pre-decoded tensors (after a warm-up round)."""
+    threads = torch.get_num_threads()
+    count = min(STREAMS, threads)
+    session = create_session(onnxruntime, run_dir / ONNX_FILE, max(1, threads // count))
+    chunks = [tensors[i : i + batch].numpy() for i in range(0, len(tensors), batch)]
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(lambda x: session.run(None, {"images": x}), chunks[:count]))
+        start = time.perf_counter()
+        list(pool.map(lambda x: session.run(None, {"images": x}), chunks))
+        return len(tensors) / (time.perf_counter() - start)
+
+
 def api_rates(run_dir: Path, files: list[Path], backend: str, batch: int) -> dict[str, float]:
     """Images/s of ``Predictor.predict`` (overlapped) and of the same work one batch at a time."""
     predictor = Predictor.from_run(run_dir, "cpu", backend)
-    predictor.predict(files[:batch], batch_size=batch)  # warm-up
+    predictor.predict(files[: 2 * batch], batch_size=batch)  # warm-up, streams' session too
     start = time.perf_counter()
     predictor.predict(files, batch_size=batch)
     overlapped = len(files) / (time.perf_counter() - start)
@@ -188,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             before = loadavg()
             with LoadMeter() as meter:
                 measured = {name: batch_rate(fn, tensors, args.batch) for name, fn in raw.items()}
+                measured["raw_onnxruntime_streams"] = streams_rate(run_dir, tensors, args.batch)
                 for backend in END_TO_END if index % 2 == 0 else END_TO_END[::-1]:
                     rate = command_rate(run_dir, work / "images", len(files), backend, args.batch)
                     measured[f"predict_{backend}"] = rate

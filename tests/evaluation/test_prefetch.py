@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pictag.evaluation.predictor import Predictor
-from pictag.evaluation.prefetch import prefetched
+from pictag.evaluation.prefetch import in_flight, prefetched
 
 
 def test_chunks_come_back_whole_and_in_order_whatever_finishes_first():
@@ -69,6 +69,37 @@ def test_an_error_in_load_comes_out_of_its_chunk_and_stops_the_prefetch():
         with pytest.raises(RuntimeError, match="boom"):
             next(batches)
     assert 4 not in loaded and 5 not in loaded  # the chunk after never started
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_in_flight_runs_up_to_streams_calls_at_once_and_keeps_the_order(streams):
+    lock, busy, most = threading.Lock(), [0], [0]
+    rng = random.Random(streams)
+
+    def call(value: int) -> int:
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(rng.uniform(0.01, 0.03))  # later calls often finish first
+        with lock:
+            busy[0] -= 1
+        return value * 10
+
+    taken: list[int] = []
+
+    def batches():
+        for index in range(8):
+            taken.append(index)
+            # A batch may take at most `streams` calls' worth of inputs ahead of the caller.
+            assert index - len(given) <= streams
+            yield f"batch {index}", None if index == 5 else index
+
+    given: list[tuple[str, int | None]] = []
+    with ThreadPoolExecutor(4) as pool:
+        for item in in_flight(batches(), call, pool, streams):
+            given.append(item)
+    assert given == [(f"batch {i}", None if i == 5 else i * 10) for i in range(8)]
+    assert most[0] == streams
 
 
 @pytest.fixture

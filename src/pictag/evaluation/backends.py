@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,6 +53,10 @@ class Runner(Protocol):
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Head name -> probabilities ``[B, C]`` of a normalised batch ``[B, 3, H, W]``."""
+        ...
+
+    def concurrent(self) -> tuple[Callable[[Any], dict[str, np.ndarray]], int]:
+        """A model call like this one that ``count`` threads may make at once, and ``count``."""
         ...
 
 

@@ -15,7 +15,8 @@ export``) is up to date with the run -- 3-4x faster than eager PyTorch for Effic
 2 cores -- or through OpenVINO when that is faster still on this CPU
 (:mod:`pictag.evaluation.backends`), else in eager PyTorch with channels-last memory;
 ``predictor.backend`` says which. :meth:`Predictor.predict` decodes the next batch on its
-threads while the model runs the current one.
+threads while the model runs the current ones: an exported model takes two batches at once,
+each on half the threads (:data:`pictag.models.onnx_runner.STREAMS`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
 from pictag.evaluation.prediction import HeadPrediction, Prediction
-from pictag.evaluation.prefetch import prefetched
+from pictag.evaluation.prefetch import in_flight, prefetched
 from pictag.heads import Params, get_kind
 from pictag.run import load_run, read_run_info
 
@@ -52,6 +53,7 @@ DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 # (source name, uint8 image cropped for the model or error message, the file's upright
 # (width, height)); batches are normalised whole in the model call, ~1.4 ms an image less.
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
+Probs = dict[str, np.ndarray]  # head name -> probabilities [B, C]
 
 
 class Predictor:
@@ -181,21 +183,29 @@ class Predictor:
         items = as_list(images)
         # Names first: an unsupported input type fails here, before any work is done.
         named = [(source_name(i, image), image) for i, image in enumerate(items)]
+        chunks = [named[start : start + batch_size] for start in range(0, len(named), batch_size)]
+        call, streams = self._model_call(len(chunks))
         results: list[Prediction] = []
         with (
             tqdm(total=len(items), unit="img", disable=not progress, leave=False) as bar,
             ThreadPoolExecutor(DECODE_THREADS) as pool,
+            ThreadPoolExecutor(streams) as model_pool,
         ):
-            chunks = [
-                named[start : start + batch_size] for start in range(0, len(named), batch_size)
-            ]
-            # The pool also stacks and normalises each batch, so this thread only runs the model.
+            # The decode pool also stacks and normalises each batch; up to `streams` batches
+            # are in the model at once while this thread assembles the finished ones.
             prepared = prefetched(self._load, chunks, pool, self._with_input)
-            for loaded, batch in prepared:
-                probs = {} if batch is None else self.probabilities(batch)
-                results.extend(self.assemble(loaded, probs, top_k, at_least_one))
+            for loaded, probs in in_flight(prepared, call, model_pool, streams):
+                results.extend(self.assemble(loaded, probs or {}, top_k, at_least_one))
                 bar.update(len(loaded))
         return results
+
+    def _model_call(self, batches: int) -> tuple[Callable[[torch.Tensor], Probs], int]:
+        """The model call for ``batches`` batches and how many may run at once: an exported
+        model's concurrent call (:data:`pictag.models.onnx_runner.STREAMS`) when there is more
+        than one batch, else :meth:`probabilities`, one at a time."""
+        if self.runner is None or batches < 2:
+            return self.probabilities, 1
+        return self.runner.concurrent()
 
     def load(self, images: Sequence[ImageInput]) -> list[Loaded]:
         """Decode and crop images in this thread: what a server's workers do before the
@@ -203,7 +213,7 @@ class Predictor:
 
         Returns:
             ``(source name, uint8 image, size)`` or ``(source name, error message, None)`` per
-            image; :meth:`batch` makes the model's input of the images.
+            image; :meth:`model_input` makes the model's input of them.
         """
         return [self._load((source_name(i, image), image)) for i, image in enumerate(images)]
 

@@ -232,15 +232,16 @@ def _export_any(backbone: nn.Module, input_size: tuple[int, ...], path: Path) ->
     return False
 
 
-def create_session(ort: ModuleType, path: Path) -> Any:
-    """An ONNX Runtime CPU session for ``path`` with pictag's settings (torch's thread count,
-    errors-only logging).
+def create_session(ort: ModuleType, path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session for ``path`` with pictag's settings (torch's thread count
+    unless ``threads`` is given, errors-only logging).
 
     Raises:
         Exception: Whatever onnxruntime raises for a file it cannot load.
     """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()  # share torch's thread budget
+    # By default, share torch's thread budget.
+    options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1  # a chain of convolutions has no parallel branches
     options.log_severity_level = 3  # errors only
     # Waiting threads sleep rather than spin: `predict` decodes the next batch on the same

@@ -106,6 +106,11 @@ class OpenVinoRunner:
         """Head name -> graph output name, in head order."""
         return head_outputs(self.metadata)
 
+    def concurrent(self) -> tuple[OpenVinoRunner, int]:
+        """The model call and how many threads may make it at once: one (its one stream
+        serialises calls)."""
+        return self, 1
+
     def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities of a normalised batch ``[B, 3, H, W]``: head name -> float32 ``[B, C]``."""
         array = as_batch(images)
