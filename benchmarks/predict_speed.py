@@ -8,7 +8,7 @@ folder of real JPEGs (the first 200 of MIML scenes' ``train/``), for every backe
 ``auto``; decoding overlaps inference (the next batch decodes while the model runs). The
 headline is end to end / fastest raw runtime (goal >= 0.9). The Python API is also timed with
 and without the overlap (``Predictor.predict`` against load, model call, assemble one batch at
-a time) on the fastest exported backend.
+a time) on ONNX Runtime and on OpenVINO, every round.
 
 Reduced-size JPEG decoding (``Image.draft``, which pictag's ``decode_image`` has always used
 for training, evaluation and prediction alike) is measured on the raccoon photos (178-2000 px
@@ -18,18 +18,19 @@ Rounds interleave everything so that load from other processes (2 shared cores) 
 the load average and the other processes' CPU share are recorded per round.
 
 Raw ONNX Runtime is also timed as ``predict`` runs it (``raw_onnxruntime_streams``): two
-batches in flight, each call on one of the 2 threads; it counts among the raw runtimes.
+batches in flight, each in its own session on one of the 2 threads; it counts among the raw
+runtimes.
 
 Result (AMD EPYC, 2 cores, AVX2, no native bf16, so OpenVINO's default precision is f32 too; 5
-rounds, others' CPU share 0.7-1.5 %, but the machine ran ~15 % slower than the day before --
-raw ONNX Runtime 89.6 against 106.8 img/s -- so only the ratios within a round carry over).
-Medians, images/s: raw eager PyTorch 23.9, raw ONNX Runtime 89.6, with two batches in flight
-99.3 (the fastest raw runtime in every round but one), raw OpenVINO f32 82.7 (default precision
-84.1); end to end ``pictag predict`` with onnxruntime 67.4, openvino 53.2, openvino-fp32 55.0,
-torch 21.6, auto 66.0 (auto chose ONNX Runtime); the Python API with the model loaded
-(``Predictor.predict``) 79.0 against 65.4 one batch at a time. End to end / fastest raw
-runtime: **0.70** for the command (per round 0.57-0.74), ~0.80 for the API (0.70-0.84); goal
-0.9 not met. Reduced-size decoding on the 25 raccoon photos it applies to: 5.4 against 9.9 ms a
+rounds, others' CPU share 0.6-1.8 %, but this machine's speed drifts by 10-20 % from hour to
+hour, so only the ratios within a round carry over). Medians, images/s: raw eager PyTorch
+26.9, raw ONNX Runtime 97.0, with two batches in flight 105.2 (the fastest raw runtime in 3 of
+5 rounds), raw OpenVINO f32 91.0 (default precision 91.8); end to end ``pictag predict`` with
+onnxruntime 73.2, openvino 61.0, openvino-fp32 56.8, torch 22.4, auto 75.1 (auto chose ONNX
+Runtime); the Python API with the model loaded (``Predictor.predict``) 87.3 on ONNX Runtime
+against 71.3 one batch at a time (OpenVINO 75.8 against 73.3). End to end / fastest raw
+runtime: **0.70** for the command (per round 0.61-0.73), **0.77** for the API (0.74-0.89); goal
+0.9 not met. Reduced-size decoding on the 25 raccoon photos it applies to: 5.8 against 9.5 ms a
 photo; the centre crop differs by 3.0 grey levels on average (Pillow's resize against
 torchvision's of the same full image: 1.2), 8 of 25 get a long side 1 px shorter, probabilities
 move by up to 0.021.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import queue
 import statistics
 import subprocess
 import tempfile
@@ -90,16 +92,28 @@ def raw_runtimes(run_dir: Path) -> dict[str, Any]:
 
 
 def streams_rate(run_dir: Path, tensors: torch.Tensor, batch: int) -> float:
-    """Images/s of raw ONNX Runtime with STREAMS batches in flight, each call on its share of
-    the threads: what ``predict`` runs, on pre-decoded tensors (after a warm-up round)."""
+    """Images/s of raw ONNX Runtime with STREAMS batches in flight, each in its own session on
+    its share of the threads: what ``predict`` runs, on pre-decoded tensors (after a warm-up
+    round)."""
     threads = torch.get_num_threads()
     count = min(STREAMS, threads)
-    session = create_session(onnxruntime, run_dir / ONNX_FILE, max(1, threads // count))
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for index in range(count):
+        share = threads // count + (index < threads % count)
+        idle.put(create_session(onnxruntime, run_dir / ONNX_FILE, share))
+
+    def run(x: np.ndarray) -> Any:
+        session = idle.get()
+        try:
+            return session.run(None, {"images": x})
+        finally:
+            idle.put(session)
+
     chunks = [tensors[i : i + batch].numpy() for i in range(0, len(tensors), batch)]
     with ThreadPoolExecutor(count) as pool:
-        list(pool.map(lambda x: session.run(None, {"images": x}), chunks[:count]))
+        list(pool.map(run, chunks[:count]))
         start = time.perf_counter()
-        list(pool.map(lambda x: session.run(None, {"images": x}), chunks))
+        list(pool.map(run, chunks))
         return len(tensors) / (time.perf_counter() - start)
 
 
@@ -211,13 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                 for backend in END_TO_END if index % 2 == 0 else END_TO_END[::-1]:
                     rate = command_rate(run_dir, work / "images", len(files), backend, args.batch)
                     measured[f"predict_{backend}"] = rate
-                fastest_exported = max(
-                    ("onnxruntime", "openvino"),
-                    key=lambda b: measured[
-                        "raw_onnxruntime" if b == "onnxruntime" else "raw_openvino_fp32"
-                    ],
-                )
-                measured.update(api_rates(run_dir, files, fastest_exported, args.batch))
+                for backend in ("onnxruntime", "openvino"):
+                    measured.update(api_rates(run_dir, files, backend, args.batch))
             rounds.append({"loadavg_before": before, "loadavg_after": loadavg(), **meter.to_dict()})
             for name, value in measured.items():
                 rates.setdefault(name, []).append(value)
@@ -229,9 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios: dict[str, list[float]] = {}
     for i in range(args.rounds):
         fastest = max(rates[name][i] for name in raw_names)
-        for backend in END_TO_END:
-            ratio = rates[f"predict_{backend}"][i] / fastest
-            ratios.setdefault(f"predict_{backend}_over_fastest_raw", []).append(ratio)
+        for name in [f"predict_{b}" for b in END_TO_END] + [n for n in rates if "api_" in n]:
+            ratios.setdefault(f"{name}_over_fastest_raw", []).append(rates[name][i] / fastest)
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     result = {
         "setup": {

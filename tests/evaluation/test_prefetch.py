@@ -102,6 +102,31 @@ def test_in_flight_runs_up_to_streams_calls_at_once_and_keeps_the_order(streams)
     assert most[0] == streams
 
 
+def test_in_flight_stops_its_source_and_the_waiting_calls_when_a_call_fails():
+    closed = threading.Event()
+    taken: list[int] = []
+
+    def batches():
+        try:
+            for index in range(10):
+                taken.append(index)
+                yield index, index
+        finally:
+            closed.set()  # the source was closed, not left to the garbage collector
+
+    def call(value: int) -> int:
+        if value == 1:
+            raise RuntimeError("boom")
+        time.sleep(0.05)
+        return value
+
+    with ThreadPoolExecutor(1) as pool:
+        results = in_flight(batches(), call, pool, 2)
+        with pytest.raises(RuntimeError, match="boom"):
+            list(results)
+    assert closed.is_set() and len(taken) < 10
+
+
 @pytest.fixture
 def folder_with_a_bad_image(tiny_run, tmp_path):
     """Readable images, one JPEG larger than the input size, and a truncated PNG in the middle."""

@@ -33,6 +33,15 @@ def threads():
     torch.set_num_threads(before)
 
 
+def _stream_threads(runner) -> list[int]:
+    """Intra-op threads of each stream session (they are idle: all in the queue)."""
+    idle = runner._streams[1]
+    sessions = [idle.get() for _ in range(idle.qsize())]
+    for session in sessions:
+        idle.put(session)
+    return sorted(s.get_session_options().intra_op_num_threads for s in sessions)
+
+
 def _images(run_dir):
     return sorted((run_dir.parent / "data" / "images").glob("*.png"))[:10]
 
@@ -42,9 +51,7 @@ def test_two_batches_run_at_once_and_predict_what_one_at_a_time_does(exported_ru
     predictor = Predictor.from_run(exported_run, "cpu", "onnxruntime")
     call, count = predictor.runner.concurrent()
     assert count == onnx_runner.STREAMS == 2
-    streamed = predictor.runner._streamed
-    assert streamed is not predictor.runner.session
-    assert streamed.get_session_options().intra_op_num_threads == 1  # 2 threads / 2 calls
+    assert _stream_threads(predictor.runner) == [1, 1]  # 2 threads, 2 sessions
     lock, busy, most = threading.Lock(), [0], [0]
 
     def counted(images):
@@ -82,4 +89,43 @@ def test_one_thread_or_one_batch_runs_one_call_at_a_time(exported_run, threads):
     assert predictor.runner.concurrent() == (predictor.runner, 1)
     threads(2)
     assert predictor._model_call(1) == (predictor.probabilities, 1)
-    assert predictor.runner._streamed is None  # no second session for a single batch
+    assert predictor.runner._streams is None  # no second session for a single batch
+
+
+def test_each_stream_has_its_own_session_and_share_of_the_threads(exported_run, threads):
+    runner = Predictor.from_run(exported_run, "cpu", "onnxruntime").runner
+    threads(3)
+    runner.concurrent()
+    assert _stream_threads(runner) == [1, 2]  # every thread used, none shared
+    threads(4)
+    runner.concurrent()  # the budget changed: sessions to match
+    assert _stream_threads(runner) == [2, 2]
+
+
+def test_a_file_changed_since_loading_is_not_run_beside_the_loaded_one(
+    exported_run, threads, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(exported_run, run_dir)
+    predictor = Predictor.from_run(run_dir, "cpu", "onnxruntime")
+    onnx = run_dir / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")  # a re-export would change size and time
+    threads(2)
+    assert predictor.runner.concurrent() == (predictor.runner, 1)
+    files = _images(run_dir)[:4]
+    # Every batch through the session that was loaded, whatever the batch size.
+    one = predictor.predict(files, batch_size=4)
+    two = predictor.predict(files, batch_size=2)
+    assert [p.to_dict() for p in one] == [p.to_dict() for p in two]
+
+
+def test_a_failing_model_call_fails_predict(exported_run, threads):
+    threads(2)
+    predictor = Predictor.from_run(exported_run, "cpu", "onnxruntime")
+
+    def broken(images):
+        raise RuntimeError("out of memory")
+
+    predictor.runner.concurrent = lambda: (broken, 2)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predictor.predict(_images(exported_run), batch_size=2)

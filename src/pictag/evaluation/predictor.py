@@ -15,8 +15,9 @@ export``) is up to date with the run -- 3-4x faster than eager PyTorch for Effic
 2 cores -- or through OpenVINO when that is faster still on this CPU
 (:mod:`pictag.evaluation.backends`), else in eager PyTorch with channels-last memory;
 ``predictor.backend`` says which. :meth:`Predictor.predict` decodes the next batch on its
-threads while the model runs the current ones: an exported model takes two batches at once,
-each on half the threads (:data:`pictag.models.onnx_runner.STREAMS`).
+threads while the model runs the current ones: ONNX Runtime takes two batches at once, each in
+its own session on its share of the threads, when torch's thread budget has two or more
+(:meth:`pictag.models.onnx_runner.OnnxRunner.concurrent`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,7 @@ __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 # (source name, uint8 image cropped for the model or error message, the file's upright
-# (width, height)); batches are normalised whole in the model call, ~1.4 ms an image less.
+# (width, height)); batches are normalised whole (model_input), ~1.4 ms an image less.
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
 Probs = dict[str, np.ndarray]  # head name -> probabilities [B, C]
 
@@ -194,18 +196,21 @@ class Predictor:
             # The decode pool also stacks and normalises each batch; up to `streams` batches
             # are in the model at once while this thread assembles the finished ones.
             prepared = prefetched(self._load, chunks, pool, self._with_input)
-            for loaded, probs in in_flight(prepared, call, model_pool, streams):
-                results.extend(self.assemble(loaded, probs or {}, top_k, at_least_one))
-                bar.update(len(loaded))
+            # closing: an error here stops the decoding ahead before the pools wait for it.
+            with closing(in_flight(prepared, call, model_pool, streams)) as finished:
+                for loaded, probs in finished:
+                    results.extend(self.assemble(loaded, probs or {}, top_k, at_least_one))
+                    bar.update(len(loaded))
         return results
 
     def _model_call(self, batches: int) -> tuple[Callable[[torch.Tensor], Probs], int]:
         """The model call for ``batches`` batches and how many may run at once: an exported
         model's concurrent call (:data:`pictag.models.onnx_runner.STREAMS`) when there is more
         than one batch, else :meth:`probabilities`, one at a time."""
-        if self.runner is None or batches < 2:
+        concurrent = getattr(self.runner, "concurrent", None)  # a user's runner may lack it
+        if concurrent is None or batches < 2:
             return self.probabilities, 1
-        return self.runner.concurrent()
+        return concurrent()
 
     def load(self, images: Sequence[ImageInput]) -> list[Loaded]:
         """Decode and crop images in this thread: what a server's workers do before the

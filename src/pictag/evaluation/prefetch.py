@@ -2,11 +2,11 @@
 the model's input, on a thread pool one batch ahead of the caller (:func:`prefetched`), and
 model calls that run several batches at once (:func:`in_flight`).
 
-``pictag predict`` on a CPU spends ~1.5 ms a photo decoding and resizing it and ~1.5 ms
-stacking and normalising its batch (200 photos of 224 px: 0.34 s of a 2.8 s command when the
-caller did the stacking), and the model's threads leave gaps (Python between calls, the narrow
-layers of a small network): with the next batch prepared meanwhile, those gaps do useful work
-and the caller only runs the model.
+``pictag predict`` on a CPU spends ~1.5 ms a photo decoding and resizing it and ~0.5-1.5 ms
+stacking and normalising it with its batch (200 photos of 224 px: 0.34 s of a 2.8 s command
+when the caller did the stacking), and the model's threads leave gaps (Python between calls,
+the narrow layers of a small network): with the next batch prepared meanwhile, those gaps do
+useful work and the caller only hands batches to the model.
 """
 
 from __future__ import annotations
@@ -73,7 +73,10 @@ def in_flight(
     batch with nothing to compute, gives None without a call).
 
     The next batch is taken from ``batches`` (e.g. :func:`prefetched`) only when fewer than
-    ``streams`` calls are running, so at most ``streams`` model inputs wait in memory.
+    ``streams`` of the batches taken have been given back, so ``streams`` model inputs are
+    held here at most (plus any that ``batches`` prepares ahead). When the caller stops early
+    or a call fails, the calls not yet started are cancelled and ``batches`` is closed (a
+    generator such as :func:`prefetched` then drops the batch it prepares ahead).
     """
     pending: deque[tuple[ItemT, Future | None]] = deque()
 
@@ -81,9 +84,19 @@ def in_flight(
         items, future = pending.popleft()
         return items, None if future is None else future.result()
 
-    for items, model_input in batches:
-        pending.append((items, None if model_input is None else pool.submit(call, model_input)))
-        if len(pending) >= streams:
+    try:
+        for items, model_input in batches:
+            future = None if model_input is None else pool.submit(call, model_input)
+            pending.append((items, future))
+            if len(pending) >= streams:
+                yield oldest()
+        while pending:
             yield oldest()
-    while pending:
-        yield oldest()
+    except BaseException:
+        for _, future in pending:
+            if future is not None:
+                future.cancel()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+        raise

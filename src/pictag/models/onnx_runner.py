@@ -12,6 +12,8 @@ onnxruntime) gives None and the caller keeps eager PyTorch.
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +27,14 @@ from pictag.models.onnx_features import create_session
 
 METADATA_KEY = "pictag"  # metadata_props key of the JSON document
 METADATA_FORMAT = "pictag-onnx/1"
-# Batches in flight at once in a long prediction, each on its share of the threads: on 2 cores
-# two one-thread calls ran 112-128 img/s against 106-118 for one two-thread call (Lite0, batch
-# 32), since a call's threads no longer wait for each other at every layer, nor all stall
-# when a decoding thread takes one of their cores.
+# Batches in flight at once in a long prediction, each in its own session on its share of the
+# threads: on 2 cores two one-thread calls ran 112-128 img/s against 106-118 for one two-thread
+# call (Lite0, batch 32), since a call's threads no longer wait for each other at every layer,
+# nor all stall when a decoding thread takes one of their cores.
 STREAMS = 2
 
 Probabilities = Callable[[Any], dict[str, np.ndarray]]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,12 +45,16 @@ class OnnxRunner:
         session: The ``onnxruntime.InferenceSession``.
         metadata: The ``pictag`` metadata document (heads, labels, thresholds, preprocess).
         path: The file it was loaded from.
+        stamp: The file's ``(size, mtime_ns)`` when it was loaded (None: unknown), so that
+            more sessions are only ever opened on the same file.
     """
 
     session: Any
     metadata: dict[str, Any]
     path: Path
-    _streamed: Any = field(default=None, init=False, repr=False)
+    stamp: tuple[int, int] | None = None
+    # (torch's thread count they were opened for, a queue of idle stream sessions)
+    _streams: tuple[int, queue.SimpleQueue] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
@@ -62,11 +69,12 @@ class OnnxRunner:
         import onnxruntime
 
         path = Path(path)
+        stamp = file_stamp(path)  # before reading: a later change shows as a new stamp
         session = create_session(onnxruntime, path)
         props = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: export it with pictag")
-        return cls(session, json.loads(props[METADATA_KEY]), path)
+        return cls(session, json.loads(props[METADATA_KEY]), path, stamp)
 
     @property
     def input_name(self) -> str:
@@ -83,27 +91,57 @@ class OnnxRunner:
 
     def concurrent(self) -> tuple[Probabilities, int]:
         """A model call that ``count`` threads may make at once, and ``count``: for a long
-        prediction that keeps several batches in flight (:data:`STREAMS`), each call on its
-        share of torch's thread budget (a second session, opened on first use). With one
-        thread in the budget: the plain call, one at a time."""
-        import onnxruntime
-
+        prediction that keeps :data:`STREAMS` batches in flight, each call in its own session
+        on its share of torch's thread budget (3 threads: 2 and 1), opened on first use and
+        again when the budget changes. The plain call, one at a time, with one thread in the
+        budget or when the file changed since :meth:`load` (a re-export: the loaded model
+        runs alone rather than beside another)."""
         threads = torch.get_num_threads()
         count = min(STREAMS, threads)
         if count < 2:
             return self, 1
         with self._lock:
-            if self._streamed is None:
-                # ONNX Runtime sessions take concurrent run calls; with one intra-op thread
-                # each call computes on its caller's thread.
-                self._streamed = create_session(onnxruntime, self.path, threads // count)
-            session = self._streamed
-        return lambda images: self._run(session, images), count
+            if self._streams is None or self._streams[0] != threads:
+                sessions = self._open_streams(threads, count)
+                if sessions is None:
+                    return self, 1
+                self._streams = (threads, sessions)
+            idle = self._streams[1]
+
+        def call(images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+            session = idle.get()  # waits only if more than `count` threads call at once
+            try:
+                return self._run(session, images)
+            finally:
+                idle.put(session)
+
+        return call, count
+
+    def _open_streams(self, threads: int, count: int) -> queue.SimpleQueue | None:
+        import onnxruntime
+
+        if self.stamp is None or file_stamp(self.path) != self.stamp:
+            logger.info("%s changed since it was loaded: one model call at a time", self.path)
+            return None
+        idle: queue.SimpleQueue = queue.SimpleQueue()
+        for index in range(count):
+            share = threads // count + (index < threads % count)
+            idle.put(create_session(onnxruntime, self.path, share))
+        return idle
 
     def _run(self, session: Any, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.outputs
         values = session.run(list(outputs.values()), {self.input_name: as_batch(images)})
         return dict(zip(outputs, values, strict=True))
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, or None if it is gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def head_outputs(metadata: dict[str, Any]) -> dict[str, str]:
