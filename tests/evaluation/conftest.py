@@ -3,6 +3,7 @@ split), trained once per test module."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pictag.config import load_config
+from pictag.export import export_run
 from pictag.training.trainer import train
 
 COLOURS = ("red", "green", "blue")
@@ -72,3 +74,12 @@ def train_tiny_run(root: Path) -> Path:
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run folder; its data is in ``run.parent / 'data'``. Copy it before changing it."""
     return train_tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def exported_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny run with an up-to-date ``model.onnx``."""
+    root = tmp_path_factory.mktemp("exported")
+    shutil.copytree(tiny_run.parent, root, dirs_exist_ok=True)
+    export_run(root / "run")
+    return root / "run"

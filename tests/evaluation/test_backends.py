@@ -5,29 +5,18 @@ and OpenVINO results that fail the parity check never used."""
 from __future__ import annotations
 
 import logging
-import shutil
 
 import pytest
 import torch
 
 from pictag.evaluation import backends
 from pictag.evaluation.predictor import Predictor
-from pictag.export import export_run
 from pictag.models import openvino_runner
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run import read_run_info
 
 pytest.importorskip("openvino")
-
-
-@pytest.fixture(scope="module")
-def exported_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run with an up-to-date ``model.onnx``."""
-    root = tmp_path_factory.mktemp("exported")
-    shutil.copytree(tiny_run.parent, root, dirs_exist_ok=True)
-    export_run(root / "run")
-    return root / "run"
 
 
 @pytest.fixture

@@ -13,16 +13,7 @@ import pytest
 import torch
 
 from pictag.evaluation.predictor import Predictor
-from pictag.export import export_run
 from pictag.models import onnx_runner
-
-
-@pytest.fixture(scope="module")
-def exported_run(tiny_run, tmp_path_factory):
-    root = tmp_path_factory.mktemp("streamed")
-    shutil.copytree(tiny_run.parent, root, dirs_exist_ok=True)
-    export_run(root / "run")
-    return root / "run"
 
 
 @pytest.fixture
