@@ -64,7 +64,7 @@ from pictag.data.images import load_rgb
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.predictor import Predictor
 from pictag.models.onnx_features import create_session
-from pictag.models.onnx_runner import STREAMS
+from pictag.models.onnx_runner import stream_shares
 from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run import ONNX_FILE, load_run
 from predict_throughput import batch_rate, build_run, command_rate, image_folder
@@ -92,14 +92,13 @@ def raw_runtimes(run_dir: Path) -> dict[str, Any]:
 
 
 def streams_rate(run_dir: Path, tensors: torch.Tensor, batch: int) -> float:
-    """Images/s of raw ONNX Runtime with STREAMS batches in flight, each in its own session on
+    """Images/s of raw ONNX Runtime with several batches in flight, each in its own session on
     its share of the threads: what ``predict`` runs, on pre-decoded tensors (after a warm-up
     round)."""
-    threads = torch.get_num_threads()
-    count = min(STREAMS, threads)
+    shares = stream_shares(torch.get_num_threads())
+    count = len(shares)
     idle: queue.SimpleQueue = queue.SimpleQueue()
-    for index in range(count):
-        share = threads // count + (index < threads % count)
+    for share in shares:
         idle.put(create_session(onnxruntime, run_dir / ONNX_FILE, share))
 
     def run(x: np.ndarray) -> Any:

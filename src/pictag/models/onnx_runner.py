@@ -97,12 +97,12 @@ class OnnxRunner:
         budget or when the file changed since :meth:`load` (a re-export: the loaded model
         runs alone rather than beside another)."""
         threads = torch.get_num_threads()
-        count = min(STREAMS, threads)
-        if count < 2:
+        shares = stream_shares(threads)
+        if len(shares) < 2:
             return self, 1
         with self._lock:
             if self._streams is None or self._streams[0] != threads:
-                sessions = self._open_streams(threads, count)
+                sessions = self._open_streams(shares)
                 if sessions is None:
                     return self, 1
                 self._streams = (threads, sessions)
@@ -115,17 +115,16 @@ class OnnxRunner:
             finally:
                 idle.put(session)
 
-        return call, count
+        return call, len(shares)
 
-    def _open_streams(self, threads: int, count: int) -> queue.SimpleQueue | None:
+    def _open_streams(self, shares: list[int]) -> queue.SimpleQueue | None:
         import onnxruntime
 
         if self.stamp is None or file_stamp(self.path) != self.stamp:
             logger.info("%s changed since it was loaded: one model call at a time", self.path)
             return None
         idle: queue.SimpleQueue = queue.SimpleQueue()
-        for index in range(count):
-            share = threads // count + (index < threads % count)
+        for share in shares:
             idle.put(create_session(onnxruntime, self.path, share))
         return idle
 
@@ -133,6 +132,13 @@ class OnnxRunner:
         outputs = self.outputs
         values = session.run(list(outputs.values()), {self.input_name: as_batch(images)})
         return dict(zip(outputs, values, strict=True))
+
+
+def stream_shares(threads: int) -> list[int]:
+    """Intra-op threads of each of the (at most :data:`STREAMS`) sessions that split a budget
+    of ``threads``: 2 -> [1, 1], 3 -> [2, 1]; one session for one thread."""
+    count = max(1, min(STREAMS, threads))
+    return [threads // count + (index < threads % count) for index in range(count)]
 
 
 def file_stamp(path: Path) -> tuple[int, int] | None:
