@@ -63,6 +63,7 @@ from bench_utils import LoadMeter, dataset_dir, environment, write_result
 from pictag.data.images import load_rgb
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.predictor import Predictor
+from pictag.evaluation.prefetch import batches
 from pictag.models.onnx_features import create_session
 from pictag.models.onnx_runner import stream_shares
 from pictag.models.openvino_runner import OpenVinoRunner
@@ -108,7 +109,7 @@ def streams_rate(run_dir: Path, tensors: torch.Tensor, batch: int) -> float:
         finally:
             idle.put(session)
 
-    chunks = [tensors[i : i + batch].numpy() for i in range(0, len(tensors), batch)]
+    chunks = [chunk.numpy() for chunk in batches(tensors, batch, count)]  # as predict has them
     with ThreadPoolExecutor(count) as pool:
         list(pool.map(run, chunks[:count]))
         start = time.perf_counter()

@@ -15,6 +15,8 @@ from pictag.data.transforms import (
     Preprocess,
     decode_image,
     eval_transform,
+    normalized_batch,
+    normalizer,
     train_transform,
 )
 
@@ -134,6 +136,25 @@ def test_eval_transform_is_a_deterministic_centre_crop_and_normalise() -> None:
     crop = image[:, 4:36, 10:42].float() / 255
     mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
     torch.testing.assert_close(out, (crop - mean) / std)
+
+
+@pytest.mark.parametrize("pre", [SMALL, Preprocess((3, 32, 32), (0.5,) * 3, (0.5,) * 3)])
+def test_normalized_batch_equals_the_normalizer_of_the_stack_bit_for_bit(pre) -> None:
+    # Every uint8 value in every channel, and centre crops: views that are not contiguous.
+    every_value = torch.arange(256, dtype=torch.uint8).repeat(3, 4).view(3, 32, 32)
+    crops = [eval_crop_view(_noise(40, 52, seed)) for seed in range(3)]
+    images = [every_value, *crops]
+    batch = normalized_batch(images, pre)
+    expected = normalizer(pre)(torch.stack(images))
+    assert batch.dtype == torch.float32 and torch.equal(batch, expected)
+    # A stacked uint8 batch's rows go the same way.
+    assert torch.equal(normalized_batch(torch.stack(images), pre), expected)
+
+
+def eval_crop_view(image: torch.Tensor) -> torch.Tensor:
+    view = image[:, 4:36, 10:42]
+    assert not view.is_contiguous()
+    return view
 
 
 def test_eval_transform_resizes_images_not_at_base_size() -> None:

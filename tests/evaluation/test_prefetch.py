@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pictag.evaluation.predictor import Predictor
-from pictag.evaluation.prefetch import in_flight, prefetched
+from pictag.evaluation.prefetch import batches, in_flight, prefetched
 
 
 def test_chunks_come_back_whole_and_in_order_whatever_finishes_first():
@@ -156,3 +156,29 @@ def test_overlapped_predict_equals_one_batch_at_a_time(
     bad = got[4]
     assert bad.heads == {} and "truncated" in bad.error and bad.error == want[4].error
     assert all(p.error is None and p.heads for i, p in enumerate(got) if i != 4)
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "streams", "sizes"),
+    [
+        (200, 32, 1, [32] * 6 + [8]),
+        (200, 32, 2, [25] * 8),
+        (224, 32, 2, [28] * 8),
+        (65, 32, 2, [17, 16, 16, 16]),
+        (64, 32, 2, [32, 32]),
+        (3, 32, 2, [2, 1]),
+        (1, 32, 2, [1]),
+        (0, 32, 2, []),
+        (7, 2, 3, [2, 1, 1, 1, 1, 1]),
+    ],
+)
+def test_batches_keep_the_order_and_even_out_for_the_streams(count, size, streams, sizes):
+    items = list(range(count))
+    got = batches(items, size, streams)
+    assert [len(batch) for batch in got] == sizes
+    assert [item for batch in got for item in batch] == items
+
+
+def test_batches_refuse_a_size_below_one():
+    with pytest.raises(ValueError, match="size and streams"):
+        batches([1, 2], 0)

@@ -6,6 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from pictag.data.schema import Head
+from pictag.heads import Params, get_kind
+
 
 @dataclass
 class HeadPrediction:
@@ -59,3 +64,37 @@ class Prediction:
             "heads": {name: head.to_dict() for name, head in self.heads.items()},
             "error": self.error,
         }
+
+
+def head_prediction(
+    head: Head,
+    probs: np.ndarray,
+    params: Params,
+    top_k: int | None = None,
+    at_least_one: bool = False,
+    size: tuple[int, int] | None = None,
+) -> HeadPrediction:
+    """One head's prediction for one image, decided by its kind.
+
+    Args:
+        head: The head (kind and label names).
+        probs: The image's probabilities (or the head's raw output, for kinds that locate).
+        params: The head's decision parameters (thresholds).
+        top_k: Keep only the best ``top_k`` scores (a tag head decides exactly those labels).
+        at_least_one: Tag heads: take the most probable label when none passes its threshold.
+        size: The image's upright ``(width, height)``, which boxes and masks are given in.
+    """
+    kind = get_kind(head.kind)
+    if kind.predict_entry is not None:
+        entry = kind.predict_entry(head, probs, params, size or (1, 1))
+        return HeadPrediction(kind=head.kind, **entry)
+    decided = kind.decide(probs[None, :], {**params, "top_k": top_k, "at_least_one": at_least_one})[
+        0
+    ]
+    order = np.argsort(-probs, kind="stable")
+    shown = order if top_k is None else order[:top_k]
+    return HeadPrediction(
+        kind=head.kind,
+        labels=[head.labels[i] for i in order if decided[i]],
+        scores={head.labels[i]: float(probs[i]) for i in shown},
+    )

@@ -39,13 +39,13 @@ from pictag.data.transforms import (
     decode_image_sized,
     eval_crop,
     eval_transform,
-    normalizer,
+    normalized_batch,
 )
 from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
-from pictag.evaluation.prediction import HeadPrediction, Prediction
-from pictag.evaluation.prefetch import in_flight, prefetched
+from pictag.evaluation.prediction import HeadPrediction, Prediction, head_prediction
+from pictag.evaluation.prefetch import batches, in_flight, prefetched
 from pictag.heads import Params, get_kind
 from pictag.run import load_run, read_run_info
 
@@ -53,7 +53,7 @@ __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
 DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 # (source name, uint8 image cropped for the model or error message, the file's upright
-# (width, height)); batches are normalised whole (model_input), ~1.4 ms an image less.
+# (width, height)); batches are normalised whole, in numpy (model_input).
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
 Probs = dict[str, np.ndarray]  # head name -> probabilities [B, C]
 
@@ -108,7 +108,7 @@ class Predictor:
         }
         self.max_pixels = max_pixels
         self.transform = eval_transform(preprocess)
-        self.crop, self.normalize = eval_crop(preprocess), normalizer(preprocess)
+        self.crop = eval_crop(preprocess)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -172,7 +172,8 @@ class Predictor:
                 also decides exactly its ``top_k`` most probable labels, whatever the
                 thresholds.
             at_least_one: Tag heads: when no label passes its threshold, take the most probable.
-            batch_size: Images per forward pass.
+            batch_size: Images per forward pass at most (with two in flight, the batches are
+                evened out so that the last two finish together).
             progress: Show a progress bar (on stderr).
 
         Returns:
@@ -185,8 +186,8 @@ class Predictor:
         items = as_list(images)
         # Names first: an unsupported input type fails here, before any work is done.
         named = [(source_name(i, image), image) for i, image in enumerate(items)]
-        chunks = [named[start : start + batch_size] for start in range(0, len(named), batch_size)]
-        call, streams = self._model_call(len(chunks))
+        call, streams = self._model_call(-(-len(named) // batch_size))
+        chunks = batches(named, batch_size, streams)
         results: list[Prediction] = []
         with (
             tqdm(total=len(items), unit="img", disable=not progress, leave=False) as bar,
@@ -243,7 +244,12 @@ class Predictor:
         """The normalised batch ``[B, 3, H, W]`` of the images of ``loaded`` that could be read
         (None if none could): what :meth:`probabilities` takes, made on any thread."""
         good = [tensor for _, tensor, _ in loaded if isinstance(tensor, torch.Tensor)]
-        return self.normalize(torch.stack(good)) if good else None
+        return self.normalize(good) if good else None
+
+    def normalize(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The float batch of uint8 images ``[3, H, W]`` (a list or a stacked batch), normalised
+        bit for bit as :attr:`transform` normalises each (:func:`normalized_batch`)."""
+        return normalized_batch(images, self.preprocess)
 
     def _with_input(self, loaded: list[Loaded]) -> tuple[list[Loaded], torch.Tensor | None]:
         return loaded, self.model_input(loaded)
@@ -263,8 +269,10 @@ class Predictor:
                 results.append(Prediction(source, {}, tensor))
                 continue
             heads = {
-                name: self._head(name, probs[name][row], top_k, at_least_one, size)
-                for name in self.heads
+                name: head_prediction(
+                    head, probs[name][row], self.params[name], top_k, at_least_one, size
+                )
+                for name, head in self.heads.items()
             }
             results.append(Prediction(source, heads))
             row += 1
@@ -281,26 +289,3 @@ class Predictor:
             return self.runner(images)
         logits = forward_logits(self.model, images.to(self.device), False, True)
         return probabilities(self.heads, {k: v.cpu().numpy() for k, v in logits.items()})
-
-    def _head(
-        self,
-        name: str,
-        probs: np.ndarray,
-        top_k: int | None,
-        at_least_one: bool,
-        size: tuple[int, int] | None,
-    ) -> HeadPrediction:
-        head = self.heads[name]
-        kind = get_kind(head.kind)
-        if kind.predict_entry is not None:
-            entry = kind.predict_entry(head, probs, self.params[name], size or (1, 1))
-            return HeadPrediction(kind=head.kind, **entry)
-        params = {**self.params[name], "top_k": top_k, "at_least_one": at_least_one}
-        decided = kind.decide(probs[None, :], params)[0]
-        order = np.argsort(-probs, kind="stable")
-        shown = order if top_k is None else order[:top_k]
-        return HeadPrediction(
-            kind=head.kind,
-            labels=[head.labels[i] for i in order if decided[i]],
-            scores={head.labels[i]: float(probs[i]) for i in shown},
-        )

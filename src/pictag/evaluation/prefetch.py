@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
+from itertools import pairwise
 from typing import TypeVar
 
 ItemT = TypeVar("ItemT")
@@ -21,6 +22,28 @@ ResultT = TypeVar("ResultT")
 FinishedT = TypeVar("FinishedT")
 InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
+
+
+def batches(items: Sequence[ItemT], size: int, streams: int = 1) -> list[Sequence[ItemT]]:
+    """``items`` in order, in batches of at most ``size``; with several ``streams``, a multiple
+    of ``streams`` batches of near-equal size, so that the last round of calls keeps every
+    stream busy: 200 images, 32 a batch, 2 streams give 8 batches of 25 (not six of 32 and
+    one of 8), 224 give 8 of 28 (not seven of 32, the last of which one stream would compute
+    while the other's core waited).
+    """
+    if size < 1 or streams < 1:
+        raise ValueError(f"size and streams must be >= 1, got {size} and {streams}")
+    if streams == 1:
+        return [items[start : start + size] for start in range(0, len(items), size)]
+    count = -(-len(items) // size)  # ceil
+    count = min(len(items), -(-count // streams) * streams)
+    if count == 0:
+        return []
+    share, extra = divmod(len(items), count)
+    bounds = [0]
+    for index in range(count):
+        bounds.append(bounds[-1] + share + (index < extra))
+    return [items[start:end] for start, end in pairwise(bounds)]
 
 
 def prefetched(
