@@ -22,21 +22,22 @@ batches in flight, each in its own session on one of the 2 threads; it counts am
 runtimes.
 
 Result (AMD EPYC, 2 cores, AVX2, no native bf16, so OpenVINO's default precision is f32 too; 5
-rounds, others' CPU share 0.6-1.8 %, but this machine's speed drifts by 10-20 % from hour to
-hour, so only the ratios within a round carry over). Medians, images/s: raw eager PyTorch
-26.9, raw ONNX Runtime 97.0, with two batches in flight 105.2 (the fastest raw runtime in 3 of
-5 rounds), raw OpenVINO f32 91.0 (default precision 91.8); end to end ``pictag predict`` with
-onnxruntime 73.2, openvino 61.0, openvino-fp32 56.8, torch 22.4, auto 75.1 (auto chose ONNX
-Runtime); the Python API with the model loaded (``Predictor.predict``) 87.3 on ONNX Runtime
-against 71.3 one batch at a time (OpenVINO 75.8 against 73.3). End to end / fastest raw
-runtime: **0.70** for the command (per round 0.61-0.73), **0.77** for the API (0.74-0.89); goal
-0.9 not met. Reduced-size decoding on the 25 raccoon photos it applies to: 5.8 against 9.5 ms a
-photo; the centre crop differs by 3.0 grey levels on average (Pillow's resize against
-torchvision's of the same full image: 1.2), 8 of 25 get a long side 1 px shorter, probabilities
-move by up to 0.021.
+rounds, others' CPU share 0.5-1.1 %, but this machine's speed drifts by 10-20 % from hour to
+hour, so only the ratios within a round carry over). Medians, images/s: raw eager PyTorch 26.9,
+raw ONNX Runtime 115.7, with two batches in flight 105.9, raw OpenVINO f32 96.5 (default
+precision 86.2); end to end ``pictag predict`` with onnxruntime 72.7, openvino 70.1,
+openvino-fp32 70.8, torch 25.0, auto 69.2 (auto chose ONNX Runtime); the Python API with the
+model loaded (``Predictor.predict``) 95.6 on ONNX Runtime against 76.8 one batch at a time
+(OpenVINO 90.4 against 83.9). End to end / fastest raw runtime: **0.675** for the command (per
+round 0.59-0.72), **0.797** for the API (0.75-0.92); goal 0.9 not met (``predict_headline.py``
+times the same with rounds of seconds). With 600 images (3 rounds): command 0.739, API 0.820.
+Reduced-size decoding on the 25 raccoon photos it applies to: 4.8 against 7.8 ms a photo; the
+centre crop differs by 3.0 grey levels on average (Pillow's resize against torchvision's of the
+same full image: 1.2), 8 of 25 get a long side 1 px shorter, probabilities move by up to 0.059.
 
-Run from the repository root (about 5 minutes on 2 quiet cores):
-    python benchmarks/predict_speed.py [--run RUN_DIR]
+Run from the repository root (about 5 minutes on 2 quiet cores; another ``--images`` count
+writes ``predict_speed_COUNT.json``, since the command's fixed start-up weighs less on more):
+    python benchmarks/predict_speed.py [--run RUN_DIR] [--images 600]
 """
 
 from __future__ import annotations
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"ratios (median): {result['ratios_median']}")
     print(f"draft: {draft}")
-    print(f"wrote {write_result('predict_speed', result)}")
+    name = "predict_speed" if args.images == 200 else f"predict_speed_{args.images}"
+    print(f"wrote {write_result(name, result)}")
     return 0
 
 

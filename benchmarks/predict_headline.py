@@ -1,0 +1,127 @@
+"""The headline of ``predict_speed.py`` alone, in tightly interleaved rounds: ``pictag predict``
+and ``Predictor.predict`` on ONNX Runtime against the fastest raw ONNX Runtime on pre-decoded
+tensors.
+
+Each round times, in alternating order, raw ONNX Runtime in one session on all threads, raw
+ONNX Runtime as ``predict`` runs it (two batches in flight, one session each, the batches
+evened out as ``predict`` evens them), the Python API with the model loaded and warm
+(``Predictor.predict``), and the whole command in-process (``pictag predict RUN_DIR FOLDER
+--format json --backend onnxruntime``: loading the run, opening and first using its sessions,
+JSON included). The ratio of a round is end to end / the faster raw runtime of that round; a
+round takes seconds, so load from other processes and this machine's drift (10-20 % from hour
+to hour) hit its four timings alike, unlike the minute-long rounds of ``predict_speed.py``.
+OpenVINO is left out (ONNX Runtime is the faster raw runtime on this CPU, see
+``predict_speed.json``).
+
+Result: see ``results/predict_headline*.json`` and the README.
+
+Run from the repository root (about 2 minutes for 10 rounds of 200 images on 2 cores):
+    python benchmarks/predict_headline.py [--run RUN_DIR] [--images 600] [--rounds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from bench_utils import LoadMeter, dataset_dir, environment, write_result
+from pictag.data.transforms import decode_image
+from pictag.evaluation.predictor import Predictor
+from pictag.evaluation.prefetch import batches
+from pictag.models.onnx_features import create_session
+from pictag.run import ONNX_FILE
+from predict_speed import streams_rate
+from predict_throughput import build_run, command_rate, image_folder
+
+
+def timings(run_dir: Path, folder: Path, files: list[Path], batch: int) -> dict[str, Callable]:
+    """Name -> a function that returns images/s of one pass over ``files``."""
+    predictor = Predictor.from_run(run_dir, "cpu", "onnxruntime")
+    tensors = torch.stack(
+        [predictor.transform(decode_image(path, predictor.preprocess)) for path in files]
+    )
+    session = create_session(onnxruntime, run_dir / ONNX_FILE)
+    names = [str(path) for path in files]
+
+    def raw_single() -> float:
+        start = time.perf_counter()
+        for chunk in batches(tensors, batch):
+            session.run(None, {"images": chunk.numpy()})
+        return len(files) / (time.perf_counter() - start)
+
+    def api() -> float:
+        start = time.perf_counter()
+        predictor.predict(names, batch_size=batch)
+        return len(files) / (time.perf_counter() - start)
+
+    return {
+        "raw_onnxruntime": raw_single,
+        "raw_onnxruntime_streams": lambda: streams_rate(run_dir, tensors, batch),
+        "api_onnxruntime": api,
+        "predict_onnxruntime": lambda: command_rate(
+            run_dir, folder, len(files), "onnxruntime", batch
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--run", help="an exported run to use instead of training one")
+    args = parser.parse_args(argv)
+    root = dataset_dir("miml-scenes")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        files = image_folder(root, work / "images", args.images)
+        run_dir = (
+            Path(args.run) if args.run else build_run(root, work, 200, {p.stem for p in files})
+        )
+        timed = timings(run_dir, work / "images", files, args.batch)
+        for measure in timed.values():  # warm-up: page cache, sessions
+            measure()
+        rates: dict[str, list[float]] = {name: [] for name in timed}
+        with LoadMeter() as meter:
+            for index in range(args.rounds):
+                order = list(timed) if index % 2 == 0 else list(timed)[::-1]
+                for name in order:
+                    rates[name].append(timed[name]())
+                print(", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+    raw = [rates["raw_onnxruntime"], rates["raw_onnxruntime_streams"]]
+    fastest = [max(pair) for pair in zip(*raw, strict=True)]
+    ratios = {
+        f"{name}_over_fastest_raw": [
+            rate / best for rate, best in zip(rates[name], fastest, strict=True)
+        ]
+        for name in ("api_onnxruntime", "predict_onnxruntime")
+    }
+    result = {
+        "setup": {
+            "model": "tf_efficientnet_lite0 (pretrained offline) + linear-probe head, 5 tags",
+            "images": f"first {len(files)} JPEGs of miml-scenes/train (224x224)",
+            "batch": args.batch,
+            "rounds": args.rounds,
+        },
+        "images_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+        "images_per_s_median": {k: round(statistics.median(v), 1) for k, v in rates.items()},
+        "ratios_rounds": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
+        "ratios_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
+        "load": meter.to_dict(),
+        "environment": {**environment(), "onnxruntime": onnxruntime.__version__},
+    }
+    print(f"ratios (median): {result['ratios_median']}; load: {result['load']}")
+    name = "predict_headline" if args.images == 200 else f"predict_headline_{args.images}"
+    print(f"wrote {write_result(name, result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
