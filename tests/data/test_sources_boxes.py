@@ -1,4 +1,5 @@
-"""Tests for the box checks shared by the object sources (pictag.data.sources_boxes)."""
+"""Tests for the box checks shared by the object sources (pictag.data.box_checks,
+pictag.data.sources_boxes)."""
 
 from pathlib import Path
 
@@ -6,12 +7,9 @@ import pytest
 from PIL import Image
 
 from pictag.config import DataConfig, HeadConfig
+from pictag.data.box_checks import BoxRow, ImageEntry, check_box, check_entry
 from pictag.data.sources_boxes import (
-    BoxRow,
-    ImageEntry,
     build_samples,
-    check_box,
-    check_entry,
     head_labels,
     image_size,
     name_variants,

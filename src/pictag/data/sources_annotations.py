@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from pictag.config import DataConfig, HeadConfig
+from pictag.data.box_checks import BoxRow, ImageEntry
 from pictag.data.problems import Problem
-from pictag.data.sources_boxes import (
-    BoxRow,
-    ImageEntry,
-    build_samples,
-    describe,
-    object_heads,
-)
+from pictag.data.sources_boxes import build_samples, describe, object_heads
 from pictag.data.sources_common import ImageFinder, SourceResult
 from pictag.heads.masks import IGNORE_NAME, freeze
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pictag.config import DataConfig, HeadConfig
+from pictag.data.box_checks import BoxRow, ImageEntry
 from pictag.data.problems import Problem
-from pictag.data.sources_boxes import BoxRow, ImageEntry, build_samples, describe, object_heads
+from pictag.data.sources_boxes import build_samples, describe, object_heads
 from pictag.data.sources_common import (
     ImageFinder,
     SourceResult,
