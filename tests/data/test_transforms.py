@@ -151,6 +151,19 @@ def test_normalized_batch_equals_the_normalizer_of_the_stack_bit_for_bit(pre) ->
     assert torch.equal(normalized_batch(torch.stack(images), pre), expected)
 
 
+def test_normalized_batch_goes_the_torch_way_for_what_numpy_would_get_wrong() -> None:
+    wide = torch.full((3, 32, 32), 60000, dtype=torch.uint16)  # not scaled by 1/255
+    expected = normalizer(SMALL)(torch.stack([wide]))
+    assert torch.equal(normalized_batch([wide], SMALL), expected)
+    grey, rgb = _noise(32, 32)[:1], _noise(32, 32)
+    with pytest.raises(RuntimeError, match="stack expects each tensor to be equal size"):
+        normalized_batch([rgb, grey], SMALL)  # not a grey image copied into three channels
+    with pytest.raises(RuntimeError, match="non-empty"):
+        normalized_batch([], SMALL)
+    empty = torch.zeros((0, 3, 32, 32), dtype=torch.uint8)
+    assert normalized_batch(empty, SMALL).shape == (0, 3, 32, 32)
+
+
 def eval_crop_view(image: torch.Tensor) -> torch.Tensor:
     view = image[:, 4:36, 10:42]
     assert not view.is_contiguous()

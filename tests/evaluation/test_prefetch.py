@@ -179,6 +179,8 @@ def test_batches_keep_the_order_and_even_out_for_the_streams(count, size, stream
     assert [item for batch in got for item in batch] == items
 
 
-def test_batches_refuse_a_size_below_one():
+def test_batches_refuse_a_size_or_streams_below_one():
     with pytest.raises(ValueError, match="size and streams"):
         batches([1, 2], 0)
+    with pytest.raises(ValueError, match="size and streams"):
+        batches([1, 2], 2, 0)

@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import pictag.evaluation.run_inference as run_inference
 from pictag.config import load_config
+from pictag.data.images import ImageError
 from pictag.data.pipeline import prepare_data
 from pictag.run import load_run
 from pictag.training.trainer import train
@@ -62,3 +65,26 @@ def test_a_stale_export_is_replaced_only_when_enough_images_pay_for_it(
     fast, _ = run_inference.infer(run, samples, run_dir=run_dir)
     eager, _ = run_inference.infer(run, samples)
     np.testing.assert_allclose(fast["colour"], eager["colour"], atol=1e-4)
+
+
+def test_eval_batches_equal_the_eval_loaders_bit_for_bit(probe_run):
+    run, samples = _samples(probe_run)
+    run.config.train.batch_size = 5  # several batches and a short last one
+    assert len(samples) % 5
+    threaded = list(run_inference.eval_batches(run, samples))
+    loaded = list(run_inference.eval_loader(run, samples))
+    assert len(threaded) == len(loaded) == -(-len(samples) // 5)
+    for (images, targets), (expected, expected_targets) in zip(threaded, loaded, strict=True):
+        assert images.dtype == torch.float32 and torch.equal(images, expected)
+        assert targets.keys() == expected_targets.keys()
+        for name, value in targets.items():
+            assert torch.equal(value, expected_targets[name])
+
+
+def test_eval_batches_stop_on_an_unreadable_image_naming_it(probe_run, tmp_path):
+    run, samples = _samples(probe_run)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    samples = [*samples[:5], dataclasses.replace(samples[5], path=broken), *samples[6:]]
+    with pytest.raises(ImageError, match=r"broken\.png"):
+        list(run_inference.eval_batches(run, samples))

@@ -78,7 +78,9 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
         help="segmentation heads: write each image's mask as a class-index PNG "
         "(IMAGE.HEAD.png, the file's own size); JSON then names the file instead of holding it",
     )
-    parser.add_argument("--batch", type=int, default=32, help="images per forward pass")
+    parser.add_argument(
+        "--batch", type=int, default=32, help="images per forward pass at most (evened out)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument(
         "--backend",

@@ -58,6 +58,7 @@ def predict_logits(
     tta: bool = False,
     channels_last: bool = False,
     progress: bool = False,
+    total: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run ``model`` over every batch of ``loader``.
 
@@ -70,6 +71,7 @@ def predict_logits(
             module notes).
         channels_last: Feed batches channels-last (see :func:`forward_logits`).
         progress: Show a progress bar over batches.
+        total: How many batches ``loader`` gives, for the progress bar when it has no length.
 
     Returns:
         ``({head: logits [N, C]}, {head: targets})``: float32 logits in loader order, and the
@@ -80,7 +82,8 @@ def predict_logits(
     device = torch.device(device)
     logits: dict[str, list[np.ndarray]] = defaultdict(list)
     targets: dict[str, list[np.ndarray]] = defaultdict(list)
-    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+    bar = tqdm(loader, "predict", total, unit="batch", disable=not progress, leave=False)
+    for batch in bar:
         images, batch_targets = batch if isinstance(batch, (list, tuple)) else (batch, {})
         images = images.to(device, non_blocking=True)
         for name, value in forward_logits(model, images, tta, channels_last).items():

@@ -82,15 +82,15 @@ def head_prediction(
         params: The head's decision parameters (thresholds).
         top_k: Keep only the best ``top_k`` scores (a tag head decides exactly those labels).
         at_least_one: Tag heads: take the most probable label when none passes its threshold.
-        size: The image's upright ``(width, height)``, which boxes and masks are given in.
+        size: The image's upright ``(width, height)``, which boxes and masks are given in
+            (None: in fractions of the image, as if it were 1x1).
     """
     kind = get_kind(head.kind)
     if kind.predict_entry is not None:
         entry = kind.predict_entry(head, probs, params, size or (1, 1))
         return HeadPrediction(kind=head.kind, **entry)
-    decided = kind.decide(probs[None, :], {**params, "top_k": top_k, "at_least_one": at_least_one})[
-        0
-    ]
+    options = {**params, "top_k": top_k, "at_least_one": at_least_one}
+    decided = kind.decide(probs[None, :], options)[0]
     order = np.argsort(-probs, kind="stable")
     shown = order if top_k is None else order[:top_k]
     return HeadPrediction(

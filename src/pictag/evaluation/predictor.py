@@ -45,13 +45,12 @@ from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
 from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
 from pictag.evaluation.prediction import HeadPrediction, Prediction, head_prediction
-from pictag.evaluation.prefetch import batches, in_flight, prefetched
+from pictag.evaluation.prefetch import DECODE_THREADS, batches, in_flight, prefetched
 from pictag.heads import Params, get_kind
 from pictag.run import load_run, read_run_info
 
 __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 
-DECODE_THREADS = 4  # Pillow releases the GIL while decoding
 # (source name, uint8 image cropped for the model or error message, the file's upright
 # (width, height)); batches are normalised whole, in numpy (model_input).
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
@@ -204,12 +203,12 @@ class Predictor:
                     bar.update(len(loaded))
         return results
 
-    def _model_call(self, batches: int) -> tuple[Callable[[torch.Tensor], Probs], int]:
-        """The model call for ``batches`` batches and how many may run at once: an exported
+    def _model_call(self, count: int) -> tuple[Callable[[torch.Tensor], Probs], int]:
+        """The model call for ``count`` batches and how many may run at once: an exported
         model's concurrent call (:data:`pictag.models.onnx_runner.STREAMS`) when there is more
         than one batch, else :meth:`probabilities`, one at a time."""
         concurrent = getattr(self.runner, "concurrent", None)  # a user's runner may lack it
-        if concurrent is None or batches < 2:
+        if concurrent is None or count < 2:
             return self.probabilities, 1
         return concurrent()
 
@@ -246,7 +245,7 @@ class Predictor:
         good = [tensor for _, tensor, _ in loaded if isinstance(tensor, torch.Tensor)]
         return self.normalize(good) if good else None
 
-    def normalize(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+    def normalize(self, images: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """The float batch of uint8 images ``[3, H, W]`` (a list or a stacked batch), normalised
         bit for bit as :attr:`transform` normalises each (:func:`normalized_batch`)."""
         return normalized_batch(images, self.preprocess)

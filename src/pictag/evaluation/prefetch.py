@@ -17,6 +17,7 @@ from concurrent.futures import Executor, Future
 from itertools import pairwise
 from typing import TypeVar
 
+DECODE_THREADS = 4  # Pillow and torch's resize release the GIL, so threads decode in parallel
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 FinishedT = TypeVar("FinishedT")
@@ -26,10 +27,10 @@ OutputT = TypeVar("OutputT")
 
 def batches(items: Sequence[ItemT], size: int, streams: int = 1) -> list[Sequence[ItemT]]:
     """``items`` in order, in batches of at most ``size``; with several ``streams``, a multiple
-    of ``streams`` batches of near-equal size, so that the last round of calls keeps every
-    stream busy: 200 images, 32 a batch, 2 streams give 8 batches of 25 (not six of 32 and
-    one of 8), 224 give 8 of 28 (not seven of 32, the last of which one stream would compute
-    while the other's core waited).
+    of ``streams`` batches (one per item when there are fewer items) of near-equal size, so
+    that the last round of calls keeps every stream busy: 200 images, 32 a batch, 2 streams
+    give 8 batches of 25 (not six of 32 and one of 8), 224 give 8 of 28 (not seven of 32, the
+    last of which one stream would compute while the other's core waited).
     """
     if size < 1 or streams < 1:
         raise ValueError(f"size and streams must be >= 1, got {size} and {streams}")
