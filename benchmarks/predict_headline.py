@@ -21,8 +21,6 @@ Run from the repository root (about 2 minutes for 10 rounds of 200 images on 2 c
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,14 +29,14 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from bench_utils import LoadMeter, dataset_dir, environment, write_result
+from bench_utils import LoadMeter, environment
 from pictag.data.transforms import decode_image
 from pictag.evaluation.predictor import Predictor
 from pictag.evaluation.prefetch import batches
 from pictag.models.onnx_features import create_session
 from pictag.run import ONNX_FILE
-from predict_speed import streams_rate
-from predict_throughput import build_run, command_rate, image_folder
+from predict_speed import folder_and_run, speed_args, streams_rate, summary, write_named
+from predict_throughput import command_rate
 
 
 def timings(run_dir: Path, folder: Path, files: list[Path], batch: int) -> dict[str, Callable]:
@@ -72,19 +70,10 @@ def timings(run_dir: Path, folder: Path, files: list[Path], batch: int) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--run", help="an exported run to use instead of training one")
-    args = parser.parse_args(argv)
-    root = dataset_dir("miml-scenes")
+    args = speed_args(__doc__, 10, argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        files = image_folder(root, work / "images", args.images)
-        run_dir = (
-            Path(args.run) if args.run else build_run(root, work, 200, {p.stem for p in files})
-        )
+        files, run_dir = folder_and_run(args, work)
         timed = timings(run_dir, work / "images", files, args.batch)
         for measure in timed.values():  # warm-up: page cache, sessions
             measure()
@@ -110,16 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             "batch": args.batch,
             "rounds": args.rounds,
         },
-        "images_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "images_per_s_median": {k: round(statistics.median(v), 1) for k, v in rates.items()},
-        "ratios_rounds": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
-        "ratios_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
+        **summary(rates, ratios),
         "load": meter.to_dict(),
         "environment": {**environment(), "onnxruntime": onnxruntime.__version__},
     }
     print(f"ratios (median): {result['ratios_median']}; load: {result['load']}")
-    name = "predict_headline" if args.images == 200 else f"predict_headline_{args.images}"
-    print(f"wrote {write_result(name, result)}")
+    write_named("predict_headline", args.images, result)
     return 0
 
 

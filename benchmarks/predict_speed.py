@@ -199,19 +199,46 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def speed_args(doc: str, rounds: int, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments the predict benchmarks share."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--run", help="an exported run to use instead of training one")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def folder_and_run(args: argparse.Namespace, work: Path) -> tuple[list[Path], Path]:
+    """The first ``--images`` MIML training JPEGs in ``work/images``, and ``--run`` or a probe
+    run trained on 200 other images."""
     root = dataset_dir("miml-scenes")
+    files = image_folder(root, work / "images", args.images)
+    skip = {path.stem for path in files}
+    return files, Path(args.run) if args.run else build_run(root, work, 200, skip)
+
+
+def summary(rates: dict[str, list[float]], ratios: dict[str, list[float]]) -> dict[str, Any]:
+    """Images/s and ratios per round, and their medians, rounded for the result file."""
+    return {
+        "images_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+        "images_per_s_median": {k: round(statistics.median(v), 1) for k, v in rates.items()},
+        "ratios_rounds": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
+        "ratios_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
+    }
+
+
+def write_named(stem: str, images: int, result: dict[str, Any]) -> None:
+    """Write ``results/STEM.json``, or ``STEM_IMAGES.json`` for another image count than 200."""
+    name = stem if images == 200 else f"{stem}_{images}"
+    print(f"wrote {write_result(name, result)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = speed_args(__doc__, 3, argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        files = image_folder(root, work / "images", args.images)
-        skip = {path.stem for path in files}
-        run_dir = Path(args.run) if args.run else build_run(root, work, 200, skip)
+        files, run_dir = folder_and_run(args, work)
         pre = load_run(run_dir).preprocess
         transform = eval_transform(pre)
         tensors = torch.stack([transform(decode_image(p, pre)) for p in files])
@@ -252,10 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "pictag predict RUN_DIR FOLDER --format json --device cpu --backend B",
             "auto_chose": auto_choice,
         },
-        "images_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "images_per_s_median": {k: round(statistics.median(v), 1) for k, v in rates.items()},
-        "ratios_rounds": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
-        "ratios_median": {k: round(statistics.median(v), 3) for k, v in ratios.items()},
+        **summary(rates, ratios),
         "load_per_round": rounds,
         "draft_decoding_raccoon": draft,
         "environment": {
@@ -269,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"ratios (median): {result['ratios_median']}")
     print(f"draft: {draft}")
-    name = "predict_speed" if args.images == 200 else f"predict_speed_{args.images}"
-    print(f"wrote {write_result(name, result)}")
+    write_named("predict_speed", args.images, result)
     return 0
 
 
