@@ -14,15 +14,21 @@ from pictag.evaluation.predictor import Predictor
 from pictag.models import openvino_runner
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import OpenVinoRunner
-from pictag.run import read_run_info
+from pictag.run import backend_choice, read_run_info
+from pictag.run.backend_choice import AUTO_BACKEND_FILE, machine_key, read_auto_choice
 
 pytest.importorskip("openvino")
 
 
 @pytest.fixture
-def fresh_choices(monkeypatch):
-    """An empty per-process cache of auto's choices, for tests that change what it measures."""
+def fresh_choices(monkeypatch, exported_run):
+    """No choice of auto's, in this process or stored in the run folder, for tests that change
+    what it measures."""
     monkeypatch.setattr(backends, "_AUTO_CHOICES", {})
+    stored = exported_run / AUTO_BACKEND_FILE
+    stored.unlink(missing_ok=True)
+    yield
+    stored.unlink(missing_ok=True)
 
 
 def _images(run_dir):
@@ -107,3 +113,35 @@ def test_unreadable_image_in_the_middle_with_openvino(exported_run, tmp_path):
     got = predictor.predict([*images[:3], broken, *images[3:]], batch_size=2)
     assert [p.error is None for p in got] == [True, True, True, False, True, True, True]
     assert got[3].heads == {} and "truncated" in got[3].error
+
+
+def test_auto_stores_its_choice_for_the_next_process_on_this_machine(
+    exported_run, fresh_choices, monkeypatch
+):
+    first = Predictor.from_run(exported_run, "cpu").backend
+    key = machine_key(exported_run / "model.onnx", torch.get_num_threads())
+    assert read_auto_choice(exported_run, key) == first
+
+    def measure(*args):
+        raise AssertionError("measured again")
+
+    # A new process (no choice in memory) on this machine takes the stored one, unmeasured.
+    monkeypatch.setattr(backends, "_AUTO_CHOICES", {})
+    monkeypatch.setattr(backends, "_measure", measure)
+    assert Predictor.from_run(exported_run, "cpu").backend == first
+    # Another thread budget (or CPU, runtime version, re-export) measures anew.
+    monkeypatch.setattr(backends, "_AUTO_CHOICES", {})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 99)
+    with pytest.raises(AssertionError, match="measured again"):
+        Predictor.from_run(exported_run, "cpu")
+
+
+def test_a_run_folder_that_cannot_be_written_only_costs_the_measurement(
+    exported_run, fresh_choices, monkeypatch
+):
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(backend_choice, "write_json", refuse)
+    assert Predictor.from_run(exported_run, "cpu").backend in ("onnxruntime", "openvino")
+    assert not (exported_run / AUTO_BACKEND_FILE).exists()

@@ -6,7 +6,9 @@ precision for the CPU, bfloat16 where the CPU has native bf16; ``openvino-fp32``
 forced). ``auto`` takes ONNX Runtime when the export is up to date, and OpenVINO (float32)
 instead only when it is measurably faster on this machine: which runtime wins depends on the
 CPU (OpenVINO is tuned for Intel's), so it is measured, once per process and model file, on a
-small seeded batch (about 0.5 s for EfficientNet-Lite0 on 2 cores). ``auto`` keeps float32 so
+small seeded batch (about 1 s for EfficientNet-Lite0 on 2 cores, OpenVINO's compilation
+included), and the choice is stored in the run folder for the next process on this machine
+(:mod:`pictag.run.backend_choice`). ``auto`` keeps float32 so
 that its results stay within float rounding of the ones ``pictag export`` checked; bf16 is
 there for whoever asks for ``openvino``.
 
@@ -29,6 +31,7 @@ import torch
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import OpenVinoRunner, max_difference
 from pictag.run import run_onnx_path, run_onnx_runner, run_openvino_runner
+from pictag.run.backend_choice import machine_key, read_auto_choice, write_auto_choice
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "openvino-fp32", "torch")
 SAMPLE_IMAGES = 4  # the seeded batch that parity and timing run on
@@ -136,7 +139,14 @@ def _auto(run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner) -> Runner
     with _AUTO_LOCK:
         choice = _AUTO_CHOICES.get(key)
         if choice is None:
-            choice, measured = _measure(run_dir, meta, onnx)
+            machine = machine_key(onnx.path, torch.get_num_threads())
+            choice = read_auto_choice(run_dir, machine)
+            if choice is None:
+                choice, measured, timings = _measure(run_dir, meta, onnx)
+                write_auto_choice(run_dir, machine, choice, timings)
+            else:
+                measured = None
+                logger.info("auto backend for %s: %s (stored, measured before)", onnx.path, choice)
             _AUTO_CHOICES[key] = choice
             if measured is not None:  # compiled for the measurement: use it
                 return measured
@@ -148,12 +158,13 @@ def _auto(run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner) -> Runner
 
 def _measure(
     run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner
-) -> tuple[str, OpenVinoRunner | None]:
-    """``("openvino", runner)`` when float32 OpenVINO passes parity and is faster than ONNX
-    Runtime by :data:`MARGIN` on the sample batch, else ``("onnxruntime", None)``."""
+) -> tuple[str, OpenVinoRunner | None, dict[str, float]]:
+    """``("openvino", runner, ms)`` when float32 OpenVINO passes parity and is faster than ONNX
+    Runtime by :data:`MARGIN` on the sample batch, else ``("onnxruntime", None, ms)``; ``ms``:
+    the best time of each runtime (empty when OpenVINO could not be timed)."""
     openvino = run_openvino_runner(run_dir, meta, "f32")
     if openvino is None:
-        return "onnxruntime", None
+        return "onnxruntime", None, {}
     images = sample_batch(onnx)
     worst = _parity(openvino, onnx, images)  # also the warm-up call of both
     if worst > openvino.tolerance:
@@ -163,7 +174,7 @@ def _measure(
             onnx.path,
             openvino.tolerance,
         )
-        return "onnxruntime", None
+        return "onnxruntime", None, {}
     best = {"onnxruntime": float("inf"), "openvino": float("inf")}
     for _ in range(TIMING_REPEATS):  # alternate, so a burst of load hits both alike
         for name, runner in (("onnxruntime", onnx), ("openvino", openvino)):
@@ -180,4 +191,5 @@ def _measure(
         SAMPLE_IMAGES,
         choice,
     )
-    return choice, openvino if faster else None
+    timings = {name: round(seconds * 1e3, 2) for name, seconds in best.items()}
+    return choice, openvino if faster else None, timings

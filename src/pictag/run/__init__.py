@@ -12,6 +12,8 @@ A run folder is what training hands to everything after it:
     config.resolved.json  the config the run started with, which ``--resume`` reads
     last/              the resumable training state (see pictag.training.checkpoint)
     model.onnx         the exported model, used for prediction on a CPU when up to date
+    auto_backend.json  the runtime ``--backend auto`` measured fastest for model.onnx, per
+                       machine (see pictag.run.backend_choice)
 
 Everything else gets typed objects from here (:class:`RunInfo`, :class:`LoadedRun`, a
 :class:`~pictag.config.Config`, split name -> image paths) and never parses ``pictag.json`` or

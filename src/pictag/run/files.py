@@ -10,6 +10,7 @@ from pictag.config import Config, config_from_dict, config_to_dict
 from pictag.data.schema import Sample
 from pictag.data.split_file import SPLITS, SplitError, read_split_paths, save_splits
 from pictag.fileio import write_json
+from pictag.run.backend_choice import AUTO_BACKEND_FILE
 from pictag.run.meta import (
     META_FILE,
     ONNX_FILE,
@@ -111,6 +112,7 @@ RUN_ENTRIES = (
     "report.json",
     "report.html",
     ONNX_FILE,
+    AUTO_BACKEND_FILE,
     "last",
     ".last-old",
     "features",
