@@ -12,7 +12,7 @@ import torch
 from pictag.evaluation import backends
 from pictag.evaluation.predictor import Predictor
 from pictag.models import openvino_runner
-from pictag.models.onnx_runner import OnnxRunner
+from pictag.models.onnx_runner import OnnxRunner, file_stamp
 from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run import backend_choice, read_run_info
 from pictag.run.backend_choice import AUTO_BACKEND_FILE, machine_key, read_auto_choice
@@ -119,7 +119,7 @@ def test_auto_stores_its_choice_for_the_next_process_on_this_machine(
     exported_run, fresh_choices, monkeypatch
 ):
     first = Predictor.from_run(exported_run, "cpu").backend
-    key = machine_key(exported_run / "model.onnx", torch.get_num_threads())
+    key = machine_key(file_stamp(exported_run / "model.onnx"), torch.get_num_threads())
     assert read_auto_choice(exported_run, key) == first
 
     def measure(*args):

@@ -135,11 +135,12 @@ def _parity(runner: Runner, reference: Runner, images: np.ndarray) -> float:
 def _auto(run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner) -> Runner:
     """ONNX Runtime, or float32 OpenVINO when it is faster here (measured once a process)."""
     stat = onnx.path.stat()
-    key = (str(onnx.path.resolve()), stat.st_size, stat.st_mtime_ns)
+    stamp = (stat.st_size, stat.st_mtime_ns)
+    key = (str(onnx.path.resolve()), *stamp)
     with _AUTO_LOCK:
         choice = _AUTO_CHOICES.get(key)
         if choice is None:
-            machine = machine_key(onnx.path, torch.get_num_threads())
+            machine = machine_key(stamp, torch.get_num_threads())
             choice = read_auto_choice(run_dir, machine)
             if choice is None:
                 choice, measured, timings = _measure(run_dir, meta, onnx)

@@ -27,11 +27,11 @@ MAX_MACHINES = 8  # choices kept in one file; the oldest go first
 logger = logging.getLogger(__name__)
 
 
-def machine_key(model: Path, threads: int) -> dict[str, Any]:
-    """What a measured choice depends on, for ``model`` run with ``threads`` threads."""
-    stat = model.stat()
+def machine_key(model: tuple[int, int], threads: int) -> dict[str, Any]:
+    """What a measured choice depends on, for the model file of ``(size, mtime_ns)`` ``model``
+    run with ``threads`` threads."""
     return {
-        "model": [stat.st_size, stat.st_mtime_ns],
+        "model": list(model),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
