@@ -4,14 +4,19 @@ writes."""
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import pictag.cli as cli
 from pictag.cli import COMMANDS, build_parser, main
 
 FAST = [
@@ -179,3 +184,35 @@ def test_train_budget_flag_sets_train_budget_and_a_bad_one_is_refused(tmp_path, 
     assert main([*command, "--budget", "7 min"]) == 2
     assert "train.budget: '7 min' is not a duration" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_console_main_returns_mains_status_and_skips_the_exit_collection(monkeypatch):
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    try:
+        assert cli.console_main() == 3
+        assert gc.get_freeze_count() > 0  # the exit's last collection has nothing left to scan
+    finally:
+        gc.unfreeze()
+
+
+def test_python_dash_m_pictag_runs_the_console_entry_point(tmp_path):
+    missing = tmp_path / "no_such_config.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pictag", "config", str(missing)], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "no_such_config.yaml" in done.stderr
+
+
+def test_predict_from_model_onnx_imports_neither_timm_nor_matplotlib(run_dir, tmp_path):
+    # Each costs ~0.5-0.8 s of a fresh `pictag predict`; neither is needed to run model.onnx.
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    assert main(["export", str(run)]) == 0
+    script = (
+        "import sys; from pictag.cli import main; "
+        f"status = main(['predict', {str(run)!r}, {str(_images(run_dir))!r}, '--backend', "
+        "'onnxruntime', '--format', 'json']); "
+        "print(status, sorted({'timm', 'matplotlib'} & sys.modules.keys()), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stderr.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]

@@ -2,6 +2,6 @@
 
 import sys
 
-from pictag.cli import main
+from pictag.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

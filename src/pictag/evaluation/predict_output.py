@@ -11,9 +11,9 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from pictag.data.images import ImageError, load_rgb
 from pictag.data.schema import Head
@@ -21,6 +21,9 @@ from pictag.data.sources_common import is_image_name, list_images
 from pictag.evaluation.prediction import Prediction
 from pictag.heads import get_kind
 from pictag.heads.drawing import LINE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMATS = ("table", "json", "csv")
 SHOW_PX = 384  # longest side of the image in a --show picture
@@ -167,6 +170,9 @@ def _unique_name(stem: str, used: set[str]) -> str:
 def _figure(prediction: Prediction, pixels: np.ndarray, size: tuple[int, int]) -> Figure:
     """The picture and each head's decision, drawn by the head's kind; laid out in inches so
     long label lists get a taller figure."""
+    # Imported here: matplotlib costs ~0.5 s, which every `pictag predict` paid before.
+    from matplotlib.figure import Figure
+
     kinds = {name: get_kind(head.kind) for name, head in prediction.heads.items()}
     lines = sum(kinds[name].text_lines(head.scores) for name, head in prediction.heads.items())
     height = max(4.0, 0.4 + lines * LINE)

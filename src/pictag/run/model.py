@@ -21,7 +21,6 @@ from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
 from pictag.fileio import atomic_write, write_json
 from pictag.heads import get_kind
-from pictag.models.backbone import create_backbone
 from pictag.models.classifier import Classifier, dense_channels
 from pictag.models.onnx_features import first_line
 from pictag.models.onnx_runner import OnnxRunner
@@ -55,6 +54,9 @@ def build_model(
     pretrained: str | None = None,
 ) -> tuple[Classifier, Preprocess]:
     """Backbone (with ``pretrained`` weights, default ``model_cfg.pretrained``) plus heads."""
+    # Imported here: timm takes ~0.8 s to import and predicting from model.onnx never needs it.
+    from pictag.models.backbone import create_backbone
+
     source = model_cfg.pretrained if pretrained is None else pretrained
     backbone, pre = create_backbone(
         model_cfg.backbone,
