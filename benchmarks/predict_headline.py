@@ -33,7 +33,7 @@ from bench_utils import LoadMeter, environment
 from pictag.data.transforms import decode_image
 from pictag.evaluation.predictor import Predictor
 from pictag.evaluation.prefetch import batches
-from pictag.models.onnx_features import create_session
+from pictag.models.onnx_session import create_session
 from pictag.run import ONNX_FILE
 from predict_speed import folder_and_run, speed_args, streams_rate, summary, write_named
 from predict_throughput import command_rate

@@ -65,8 +65,8 @@ from pictag.data.images import load_rgb
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.predictor import Predictor
 from pictag.evaluation.prefetch import batches
-from pictag.models.onnx_features import create_session
 from pictag.models.onnx_runner import stream_shares
+from pictag.models.onnx_session import create_session
 from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run import ONNX_FILE, load_run
 from predict_throughput import batch_rate, build_run, command_rate, image_folder

@@ -56,7 +56,7 @@ from pictag.config import config_from_dict
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.predictor import Predictor
 from pictag.export import export_run
-from pictag.models.onnx_features import create_session
+from pictag.models.onnx_session import create_session
 from pictag.run import ONNX_FILE, load_run
 from pictag.training.trainer import train
 

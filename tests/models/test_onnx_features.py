@@ -11,14 +11,13 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from timm.layers import Conv2dSame
 from torch import nn
 
+from pictag.models import onnx_features
 from pictag.models.backbone import create_backbone
-from pictag.models.onnx_features import (
-    OPSET,
-    export_backbone_onnx,
-    onnx_feature_extractor,
-)
+from pictag.models.onnx_export import OPSET, export_backbone_onnx
+from pictag.models.onnx_features import onnx_feature_extractor
 
 LOGGER = "pictag.models.onnx_features"
 
@@ -108,13 +107,60 @@ class _DataDependent(nn.Module):
         return y * 2 if float(x.mean()) > 100 else y
 
 
-def test_falls_back_to_torchscript_exporter(caplog: pytest.LogCaptureFixture) -> None:
-    model = _DataDependent().eval()
+def test_a_trace_that_may_depend_on_the_input_is_not_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Traced, the branch taken on the random batch would be frozen into the graph.
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert onnx_feature_extractor(_DataDependent().eval(), (3, 16, 16), None) is None
+    assert "TorchScript failed: ValueError: the trace may depend on the input" in caplog.text
+    assert "torch.export failed" in caplog.text  # which refuses the branch outright
+
+
+class _SizeAsNumber(nn.Module):
+    """Reads its input's width as a Python number: the tracer warns, ``torch.export`` (which
+    fixes the size) captures it."""
+
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean((2, 3)) * int(x.shape[-1])
+
+
+def test_falls_back_to_torch_export_when_the_trace_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = _SizeAsNumber().eval()
     with caplog.at_level(logging.INFO, logger=LOGGER):
         extract = onnx_feature_extractor(model, (3, 16, 16), None)
-    assert "torch.export failed" in caplog.text
-    images = torch.randn(2, 3, 16, 16)
+    assert "the trace may depend on the input" in caplog.text
+    images = torch.randn(3, 3, 16, 16)
+    assert torch.allclose(extract(images), _eager(model, images), atol=1e-4)
+
+
+def test_torchscript_is_tried_first_with_the_same_padding_fixed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    exporters = []
+
+    def recording(*args: object, **kwargs: object) -> Path:
+        exporters.append("torch.export" if kwargs["dynamo"] else "TorchScript")
+        return export_backbone_onnx(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_features, "export_backbone_onnx", recording)
+    torch.manual_seed(0)
+    model = nn.Sequential(Conv2dSame(3, 4, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    extract = onnx_feature_extractor(model.eval(), (3, 17, 17), tmp_path)
+    assert exporters == ["TorchScript"]
+    images = torch.randn(3, 3, 17, 17)
     assert torch.allclose(extract(images), _eager(model, images), atol=1e-5)
+    (path,) = tmp_path.glob("*.onnx")
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Conv" in ops and not ops & {"Shape", "Ceil"}  # padding as constants, not arithmetic
 
 
 class _Drifting(nn.Module):

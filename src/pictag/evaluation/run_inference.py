@@ -99,9 +99,9 @@ def infer(
 
 
 # Images from which exporting the backbone pays: on 2 quiet AMD EPYC cores an export and parity
-# check of Lite0 took 14 s, and ONNX Runtime ran 92 img/s against eager channels-last's 28,
-# saving 0.025 s an image: even at ~560 images.
-EXPORT_FROM_IMAGES = 500
+# check of Lite0 took 1.3-1.6 s (TorchScript with the padding fixed), and ONNX Runtime saved
+# ~0.03 s an image against eager channels-last (~87 vs ~23 img/s): even at ~50 images.
+EXPORT_FROM_IMAGES = 100
 
 
 def _onnx_model(run: LoadedRun, images: int, run_dir: Path) -> torch.nn.Module | None:

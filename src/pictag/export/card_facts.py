@@ -32,7 +32,7 @@ from pictag.evaluation.run_inference import infer
 from pictag.evaluation.samples import eval_samples
 from pictag.export.bootstrap import Interval, metric_interval
 from pictag.heads import get_kind
-from pictag.models.onnx_features import first_line
+from pictag.models.onnx_export import first_line
 from pictag.run import AUDIT_JSON, LoadedRun, read_splits
 
 log = logging.getLogger(__name__)

@@ -4,11 +4,11 @@ Both export :class:`ProbabilityModel`: the classifier followed by each head kind
 returning one tensor per head in head order, so a consumer gets probabilities without knowing
 which head needs a softmax and which a sigmoid.
 
-ONNX goes through torch's ``torch.export``-based exporter (as the backbone features do, see
-:mod:`pictag.models.onnx_features`), falling back to the TorchScript-based exporter for models
-``torch.export`` cannot capture. TorchScript (``torch.jit.trace``) is deprecated -- torch 2.15
-warns to switch to ``torch.export`` -- but still works; it is offered for C++/LibTorch
-consumers, with the metadata as the extra file ``pictag.json``.
+ONNX goes through torch's ``torch.export``-based exporter (:mod:`pictag.models.onnx_export`),
+falling back to the TorchScript-based exporter for models ``torch.export`` cannot capture.
+TorchScript (``torch.jit.trace``) is deprecated -- torch 2.15 warns to switch to
+``torch.export`` -- but still works; it is offered for C++/LibTorch consumers, with the
+metadata as the extra file ``pictag.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 from pictag.data.schema import Head
 from pictag.export.metadata import write_onnx_metadata
 from pictag.heads import get_kind
-from pictag.models.onnx_features import export_onnx, first_line
+from pictag.models.onnx_export import export_onnx, first_line
 from pictag.models.onnx_runner import OnnxRunner
 
 TORCHSCRIPT_EXTRA = "pictag.json"  # name of the metadata file inside a TorchScript archive

@@ -49,7 +49,7 @@ import torch
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
 from pictag.heads import Params, get_kind
-from pictag.models.onnx_features import OPSET
+from pictag.models.onnx_export import OPSET
 from pictag.models.onnx_runner import METADATA_FORMAT, METADATA_KEY
 from pictag.version import __version__
 

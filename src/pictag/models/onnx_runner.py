@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pictag.models.onnx_features import create_session
+from pictag.models.onnx_session import create_session
 
 METADATA_KEY = "pictag"  # metadata_props key of the JSON document
 METADATA_FORMAT = "pictag-onnx/1"

@@ -22,7 +22,7 @@ from pictag.data.transforms import Preprocess
 from pictag.fileio import atomic_write, write_json
 from pictag.heads import get_kind
 from pictag.models.classifier import Classifier, dense_channels
-from pictag.models.onnx_features import first_line
+from pictag.models.onnx_export import first_line
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run.meta import (
