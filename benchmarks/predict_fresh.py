@@ -13,8 +13,8 @@ alike; the result gives seconds per round, their medians and each ``predict`` mi
 
 Result: ``results/predict_fresh*.json`` and the README.
 
-Run from the repository root (about a minute for 5 rounds of 200 images on 2 cores):
-    python benchmarks/predict_fresh.py [--run RUN_DIR] [--images 200] [--rounds 5]
+Run from the repository root (about 3 minutes for 6 rounds of 200 images on 2 cores):
+    python benchmarks/predict_fresh.py [--run RUN_DIR] [--images 200] [--rounds 6]
         [--src before=/tmp/old/src]
 """
 
@@ -127,7 +127,7 @@ def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Pa
     sources = {"this": SRC}
     for label, _, path in (value.partition("=") for value in own.src):
         sources[label] = Path(path).resolve()
-    return speed_args(__doc__, 5, rest), sources
+    return speed_args(__doc__, 6, rest), sources
 
 
 if __name__ == "__main__":

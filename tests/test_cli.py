@@ -197,10 +197,16 @@ def test_console_main_returns_mains_status_and_skips_the_exit_collection(monkeyp
 
 def test_python_dash_m_pictag_runs_the_console_entry_point(tmp_path):
     missing = tmp_path / "no_such_config.yaml"
-    done = subprocess.run(
-        [sys.executable, "-m", "pictag", "config", str(missing)], capture_output=True, text=True
+    script = (
+        "import gc, runpy, sys\n"
+        f"sys.argv = ['pictag', 'config', {str(missing)!r}]\n"
+        "try:\n"
+        "    runpy.run_module('pictag', run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, gc.get_freeze_count() > 0)\n"
     )
-    assert done.returncode == 2
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "True"], done.stderr[-2000:]  # console_main froze
     assert "no_such_config.yaml" in done.stderr
 
 

@@ -22,7 +22,7 @@ def test_export_command_writes_both_formats(runs, copy_run, tmp_path, capsys):
     assert code == 0
     assert onnx_path.is_file() and script_path.is_file()
     assert not (run_dir / "model.onnx").exists()  # --onnx replaces the default path
-    assert f"onnx {onnx_path} via torch.export: parity ok (tolerance 0.0001)" in out
+    assert f"onnx {onnx_path} via torchscript: parity ok (tolerance 0.0001)" in out
     assert f"torchscript {script_path} via torch.jit.trace: parity ok" in out
     assert "real (12 images): max |diff| colour" in out and "tags" in out
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}

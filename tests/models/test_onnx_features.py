@@ -163,6 +163,20 @@ def test_torchscript_is_tried_first_with_the_same_padding_fixed(
     assert "Conv" in ops and not ops & {"Shape", "Ceil"}  # padding as constants, not arithmetic
 
 
+def test_a_torchscript_graph_that_disagrees_falls_back_to_torch_export(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, input_size = _backbone("small_cnn")
+    other, _ = _backbone("small_cnn", seed=1)
+    # Stands in for a fixed-padding copy that computes something else than the model.
+    monkeypatch.setattr(onnx_features, "with_static_padding", lambda module, size: other)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        extract = onnx_feature_extractor(model, input_size, None)
+    assert "does not agree with eager PyTorch: torch.export" in caplog.text
+    images = torch.randn(3, *input_size)
+    assert torch.allclose(extract(images), _eager(model, images), atol=1e-5)
+
+
 class _Drifting(nn.Module):
     """Each eager call draws a new scale; the exported graph freezes one draw as a constant."""
 

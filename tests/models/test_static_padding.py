@@ -35,3 +35,34 @@ def test_copy_matches_the_model_at_its_input_size_and_leaves_it_alone():
 def test_a_model_without_dynamic_padding_is_returned_as_it_is():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1))
     assert with_static_padding(model, (3, 16, 16)) is model
+
+
+class _Twice(nn.Module):
+    """One convolution called at two sizes: no single constant pad fits both calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = Conv2dSame(3, 3, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.conv(x)).mean((2, 3))
+
+
+def test_a_convolution_called_at_two_sizes_keeps_its_dynamic_padding():
+    model = _Twice().eval()
+    fixed = with_static_padding(model, (3, 15, 15))
+    assert isinstance(fixed.conv, Conv2dSame)
+    images = torch.randn(2, 3, 15, 15)
+    with torch.no_grad():
+        assert torch.allclose(fixed(images), model(images), atol=1e-6)
+
+
+def test_a_model_that_is_one_such_convolution_is_replaced_whole():
+    torch.manual_seed(0)
+    conv = Conv2dSame(3, 4, 3, stride=2).eval()
+    fixed = with_static_padding(conv, (3, 9, 9))
+    assert not any(isinstance(m, Conv2dSame) for m in fixed.modules())
+    images = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        assert torch.allclose(fixed(images), conv(images), atol=1e-6)

@@ -62,8 +62,10 @@ def console_main() -> int:
     a quick exit."""
     status = main()
     # A process that imported torch spends 1-1.5 s at exit on a last garbage collection over its
-    # millions of objects. Frozen, they are skipped; atexit handlers still run and objects still
-    # close and flush when their last reference goes. Not in main(): tests call it in-process.
+    # millions of objects. Frozen, they are skipped: atexit handlers (and weakref finalizers)
+    # still run, and an object still closes when its last reference goes, but one left in a
+    # reference cycle is not finalized; pictag closes its files with `with`. Not in main():
+    # tests call it in-process.
     gc.freeze()
     return status
 

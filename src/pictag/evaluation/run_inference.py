@@ -98,9 +98,10 @@ def infer(
     return probabilities(run.heads, logits), targets
 
 
-# Images from which exporting the backbone pays: on 2 quiet AMD EPYC cores an export and parity
-# check of Lite0 took 1.3-1.6 s (TorchScript with the padding fixed), and ONNX Runtime saved
-# ~0.03 s an image against eager channels-last (~87 vs ~23 img/s): even at ~50 images.
+# Images from which exporting the backbone pays, measured for Lite0 (the default): on 2 quiet
+# AMD EPYC cores an export and parity check took 1.3-1.6 s (TorchScript with the padding fixed),
+# and ONNX Runtime saved ~0.03 s an image against eager channels-last (~87 vs ~23 img/s): even
+# at ~50 images. A model whose trace is refused (ViT) goes through torch.export, ~19 s.
 EXPORT_FROM_IMAGES = 100
 
 

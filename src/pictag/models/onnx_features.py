@@ -99,30 +99,33 @@ def _cached_session(
 def _export_session(
     ort: ModuleType, backbone: nn.Module, input_size: tuple[int, ...], path: Path
 ) -> FeatureFn | None:
-    if not _export_any(backbone, input_size, path):
-        return None
-    extractor = _session(ort, path)
-    if extractor is None or not _agrees(extractor, backbone, input_size):
-        return None
-    return extractor
-
-
-def _export_any(backbone: nn.Module, input_size: tuple[int, ...], path: Path) -> bool:
     """Export by TorchScript (padding fixed, input-independent traces only), else by
-    ``torch.export``; False (logged) if neither works."""
+    ``torch.export``: the first graph that loads and agrees with eager PyTorch, or None
+    (logged)."""
     for dynamo in (False, True):
-        try:
-            if dynamo:
-                export_backbone_onnx(backbone, input_size, path, dynamo=True)
-            else:
-                fixed = with_static_padding(backbone, input_size)
-                export_backbone_onnx(fixed, input_size, path, dynamo=False, strict_trace=True)
-            return True
-        except Exception as error:  # exporters raise many types; any means "use eager"
-            kind = "torch.export" if dynamo else "TorchScript"
-            logger.info("ONNX export with %s failed: %s", kind, first_line(error))
+        if not _export(backbone, input_size, path, dynamo):
+            continue
+        extractor = _session(ort, path)
+        if extractor is not None and _agrees(extractor, backbone, input_size, quiet=not dynamo):
+            return extractor
+        if not dynamo:
+            logger.info("the TorchScript graph does not agree with eager PyTorch: torch.export")
     logger.info("features use eager PyTorch")
-    return False
+    return None
+
+
+def _export(backbone: nn.Module, input_size: tuple[int, ...], path: Path, dynamo: bool) -> bool:
+    try:
+        if dynamo:
+            export_backbone_onnx(backbone, input_size, path, dynamo=True)
+        else:
+            fixed = with_static_padding(backbone, input_size)
+            export_backbone_onnx(fixed, input_size, path, dynamo=False, strict_trace=True)
+        return True
+    except Exception as error:  # exporters raise many types; any means "try the next"
+        kind = "torch.export" if dynamo else "TorchScript"
+        logger.info("ONNX export with %s failed: %s", kind, first_line(error))
+        return False
 
 
 def _session(ort: ModuleType, path: Path) -> FeatureFn | None:

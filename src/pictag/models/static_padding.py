@@ -23,7 +23,8 @@ from torch import nn
 
 def with_static_padding(module: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
     """``module`` itself when it has no dynamic "SAME" padding, else a copy in eval mode in
-    which each ``Conv2dSame`` pads by the constant amount that inputs of ``input_size`` get.
+    which each ``Conv2dSame`` pads by the constant amount that inputs of ``input_size`` get
+    (one called at several sizes within a forward pass keeps its dynamic padding).
 
     Args:
         module: A model taking ``[B, *input_size]`` images; left unchanged.
@@ -33,10 +34,10 @@ def with_static_padding(module: nn.Module, input_size: tuple[int, ...]) -> nn.Mo
     if not any(isinstance(m, Conv2dSame) for m in module.modules()):
         return module
     fixed = copy.deepcopy(module).eval()
-    sizes: dict[nn.Module, tuple[int, int]] = {}
+    sizes: dict[nn.Module, set[tuple[int, int]]] = {}
 
     def note_size(conv: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        sizes.setdefault(conv, tuple(args[0].shape[-2:]))  # returns None: the input stays
+        sizes.setdefault(conv, set()).add(tuple(args[0].shape[-2:]))  # None: the input stays
 
     hooks = [
         m.register_forward_pre_hook(note_size) for m in fixed.modules() if isinstance(m, Conv2dSame)
@@ -48,9 +49,13 @@ def with_static_padding(module: nn.Module, input_size: tuple[int, ...]) -> nn.Mo
         for hook in hooks:
             hook.remove()
     for name, conv in list(fixed.named_modules()):
-        if conv in sizes:
-            parent, _, child = name.rpartition(".")
-            setattr(fixed.get_submodule(parent), child, _padded_conv(conv, sizes[conv]))
+        if len(sizes.get(conv, ())) != 1:
+            continue  # not a Conv2dSame, or one called at several sizes: it stays dynamic
+        padded = _padded_conv(conv, next(iter(sizes[conv])))
+        if not name:
+            return padded  # the model is itself one such convolution
+        parent, _, child = name.rpartition(".")
+        setattr(fixed.get_submodule(parent), child, padded)
     return fixed
 
 
