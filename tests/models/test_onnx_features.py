@@ -14,7 +14,7 @@ import torch
 from timm.layers import Conv2dSame
 from torch import nn
 
-from pictag.models import onnx_features
+from pictag.models import onnx_features, static_padding
 from pictag.models.backbone import create_backbone
 from pictag.models.onnx_export import OPSET, export_backbone_onnx
 from pictag.models.onnx_features import onnx_feature_extractor
@@ -169,7 +169,7 @@ def test_a_torchscript_graph_that_disagrees_falls_back_to_torch_export(
     model, input_size = _backbone("small_cnn")
     other, _ = _backbone("small_cnn", seed=1)
     # Stands in for a fixed-padding copy that computes something else than the model.
-    monkeypatch.setattr(onnx_features, "with_static_padding", lambda module, size: other)
+    monkeypatch.setattr(static_padding, "with_static_padding", lambda module, size: other)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         extract = onnx_feature_extractor(model, input_size, None)
     assert "does not agree with eager PyTorch: torch.export" in caplog.text

@@ -32,7 +32,6 @@ from pictag.export.metadata import write_onnx_metadata
 from pictag.heads import get_kind
 from pictag.models.onnx_export import export_onnx, first_line
 from pictag.models.onnx_runner import OnnxRunner
-from pictag.models.static_padding import with_static_padding
 
 TORCHSCRIPT_EXTRA = "pictag.json"  # name of the metadata file inside a TorchScript archive
 
@@ -86,14 +85,11 @@ def write_onnx(
     """
     outputs = [head["output"] for head in metadata["heads"]]
     errors = []
-    name_in = metadata["input"]["name"]
-    # TorchScript first, on a copy with fixed padding and refusing a trace that may depend on
-    # the input: Lite0 exports in ~1 s against ~19 s by torch.export, and runs as fast.
-    fixed = with_static_padding(model, input_size)
+    # TorchScript first (fixed padding, input-independent traces only): Lite0 exports in ~1 s
+    # against ~19 s by torch.export, and runs as fast.
     for dynamo, name in ((False, "torchscript"), (True, "torch.export")):
         try:
-            source = model if dynamo else fixed
-            export_onnx(source, input_size, path, name_in, outputs, dynamo, strict_trace=True)
+            export_onnx(model, input_size, path, metadata["input"]["name"], outputs, dynamo)
         except Exception as error:  # exporters raise many types; try the other one
             errors.append(f"{name}: {first_line(error)}")
             logger.info("ONNX export with %s failed: %s", name, first_line(error))

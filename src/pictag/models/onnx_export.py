@@ -4,10 +4,10 @@ axis and the spatial size fixed.
 
 Two exporters: ``torch.export`` (``dynamo=True``), torch's supported path, and the deprecated
 TorchScript one. With the spatial size fixed, ``torch.export`` folds TensorFlow-style "same"
-padding into constants, where TorchScript records it as shape arithmetic run on every call,
-unless the model's padding is fixed first (:mod:`pictag.models.static_padding`). With
-``strict_trace`` a TorchScript trace that warns it may depend on the input (Python numbers or
-branches taken from tensor values) is refused rather than written.
+padding into constants, where TorchScript would record it as shape arithmetic run on every
+call, so TorchScript exports a copy whose padding is fixed (:mod:`pictag.models.static_padding`);
+and a trace that warns it may depend on the input (Python numbers or branches taken from tensor
+values) is refused rather than written.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ def export_backbone_onnx(
     input_size: tuple[int, int, int],
     path: Path,
     dynamo: bool = True,
-    strict_trace: bool = False,
 ) -> Path:
     """Write the headless backbone (``images [B, 3, H, W] -> features [B, F]``) as one ONNX
     file with a dynamic batch axis; ``H`` and ``W`` stay fixed so the graph can fold them.
@@ -47,7 +46,6 @@ def export_backbone_onnx(
         input_size: ``(3, H, W)`` of the input.
         path: Where to write; written atomically, so a crash never leaves half a file.
         dynamo: Use the ``torch.export``-based exporter (else the TorchScript one).
-        strict_trace: With TorchScript, refuse a trace that warns it may depend on the input.
 
     Returns:
         ``path``.
@@ -58,9 +56,7 @@ def export_backbone_onnx(
     path = Path(path)
     atomic_write(
         path,
-        lambda tmp: export_onnx(
-            backbone, input_size, tmp, INPUT_NAME, [OUTPUT_NAME], dynamo, strict_trace
-        ),
+        lambda tmp: export_onnx(backbone, input_size, tmp, INPUT_NAME, [OUTPUT_NAME], dynamo),
     )
     return path
 
@@ -72,7 +68,6 @@ def export_onnx(
     input_name: str,
     output_names: list[str],
     dynamo: bool = True,
-    strict_trace: bool = False,
 ) -> None:
     """Write ``module`` (one image batch in, one or more tensors out) as one ONNX file whose
     batch axis is dynamic; it is written in place, so callers wanting atomicity pass a
@@ -84,11 +79,11 @@ def export_onnx(
         path: Where to write.
         input_name: Name of the graph input.
         output_names: One name per output, in the order ``module`` returns them.
-        dynamo: Use the ``torch.export``-based exporter (else the TorchScript one).
-        strict_trace: With TorchScript, refuse a trace that warns it may depend on the input.
+        dynamo: Use the ``torch.export``-based exporter, else the TorchScript one (on a copy
+            with fixed padding, refusing a trace that may depend on the input).
 
     Raises:
-        ValueError: ``strict_trace`` and the tracer warned.
+        ValueError: TorchScript's tracer warned that the trace may depend on the input.
         Exception: Whatever the exporter raises for a model it cannot export.
     """
     # Batch 2: a batch of 1 would be specialised. Own generator: leave the global RNG alone.
@@ -98,7 +93,7 @@ def export_onnx(
     module.eval()
     try:
         with _quiet(_EXPORTER_LOGGERS):
-            _export(module, example, Path(path), dynamo, names, strict_trace)
+            _export(module, example, Path(path), dynamo, names)
     finally:
         module.train(was_training)
 
@@ -123,7 +118,6 @@ def _export(
     path: Path,
     dynamo: bool,
     names: dict[str, list[str]],
-    strict_trace: bool = False,
 ) -> None:
     if dynamo:
         batch = torch.export.Dim("batch", min=1)
@@ -139,6 +133,10 @@ def _export(
             **names,
         )
         return
+    # Imported here: it imports timm, which running model.onnx (importing this module) never needs.
+    from pictag.models.static_padding import with_static_padding
+
+    module = with_static_padding(module, tuple(example.shape[1:]))
     dynamic_axes = {name: {0: "batch"} for name in names["input_names"] + names["output_names"]}
     with warnings.catch_warnings(record=True) as caught:
         # Chosen knowingly: keep its deprecation and tracer warnings from the user's console.
@@ -153,7 +151,7 @@ def _export(
             **names,
         )
     traced = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
-    if strict_trace and traced:
+    if traced:  # a value read from a tensor was frozen into the graph: it may not generalise
         raise ValueError(f"the trace may depend on the input: {traced[0].message}")
 
 

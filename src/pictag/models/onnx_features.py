@@ -30,7 +30,6 @@ from pictag.models.onnx_export import (
     first_line,
 )
 from pictag.models.onnx_session import create_session
-from pictag.models.static_padding import with_static_padding
 
 PARITY_RTOL = 1e-3  # max |onnx - eager| allowed, as a fraction of the largest |eager feature|
 
@@ -116,11 +115,7 @@ def _export_session(
 
 def _export(backbone: nn.Module, input_size: tuple[int, ...], path: Path, dynamo: bool) -> bool:
     try:
-        if dynamo:
-            export_backbone_onnx(backbone, input_size, path, dynamo=True)
-        else:
-            fixed = with_static_padding(backbone, input_size)
-            export_backbone_onnx(fixed, input_size, path, dynamo=False, strict_trace=True)
+        export_backbone_onnx(backbone, input_size, path, dynamo=dynamo)
         return True
     except Exception as error:  # exporters raise many types; any means "try the next"
         kind = "torch.export" if dynamo else "TorchScript"
