@@ -2,20 +2,20 @@
 and ``Predictor.predict`` on ONNX Runtime against the fastest raw ONNX Runtime on pre-decoded
 tensors.
 
-Each round times, in alternating order, raw ONNX Runtime in one session on all threads, raw
-ONNX Runtime as ``predict`` runs it (two batches in flight, one session each, the batches
-evened out as ``predict`` evens them), the Python API with the model loaded and warm
-(``Predictor.predict``), and the whole command in-process (``pictag predict RUN_DIR FOLDER
+Each round times, in alternating order, raw ONNX Runtime at batches of 8 and of 32, each in one
+session on all threads and as ``predict`` runs it (two batches in flight, one session each,
+the batches evened out as ``predict`` evens them), the Python API with the model loaded and
+warm (``Predictor.predict``), and the whole command in-process (``pictag predict RUN_DIR FOLDER
 --format json --backend onnxruntime``: loading the run, opening and first using its sessions,
-JSON included). The ratio of a round is end to end / the faster raw runtime of that round; a
-round takes seconds, so load from other processes and this machine's drift (10-20 % from hour
-to hour) hit its four timings alike, unlike the minute-long rounds of ``predict_speed.py``.
-OpenVINO is left out (ONNX Runtime is the faster raw runtime on this CPU, see
-``predict_speed.json``).
+JSON included) at its default batch and at 32 (its default before). The ratio of a round is
+end to end / the fastest raw runtime of that round; a round takes seconds, so load from other
+processes and this machine's drift (10-20 % from hour to hour) hit its timings alike, unlike
+the minute-long rounds of ``predict_speed.py``. OpenVINO is left out (ONNX Runtime is the
+faster raw runtime on this CPU, see ``predict_speed.json``).
 
 Result: see ``results/predict_headline*.json`` and the README.
 
-Run from the repository root (about 2 minutes for 10 rounds of 200 images on 2 cores):
+Run from the repository root (about 3 minutes for 10 rounds of 200 images on 2 cores):
     python benchmarks/predict_headline.py [--run RUN_DIR] [--images 600] [--rounds 10]
 """
 
@@ -38,9 +38,15 @@ from pictag.run import ONNX_FILE
 from predict_speed import folder_and_run, speed_args, streams_rate, summary, write_named
 from predict_throughput import command_rate
 
+RAW_BATCHES = (8, 32)  # the raw runtime at each; the fastest of a round is the yardstick
 
-def timings(run_dir: Path, folder: Path, files: list[Path], batch: int) -> dict[str, Callable]:
-    """Name -> a function that returns images/s of one pass over ``files``."""
+
+def timings(
+    run_dir: Path, folder: Path, files: list[Path], batch: int | None
+) -> dict[str, Callable]:
+    """Name -> a function that returns images/s of one pass over ``files``; ``batch`` is the
+    API's and the command's (None: their default), the command also runs at 32 (the default
+    before 8 on a CPU)."""
     predictor = Predictor.from_run(run_dir, "cpu", "onnxruntime")
     tensors = torch.stack(
         [predictor.transform(decode_image(path, predictor.preprocess)) for path in files]
@@ -48,9 +54,9 @@ def timings(run_dir: Path, folder: Path, files: list[Path], batch: int) -> dict[
     session = create_session(onnxruntime, run_dir / ONNX_FILE)
     names = [str(path) for path in files]
 
-    def raw_single() -> float:
+    def raw_single(size: int) -> float:
         start = time.perf_counter()
-        for chunk in batches(tensors, batch):
+        for chunk in batches(tensors, size):
             session.run(None, {"images": chunk.numpy()})
         return len(files) / (time.perf_counter() - start)
 
@@ -59,18 +65,26 @@ def timings(run_dir: Path, folder: Path, files: list[Path], batch: int) -> dict[
         predictor.predict(names, batch_size=batch)
         return len(files) / (time.perf_counter() - start)
 
+    raw: dict[str, Callable] = {}
+    for size in RAW_BATCHES:
+        raw[f"raw_onnxruntime_b{size}"] = lambda size=size: raw_single(size)
+        raw[f"raw_onnxruntime_streams_b{size}"] = lambda size=size: streams_rate(
+            run_dir, tensors, size
+        )
     return {
-        "raw_onnxruntime": raw_single,
-        "raw_onnxruntime_streams": lambda: streams_rate(run_dir, tensors, batch),
+        **raw,
         "api_onnxruntime": api,
         "predict_onnxruntime": lambda: command_rate(
             run_dir, folder, len(files), "onnxruntime", batch
+        ),
+        "predict_onnxruntime_b32": lambda: command_rate(
+            run_dir, folder, len(files), "onnxruntime", 32
         ),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = speed_args(__doc__, 10, argv)
+    args = speed_args(__doc__, 10, argv, batch=None)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files, run_dir = folder_and_run(args, work)
@@ -84,19 +98,20 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     rates[name].append(timed[name]())
                 print(", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
-    raw = [rates["raw_onnxruntime"], rates["raw_onnxruntime_streams"]]
-    fastest = [max(pair) for pair in zip(*raw, strict=True)]
+    raw = [rate for name, rate in rates.items() if name.startswith("raw_")]
+    fastest = [max(round_rates) for round_rates in zip(*raw, strict=True)]
     ratios = {
         f"{name}_over_fastest_raw": [
             rate / best for rate, best in zip(rates[name], fastest, strict=True)
         ]
-        for name in ("api_onnxruntime", "predict_onnxruntime")
+        for name in ("api_onnxruntime", "predict_onnxruntime", "predict_onnxruntime_b32")
     }
     result = {
         "setup": {
             "model": "tf_efficientnet_lite0 (pretrained offline) + linear-probe head, 5 tags",
             "images": f"first {len(files)} JPEGs of miml-scenes/train (224x224)",
-            "batch": args.batch,
+            "batch": args.batch or "default",
+            "raw_batches": RAW_BATCHES,
             "rounds": args.rounds,
         },
         **summary(rates, ratios),

@@ -199,12 +199,14 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def speed_args(doc: str, rounds: int, argv: list[str] | None) -> argparse.Namespace:
-    """The arguments the predict benchmarks share."""
+def speed_args(
+    doc: str, rounds: int, argv: list[str] | None, batch: int | None = 32
+) -> argparse.Namespace:
+    """The arguments the predict benchmarks share (``--batch``'s default: ``batch``)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--run", help="an exported run to use instead of training one")
     return parser.parse_args(argv)
 

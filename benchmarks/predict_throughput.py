@@ -89,10 +89,11 @@ def image_folder(root: Path, dest: Path, n: int) -> list[Path]:
     return sorted(dest.iterdir())
 
 
-def command_rate(run_dir: Path, folder: Path, n: int, backend: str, batch: int) -> float:
-    """Images/s of the whole ``pictag predict`` command (model loading included)."""
+def command_rate(run_dir: Path, folder: Path, n: int, backend: str, batch: int | None) -> float:
+    """Images/s of the whole ``pictag predict`` command (model loading included); ``batch``
+    None: the command's default."""
     argv = ["predict", str(run_dir), str(folder), "--format", "json", "--device", "cpu"]
-    argv += ["--backend", backend, "--batch", str(batch)]
+    argv += ["--backend", backend] + ([] if batch is None else ["--batch", str(batch)])
     out = io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):

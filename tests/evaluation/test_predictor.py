@@ -14,7 +14,13 @@ from pictag.data.dataset import ImageDataset
 from pictag.data.schema import Sample
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.evaluation.inference import predict_logits, probabilities
-from pictag.evaluation.predictor import HeadPrediction, Prediction, Predictor
+from pictag.evaluation.predictor import (
+    CPU_BATCH,
+    GPU_BATCH,
+    HeadPrediction,
+    Prediction,
+    Predictor,
+)
 from pictag.run import load_run
 
 
@@ -86,6 +92,31 @@ def test_unreadable_file_in_a_batch_is_reported_and_the_rest_predicted(predictor
     assert "missing.jpg" in results[3].error and results[3].heads == {}
     alone = predictor.predict(images[2])[0]
     assert _scores(results[4]) == pytest.approx(_scores(alone), abs=1e-6)
+
+
+def test_default_batch_is_small_on_a_cpu_and_large_on_a_gpu(tiny_run, images, monkeypatch):
+    predictor = Predictor.from_run(tiny_run, "cpu", "torch")
+    sizes: list[int] = []
+
+    def spy(batch: torch.Tensor) -> dict[str, np.ndarray]:  # the model call, on no device
+        sizes.append(len(batch))
+        return {
+            name: np.full((len(batch), len(head.labels)), 1 / len(head.labels), np.float32)
+            for name, head in predictor.heads.items()
+        }
+
+    monkeypatch.setattr(predictor, "probabilities", spy)
+    inputs = images * 5  # 20 images
+    results = predictor.predict(inputs)
+    assert sizes == [CPU_BATCH, CPU_BATCH, 20 - 2 * CPU_BATCH]
+    assert [r.source for r in results] == [str(p) for p in inputs]
+    sizes.clear()
+    predictor.device = torch.device("cuda")  # only the default batch asks the device
+    predictor.predict(inputs)
+    assert sizes == [20] and GPU_BATCH >= 20
+    sizes.clear()
+    predictor.predict(inputs, batch_size=6)  # the caller's size wins
+    assert sizes == [6, 6, 6, 2]
 
 
 def test_unsupported_input_type_raises(predictor):

@@ -79,7 +79,9 @@ def _predict_args(parser: argparse.ArgumentParser) -> None:
         "(IMAGE.HEAD.png, the file's own size); JSON then names the file instead of holding it",
     )
     parser.add_argument(
-        "--batch", type=int, default=32, help="images per forward pass at most (evened out)"
+        "--batch",
+        type=int,
+        help="images per forward pass at most (evened out); default 8 on a CPU, 32 on a GPU",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument(
