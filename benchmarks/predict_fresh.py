@@ -1,9 +1,10 @@
 """``pictag predict`` as a user runs it: a fresh process, imports and exit included.
 
 Each round times, in alternating order, fresh processes of
-- ``floor``: ``python -c "import gc, torch, torchvision; gc.freeze()"``, what any program on
-  torch and torchvision pays to start and exit (exiting as ``pictag`` does, without the last
-  garbage collection, which costs 1-1.5 s after importing torch), and
+- ``floor``: ``python -c "import gc; gc.disable(); import torch, torchvision; gc.freeze()"``,
+  what any program on torch and torchvision pays to start and exit, imported and exiting as
+  ``pictag`` does (without the collections the imports set off, 0.5-0.8 s, and the last one at
+  exit, 1-1.5 s), and
 - ``predict`` (one per ``--src``): ``python -m pictag predict RUN_DIR FOLDER --format json``
   with the default backend (``auto``, its choice stored in the run by a first, untimed call),
   run from this checkout or from another source tree (``--src LABEL=PATH``, e.g. a
@@ -34,7 +35,7 @@ from bench_utils import LoadMeter, environment
 from predict_speed import folder_and_run, speed_args, write_named
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-FLOOR = [sys.executable, "-c", "import gc, torch, torchvision; gc.freeze()"]
+FLOOR = [sys.executable, "-c", "import gc; gc.disable(); import torch, torchvision; gc.freeze()"]
 
 
 def predict_command(run_dir: Path, folder: Path) -> list[str]:

@@ -186,13 +186,46 @@ def test_train_budget_flag_sets_train_budget_and_a_bad_one_is_refused(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
-def test_console_main_returns_mains_status_and_skips_the_exit_collection(monkeypatch):
-    monkeypatch.setattr(cli, "main", lambda: 3)
+def test_console_main_returns_the_commands_status_and_skips_the_exit_collection(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setattr(sys, "argv", ["pictag", "config", str(tmp_path / "x.yaml")])
+    monkeypatch.setattr(cli, "run", lambda args: 3 if args.command == "config" else 0)
     try:
         assert cli.console_main() == 3
         assert gc.get_freeze_count() > 0  # the exit's last collection has nothing left to scan
     finally:
         gc.unfreeze()
+
+
+def test_torch_is_imported_with_the_collector_off_then_frozen():
+    script = (
+        "import gc\n"
+        "collections = []\n"
+        "gc.callbacks.append(lambda phase, info: collections.append(info['generation']))\n"
+        "from pictag.cli import import_torch_frozen\n"
+        "import_torch_frozen()\n"
+        "print(collections.count(2), gc.get_freeze_count() > 300_000, gc.isenabled())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    # Importing torch with the collector on sets off 5-6 full collections.
+    assert done.stdout.split() == ["0", "True", "True"], done.stderr[-2000:]
+
+
+def test_pictag_config_and_help_do_not_import_torch(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {images: photos}\nheads: {tags: {kind: multilabel}}\n")
+    script = (
+        "import runpy, sys\n"
+        "try:\n"
+        "    runpy.run_module('pictag', run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, 'torch' in sys.modules)\n"
+    )
+    for argv in (["config", str(config)], ["predict", "--help"]):
+        command = [sys.executable, "-c", script, *argv]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert done.stdout.split()[-2:] == ["0", "False"], (argv, done.stderr[-2000:])
 
 
 def test_python_dash_m_pictag_runs_the_console_entry_point(tmp_path):
