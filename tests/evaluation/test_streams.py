@@ -120,32 +120,3 @@ def test_a_failing_model_call_fails_predict(exported_run, threads):
     predictor.runner.concurrent = lambda: (broken, 2)
     with pytest.raises(RuntimeError, match="out of memory"):
         predictor.predict(_images(exported_run), batch_size=2)
-
-
-def test_a_long_prediction_opens_one_session_beside_the_loaded_one(
-    exported_run, threads, monkeypatch
-):
-    threads(2)
-    opened: list[int] = []
-    create = onnx_runner.create_session
-
-    def counted(ort, path, threads=None):
-        opened.append(threads)
-        return create(ort, path, threads)
-
-    monkeypatch.setattr(onnx_runner, "create_session", counted)
-    predictor = Predictor.from_run(exported_run, "cpu", "onnxruntime")
-    predictor.predict(_images(exported_run), batch_size=2)
-    # The session opened to read the metadata is one of the two one-thread streams.
-    assert opened == [1, 1] and _stream_threads(predictor.runner) == [1, 1]
-    assert predictor.runner._plain is None
-    # A single batch runs on all the threads: that session opens on first use, once.
-    one = predictor.predict(_images(exported_run)[:2], batch_size=2)
-    predictor.predict(_images(exported_run)[:2], batch_size=2)
-    assert opened == [1, 1, 2]
-    assert onnx_runner.session_threads(predictor.runner._plain) == 2
-    want = predictor.predict(_images(exported_run), batch_size=2)[:2]
-    for a, b in zip(one, want, strict=True):
-        for name, head in a.heads.items():
-            assert head.labels == b.heads[name].labels
-            assert head.scores == pytest.approx(b.heads[name].scores, abs=1e-6)

@@ -39,12 +39,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class OnnxRunner:
-    """ONNX Runtime sessions over an exported pictag classifier.
+    """An ONNX Runtime session over an exported pictag classifier.
 
     Attributes:
-        session: The ``onnxruntime.InferenceSession`` :meth:`load` opened to read the metadata,
-            on the first stream's share of torch's threads (:func:`stream_shares`): a long
-            prediction runs it as one of its streams, so it opens one more session, not two.
+        session: The ``onnxruntime.InferenceSession``.
         metadata: The ``pictag`` metadata document (heads, labels, thresholds, preprocess).
         path: The file it was loaded from.
         stamp: The file's ``(size, mtime_ns)`` when it was loaded (None: unknown), so that
@@ -55,8 +53,6 @@ class OnnxRunner:
     metadata: dict[str, Any]
     path: Path
     stamp: tuple[int, int] | None = None
-    # The session on all of torch's threads for one call at a time, opened on first use.
-    _plain: Any = field(default=None, init=False, repr=False)
     # (torch's thread count they were opened for, a queue of idle stream sessions)
     _streams: tuple[int, queue.SimpleQueue] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -74,8 +70,7 @@ class OnnxRunner:
 
         path = Path(path)
         stamp = file_stamp(path)  # before reading: a later change shows as a new stamp
-        threads = stream_shares(torch.get_num_threads())[0]
-        session = create_session(onnxruntime, path, threads)
+        session = create_session(onnxruntime, path)
         props = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: export it with pictag")
@@ -92,28 +87,7 @@ class OnnxRunner:
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """Probabilities of a normalised batch ``[B, 3, H, W]``: head name -> float32 ``[B, C]``."""
-        return self._run(self._plain_session(), images)
-
-    def _plain_session(self) -> Any:
-        """The session on all of torch's threads (as many as when first asked for): the loaded
-        one when it has them, else one opened now; the loaded one when the file changed since
-        :meth:`load` (a re-export: the loaded model on its share rather than another model)."""
-        with self._lock:
-            if self._plain is None:
-                threads = torch.get_num_threads()
-                if session_threads(self.session) == threads or not self._same_file():
-                    self._plain = self.session
-                else:
-                    import onnxruntime
-
-                    self._plain = create_session(onnxruntime, self.path, threads)
-            return self._plain
-
-    def _same_file(self) -> bool:
-        if self.stamp is not None and file_stamp(self.path) == self.stamp:
-            return True
-        logger.info("%s changed since it was loaded: the loaded model runs alone", self.path)
-        return False
+        return self._run(self.session, images)
 
     def concurrent(self) -> tuple[Probabilities, int]:
         """A model call that ``count`` threads may make at once, and ``count``: for a long
@@ -146,13 +120,11 @@ class OnnxRunner:
     def _open_streams(self, shares: list[int]) -> queue.SimpleQueue | None:
         import onnxruntime
 
-        if not self._same_file():
+        if self.stamp is None or file_stamp(self.path) != self.stamp:
+            logger.info("%s changed since it was loaded: one model call at a time", self.path)
             return None
         idle: queue.SimpleQueue = queue.SimpleQueue()
-        reuse = session_threads(self.session) == shares[0]
-        if reuse:
-            idle.put(self.session)
-        for share in shares[reuse:]:
+        for share in shares:
             idle.put(create_session(onnxruntime, self.path, share))
         return idle
 
@@ -167,11 +139,6 @@ def stream_shares(threads: int) -> list[int]:
     of ``threads``: 2 -> [1, 1], 3 -> [2, 1]; one session for one thread."""
     count = max(1, min(STREAMS, threads))
     return [threads // count + (index < threads % count) for index in range(count)]
-
-
-def session_threads(session: Any) -> int:
-    """The intra-op threads an ONNX Runtime session was opened with."""
-    return int(session.get_session_options().intra_op_num_threads)
 
 
 def file_stamp(path: Path) -> tuple[int, int] | None:
