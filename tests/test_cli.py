@@ -212,9 +212,33 @@ def test_torch_is_imported_with_the_collector_off_then_frozen():
     assert done.stdout.split() == ["0", "True", "True"], done.stderr[-2000:]
 
 
-def test_pictag_config_and_help_do_not_import_torch(tmp_path):
+@pytest.mark.parametrize(
+    ("command", "early"), [("predict", True), ("serve", True), ("train", False), ("config", False)]
+)
+def test_console_main_imports_torch_first_unless_the_command_checks_its_config_first(
+    monkeypatch, command, early
+):
+    calls: list[str] = []
+    monkeypatch.setattr(sys, "argv", ["pictag", command, *_minimal_args(command)])
+    monkeypatch.setattr(cli, "import_torch_frozen", lambda: calls.append("import"))
+    monkeypatch.setattr(cli, "run", lambda args: calls.append("run") or 0)
+    try:
+        assert cli.console_main() == 0
+    finally:
+        gc.unfreeze()
+    assert calls == (["import", "run"] if early else ["run"])
+
+
+def _minimal_args(command: str) -> list[str]:
+    return {"predict": ["run", "a.jpg"], "serve": ["run"]}.get(command, [])
+
+
+def test_config_check_data_a_bad_config_and_help_never_import_torch(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("data: {images: photos}\nheads: {tags: {kind: multilabel}}\n")
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "photos" / label / "a.png")
     script = (
         "import runpy, sys\n"
         "try:\n"
@@ -222,25 +246,19 @@ def test_pictag_config_and_help_do_not_import_torch(tmp_path):
         "except SystemExit as done:\n"
         "    print(done.code, 'torch' in sys.modules)\n"
     )
-    for argv in (["config", str(config)], ["predict", "--help"]):
+    folder = ["--images", str(tmp_path / "photos")]
+    bad = ["train", *folder, "--out", str(tmp_path / "run"), "--set", "train.lr=-1"]
+    cases = [
+        (["config", str(config)], "0"),
+        (["predict", "--help"], "0"),
+        (["check-data", *folder, "--no-decode"], "0"),
+        (bad, "2"),  # refused in a fraction of a second, not after importing torch
+    ]
+    for argv, status in cases:
         command = [sys.executable, "-c", script, *argv]
         done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
-        assert done.stdout.split()[-2:] == ["0", "False"], (argv, done.stderr[-2000:])
-
-
-def test_python_dash_m_pictag_runs_the_console_entry_point(tmp_path):
-    missing = tmp_path / "no_such_config.yaml"
-    script = (
-        "import gc, runpy, sys\n"
-        f"sys.argv = ['pictag', 'config', {str(missing)!r}]\n"
-        "try:\n"
-        "    runpy.run_module('pictag', run_name='__main__')\n"
-        "except SystemExit as done:\n"
-        "    print(done.code, gc.get_freeze_count() > 0)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.stdout.split() == ["2", "True"], done.stderr[-2000:]  # console_main froze
-    assert "no_such_config.yaml" in done.stderr
+        assert done.stdout.split()[-2:] == [status, "False"], (argv, done.stderr[-2000:])
+    assert "train.lr" in done.stderr and not (tmp_path / "run").exists()
 
 
 def test_predict_from_model_onnx_imports_neither_timm_nor_matplotlib(run_dir, tmp_path):

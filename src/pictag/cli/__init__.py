@@ -62,16 +62,21 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-# The commands that never import torch; every other one does.
-WITHOUT_TORCH = frozenset({"config"})
+# Commands that import torch (with import_torch_frozen) only once their config has passed its
+# checks, so that a mistake in it is reported in a fraction of a second, or never import it.
+TORCH_LATER = frozenset({"config", "check-data", "train", "lr-find"})
 
 
 def console_main() -> int:
-    """Entry point of the ``pictag`` console script and ``python -m pictag``: :func:`main`, with
-    torch imported quickly first and a quick exit."""
+    """Entry point of the ``pictag`` console script and ``python -m pictag``: parse the command
+    line, import torch quickly (:func:`import_torch_frozen`), run the command and exit quickly."""
     args = build_parser().parse_args()  # --help and bad flags end here, before torch
-    if args.command not in WITHOUT_TORCH:
-        import_torch_frozen()
+    if args.command not in TORCH_LATER:
+        try:
+            import_torch_frozen()
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
     status = run(args)
     # A process that imported torch spends 1-1.5 s at exit on a last garbage collection over its
     # millions of objects. Frozen, they are skipped: atexit handlers (and weakref finalizers)
@@ -84,13 +89,16 @@ def console_main() -> int:
 
 def import_torch_frozen() -> None:
     """Import torch and torchvision with the garbage collector off, then freeze what they made
-    and turn the collector back on.
+    and turn the collector back on; nothing when torch is imported already (a second call, or
+    a caller in a process that has it, such as a test).
 
     Their imports make ~530,000 objects that live as long as the process, and the collector,
     set off by every 700 new ones, walks the whole growing heap again and again on the way
-    (5-6 full collections). Frozen, later collections skip them too. What the imports leave as
-    garbage in reference cycles stays (~7 MB beside torch's ~680 MB).
+    (5-6 full collections, 0.5-0.8 s). Frozen, later collections skip them too. What the
+    imports leave as garbage in reference cycles stays (~7 MB beside torch's ~680 MB).
     """
+    if "torch" in sys.modules:
+        return
     gc.disable()
     try:
         for name in ("torch", "torchvision"):
@@ -210,6 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
     # The config first: a mistake in it is reported before torch takes seconds to import.
     config = Config() if args.resume else config_from_args(args)
+    import_torch_frozen()
     from pictag.training.announce import result_line
     from pictag.training.trainer import train
 
@@ -235,6 +244,7 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    import_torch_frozen()
     from pictag.training.lr_find import lr_find
 
     options = {"start_lr": args.start_lr, "end_lr": args.end_lr, "num_iter": args.steps}
