@@ -18,8 +18,9 @@ from pictag.data.dataset import ImageDataset
 from pictag.data.pipeline import PreparedData
 from pictag.data.schema import Sample, resolve_head
 from pictag.data.transforms import Preprocess, eval_transform
+from pictag.evaluation.inference import CPU_BATCH
 from pictag.training.batch_loader import BatchLoader
-from pictag.training.loaders import EpochSampler, make_loaders
+from pictag.training.loaders import EpochSampler, forward_batch_size, make_loaders
 from pictag.training.runtime import Runtime
 from pictag.training.trainer import train
 
@@ -193,6 +194,17 @@ def test_make_loaders_uses_the_batch_path_only_where_it_can(
     assert images.shape == (4, 3, 8, 8) and targets["label"].shape == (4,)
     loaders.set_epoch(1)  # the trainer's way to the next epoch reaches the batch loader too
     assert loaders.train.sampler.epoch == 1
+
+
+def test_forward_only_passes_take_batches_of_at_most_8_on_a_cpu(tmp_path):
+    samples = _write_tree(tmp_path, (16, 16))
+    loaders = make_loaders(_prepared(samples), PRE, _config(batch_size=12), _rt(), False)
+    assert loaders.train.batch_size == 12  # training keeps train.batch_size
+    assert loaders.val.batch_size == loaders.train_plain.batch_size == CPU_BATCH == 8
+    small = make_loaders(_prepared(samples), PRE, _config(batch_size=4), _rt(), False)
+    assert small.val.batch_size == small.train_plain.batch_size == 4
+    gpu = Runtime(torch.device("cuda"), None, 0, 1, 0)
+    assert forward_batch_size(32, gpu) == 32  # a GPU needs its large batches
 
 
 def test_a_short_training_run_uses_the_batch_path(tmp_path, caplog):

@@ -43,7 +43,7 @@ from pictag.data.transforms import (
 )
 from pictag.evaluation.backends import Runner, backend_name, select_runner
 from pictag.evaluation.image_inputs import ImageInput, as_list, as_source, source_name
-from pictag.evaluation.inference import forward_logits, probabilities, resolve_device
+from pictag.evaluation.inference import CPU_BATCH, forward_logits, probabilities, resolve_device
 from pictag.evaluation.prediction import HeadPrediction, Prediction, head_prediction
 from pictag.evaluation.prefetch import DECODE_THREADS, batches, in_flight, prefetched
 from pictag.heads import Params, get_kind
@@ -56,12 +56,9 @@ __all__ = ["HeadPrediction", "ImageInput", "Loaded", "Prediction", "Predictor"]
 Loaded = tuple[str, "torch.Tensor | str", "tuple[int, int] | None"]
 Probs = dict[str, np.ndarray]  # head name -> probabilities [B, C]
 
-# Images per model call when the caller names none. On a CPU a batch of 8 runs as fast as one
-# of 32 or faster (2 cores, Lite0, ResNet-50, ConvNeXt-T, ViT-S and MobileNetV3-L at 224 px:
-# ONNX Runtime 0.99-1.13x, eager channels-last 1.06-1.53x; the activations stay in the
-# caches), and a fresh session's first calls touch a quarter of the new memory (Lite0: 17,000
-# page faults against 69,000); a GPU needs larger batches to fill it.
-CPU_BATCH = 8
+# Images per model call when the caller names none: CPU_BATCH on a CPU (also a fresh ONNX
+# Runtime session's first calls touch a quarter of the new memory: Lite0, 17,000 page faults
+# against 69,000); a GPU needs larger batches to fill it.
 GPU_BATCH = 32
 
 

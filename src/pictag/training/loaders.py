@@ -24,6 +24,7 @@ from pictag.data.dataset import ImageDataset
 from pictag.data.pipeline import PreparedData
 from pictag.data.schema import Head, Sample
 from pictag.data.transforms import Preprocess, eval_transform, train_transform
+from pictag.evaluation.inference import CPU_BATCH
 from pictag.heads import get_kind
 from pictag.training.batch_loader import BatchLoader
 from pictag.training.runtime import Runtime
@@ -137,12 +138,20 @@ def make_loaders(
         why = how if augment is None else _no_pack_reason(train_cache)
         log.info("training batches: per-sample augmentation (%s)", why)
         train = DataLoader(train_set, sampler=sampler, drop_last=drop_last, **common)
+    # The forward-only passes (validation, the probe's features) run smaller batches on a CPU.
+    forward = {**common, "batch_size": forward_batch_size(train_cfg.batch_size, runtime)}
     return Loaders(
         train=train,
-        train_plain=DataLoader(plain_set, shuffle=False, **common),
-        val=DataLoader(val_set, shuffle=False, **common),
+        train_plain=DataLoader(plain_set, shuffle=False, **forward),
+        val=DataLoader(val_set, shuffle=False, **forward),
         sampler=sampler,
     )
+
+
+def forward_batch_size(batch_size: int, runtime: Runtime) -> int:
+    """Images per batch of a forward-only pass: ``train.batch_size``, at most
+    :data:`~pictag.evaluation.inference.CPU_BATCH` on a CPU."""
+    return min(batch_size, CPU_BATCH) if runtime.device.type == "cpu" else batch_size
 
 
 def _cache(
