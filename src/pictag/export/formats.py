@@ -30,7 +30,7 @@ from torch import nn
 from pictag.data.schema import Head
 from pictag.export.metadata import write_onnx_metadata
 from pictag.heads import get_kind
-from pictag.models.onnx_export import export_onnx, first_line
+from pictag.models.onnx_export import EXPORT_ORDER, export_onnx, first_line
 from pictag.models.onnx_runner import OnnxRunner
 
 TORCHSCRIPT_EXTRA = "pictag.json"  # name of the metadata file inside a TorchScript archive
@@ -85,9 +85,8 @@ def write_onnx(
     """
     outputs = [head["output"] for head in metadata["heads"]]
     errors = []
-    # TorchScript first (fixed padding, input-independent traces only): Lite0 exports in ~1 s
-    # against ~19 s by torch.export, and runs as fast.
-    for dynamo, name in ((False, "torchscript"), (True, "torch.export")):
+    for dynamo in EXPORT_ORDER:
+        name = "torch.export" if dynamo else "torchscript"
         try:
             export_onnx(model, input_size, path, metadata["input"]["name"], outputs, dynamo)
         except Exception as error:  # exporters raise many types; try the other one

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pictag.models.onnx_export import (
+    EXPORT_ORDER,
     INPUT_NAME,
     export_backbone_onnx,
     first_line,
@@ -101,7 +102,7 @@ def _export_session(
     """Export by TorchScript (padding fixed, input-independent traces only), else by
     ``torch.export``: the first graph that loads and agrees with eager PyTorch, or None
     (logged)."""
-    for dynamo in (False, True):
+    for dynamo in EXPORT_ORDER:
         if not _export(backbone, input_size, path, dynamo):
             continue
         extractor = _session(ort, path)
