@@ -91,7 +91,26 @@ def test_auto_takes_openvino_only_when_it_is_faster(
     assert predictor.backend == expected
     if expected == "openvino":
         assert predictor.runner.precision == "f32"  # auto never trades precision for speed
-    assert f"per {backends.SAMPLE_IMAGES} images: {expected}" in caplog.text
+    assert f"per {backends.SAMPLE_IMAGES} images (batches in flight" in caplog.text
+    assert f"as predict runs them): {expected}" in caplog.text
+
+
+@pytest.mark.parametrize(("margin", "expected"), [(-100.0, "openvino"), (0.99, "onnxruntime")])
+def test_auto_times_both_runtimes_with_batches_in_flight_as_predict_runs_them(
+    exported_run, fresh_choices, monkeypatch, margin, expected
+):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(backends, "MARGIN", margin)
+        predictor = Predictor.from_run(exported_run, "cpu")
+        assert predictor.backend == expected
+        streams = predictor.runner._streams  # opened, and warmed up, to be timed ...
+        assert streams is not None and streams[1] is not None
+        predictor.predict(_images(exported_run), batch_size=2)
+        assert predictor.runner._streams is streams  # ... and the prediction runs on them
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_openvino_failing_parity_is_never_used(exported_run, fresh_choices, monkeypatch, caplog):

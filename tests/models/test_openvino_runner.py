@@ -1,8 +1,10 @@
 """OpenVINO runs the exported ``model.onnx`` as ONNX Runtime does: same metadata, same heads,
-the same probabilities as eager PyTorch within float32 rounding, safely from several threads."""
+the same probabilities as eager PyTorch within float32 rounding, safely from several threads,
+and several batches at once in streams of their own for a long prediction."""
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from pictag.config import Config, HeadConfig, ModelConfig
 from pictag.data.schema import Head
 from pictag.evaluation.inference import probabilities
 from pictag.export import export_run
+from pictag.models import openvino_runner
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import TOLERANCES, OpenVinoRunner, max_difference
 from pictag.run import build_model, load_run, run_meta, save_model
@@ -102,3 +105,60 @@ def test_a_foreign_file_or_precision_is_refused(onnx_file, tmp_path):
         OpenVinoRunner.load(path)
     with pytest.raises(ValueError, match="precision must be one of"):
         OpenVinoRunner.load(onnx_file, "int8")
+
+
+@pytest.fixture
+def threads():
+    """Sets torch's thread budget for one test (the streams follow it)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def _stream_requests(runner: OpenVinoRunner) -> list:
+    """The idle infer requests of the runner's streams (all of them when none is running)."""
+    idle = runner._streams[1]
+    requests = [idle.get() for _ in range(idle.qsize())]
+    for request in requests:
+        idle.put(request)
+    return requests
+
+
+def test_streams_compute_batches_at_once_with_the_plain_results(onnx_file, threads):
+    threads(2)
+    runner = OpenVinoRunner.load(onnx_file, "f32")
+    assert runner.compiled.get_property("NUM_STREAMS") == 1  # single calls: one stream
+    call, count = runner.concurrent()
+    assert count == 2
+    requests = _stream_requests(runner)
+    assert len(requests) == 2 and requests[0] is not requests[1]
+    compiled = requests[0].get_compiled_model()
+    assert compiled.get_property("NUM_STREAMS") == 2
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    batches = [_batch(n, seed=n) for n in (1, 3, 7, 2, 5, 4)]
+    with ThreadPoolExecutor(count) as pool:
+        together = list(pool.map(call, batches))
+    for batch, got in zip(batches, together, strict=True):
+        want = runner(batch)
+        for name in HEADS:
+            np.testing.assert_allclose(got[name], want[name], atol=1e-6)
+    assert runner.concurrent()[1] == 2 and _stream_requests(runner) == requests  # compiled once
+    threads(3)
+    runner.concurrent()  # the budget changed: compiled again for it (OpenVINO caps the
+    # threads at the cores, so the new requests, not their thread count, show it)
+    assert runner._streams[0] == 3 and not set(_stream_requests(runner)) & set(requests)
+
+
+def test_one_thread_or_a_precision_that_differs_keeps_one_call_at_a_time(
+    onnx_file, threads, monkeypatch, caplog
+):
+    threads(1)
+    runner = OpenVinoRunner.load(onnx_file, "f32")
+    assert runner.concurrent() == (runner, 1)
+    threads(2)
+    monkeypatch.setattr(openvino_runner, "_precision", lambda compiled: "bf16")
+    with caplog.at_level(logging.WARNING, logger=openvino_runner.__name__):
+        assert runner.concurrent() == (runner, 1)
+    assert "in bf16 for streams, not f32: one model call at a time" in caplog.text
+    assert runner.concurrent() == (runner, 1)  # not compiled again
+    assert caplog.text.count("for streams") == 1

@@ -15,9 +15,10 @@ export``) is up to date with the run -- 3-4x faster than eager PyTorch for Effic
 2 cores -- or through OpenVINO when that is faster still on this CPU
 (:mod:`pictag.evaluation.backends`), else in eager PyTorch with channels-last memory;
 ``predictor.backend`` says which. :meth:`Predictor.predict` decodes the next batch on its
-threads while the model runs the current ones: ONNX Runtime takes two batches at once, each in
-its own session on its share of the threads, when torch's thread budget has two or more
-(:meth:`pictag.models.onnx_runner.OnnxRunner.concurrent`).
+threads while the model runs the current ones: an exported model takes two batches at once,
+each on its share of the threads, when torch's thread budget has two or more (ONNX Runtime in
+a session per batch, :meth:`pictag.models.onnx_runner.OnnxRunner.concurrent`; OpenVINO in a
+stream per batch, :meth:`pictag.models.openvino_runner.OpenVinoRunner.concurrent`).
 """
 
 from __future__ import annotations

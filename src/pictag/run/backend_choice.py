@@ -1,6 +1,6 @@
 """``RUN_DIR/auto_backend.json``: which runtime ``--backend auto`` measured fastest for the
 run's ``model.onnx`` on a machine, so that the next process on that machine takes it without
-compiling OpenVINO and timing both again (about 1 s of every ``pictag predict`` on 2 cores).
+compiling OpenVINO and timing both again (about 2 s of the first ``pictag predict`` on 2 cores).
 
 A choice is kept per machine key (the model file's size and modification time, the CPU's
 name, its core count, the thread budget and the two runtimes' versions): a re-export, another
