@@ -91,7 +91,7 @@ def test_auto_takes_openvino_only_when_it_is_faster(
     assert predictor.backend == expected
     if expected == "openvino":
         assert predictor.runner.precision == "f32"  # auto never trades precision for speed
-    assert f"per {backends.SAMPLE_IMAGES} images (batches in flight" in caplog.text
+    assert f"per {backends.CPU_BATCH} images (batches in flight" in caplog.text
     assert f"as predict runs them): {expected}" in caplog.text
 
 

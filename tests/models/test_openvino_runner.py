@@ -132,6 +132,8 @@ def test_streams_compute_batches_at_once_with_the_plain_results(onnx_file, threa
     assert count == 2
     requests = _stream_requests(runner)
     assert len(requests) == 2 and requests[0] is not requests[1]
+    # Each called once when opened, one after the other (two first calls at once can hang).
+    assert all(request.latency > 0 for request in requests)
     compiled = requests[0].get_compiled_model()
     assert compiled.get_property("NUM_STREAMS") == 2
     assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
@@ -142,11 +144,13 @@ def test_streams_compute_batches_at_once_with_the_plain_results(onnx_file, threa
         want = runner(batch)
         for name in HEADS:
             np.testing.assert_allclose(got[name], want[name], atol=1e-6)
-    assert runner.concurrent()[1] == 2 and _stream_requests(runner) == requests  # compiled once
+    assert runner.concurrent()[1] == 2
+    assert {id(r) for r in _stream_requests(runner)} == {id(r) for r in requests}  # compiled once
     threads(3)
     runner.concurrent()  # the budget changed: compiled again for it (OpenVINO caps the
     # threads at the cores, so the new requests, not their thread count, show it)
-    assert runner._streams[0] == 3 and not set(_stream_requests(runner)) & set(requests)
+    assert runner._streams[0] == 3
+    assert not {id(r) for r in _stream_requests(runner)} & {id(r) for r in requests}
 
 
 def test_one_thread_or_a_precision_that_differs_keeps_one_call_at_a_time(
@@ -162,3 +166,24 @@ def test_one_thread_or_a_precision_that_differs_keeps_one_call_at_a_time(
     assert "in bf16 for streams, not f32: one model call at a time" in caplog.text
     assert runner.concurrent() == (runner, 1)  # not compiled again
     assert caplog.text.count("for streams") == 1
+
+
+def test_streams_that_cannot_be_compiled_keep_one_call_at_a_time(
+    onnx_file, threads, monkeypatch, caplog
+):
+    threads(2)
+    runner = OpenVinoRunner.load(onnx_file, "f32")
+    compile_settings = openvino_runner._config
+
+    def broken(precision, threads, extra):  # stands for any failure to compile the streams
+        extra = {**extra, "NUM_STREAMS": "many"} if "NUM_STREAMS" in extra else extra
+        return compile_settings(precision, threads, extra)
+
+    monkeypatch.setattr(openvino_runner, "_config", broken)
+    with caplog.at_level(logging.WARNING, logger=openvino_runner.__name__):
+        assert runner.concurrent() == (runner, 1)
+        assert runner.concurrent() == (runner, 1)  # not tried again
+    assert caplog.text.count("cannot compile") == 1
+    assert "with 2 streams" in caplog.text and "one model call at a time" in caplog.text
+    images = _batch()
+    np.testing.assert_array_equal(runner(images)["tags"], runner(images)["tags"])

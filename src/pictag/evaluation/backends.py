@@ -5,13 +5,13 @@ run by ONNX Runtime (``onnxruntime``) or by OpenVINO (``openvino``: OpenVINO's d
 precision for the CPU, bfloat16 where the CPU has native bf16; ``openvino-fp32``: float32
 forced). ``auto`` takes ONNX Runtime when the export is up to date, and OpenVINO (float32)
 instead only when it is measurably faster on this machine: which runtime wins depends on the
-CPU (OpenVINO is tuned for Intel's), so it is measured, once per process and model file, on a
-small seeded batch in each of the calls a long prediction keeps in flight at once (two on two or
-more threads: :meth:`Runner.concurrent`; about 2 s for EfficientNet-Lite0 on 2 cores, opening
-both runtimes' streams included), and the choice is stored in the run folder for the next
-process on this machine (:mod:`pictag.run.backend_choice`). ``auto`` keeps float32 so that its
-results stay within float rounding of the ones ``pictag export`` checked; bf16 is
-there for whoever asks for ``openvino``.
+CPU (OpenVINO is tuned for Intel's), so it is measured, once per process and model file, as
+a long prediction runs them: a seeded batch of predict's size in each of the calls it keeps in
+flight at once (two on two or more threads: :meth:`Runner.concurrent`), and the choice is
+stored in the run folder for the next process on this machine
+(:mod:`pictag.run.backend_choice`). ``auto`` keeps float32 so that its results stay within
+float rounding of the ones ``pictag export`` checked; bf16 is there for whoever asks for
+``openvino``.
 
 Every OpenVINO runner is checked against ONNX Runtime on the same batch first, with a
 tolerance that fits its precision (:attr:`pictag.models.openvino_runner.OpenVinoRunner.tolerance`).
@@ -30,14 +30,18 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from pictag.evaluation.inference import CPU_BATCH
 from pictag.models.onnx_runner import OnnxRunner
 from pictag.models.openvino_runner import OpenVinoRunner, max_difference
 from pictag.run import run_onnx_path, run_onnx_runner, run_openvino_runner
 from pictag.run.backend_choice import machine_key, read_auto_choice, write_auto_choice
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "openvino-fp32", "torch")
-SAMPLE_IMAGES = 4  # the seeded batch that parity and timing run on
-TIMING_REPEATS = 2  # timed calls per runtime, after the parity call has warmed both up
+SAMPLE_IMAGES = 4  # the seeded batch that parity runs on
+# Timing: a seeded batch of predict's size in each call in flight, the best of a few rounds
+# after a warm-up round (with batches of 4 and two rounds, auto once timed OpenVINO 5 % faster
+# on a CPU where it ran predict 15 % slower).
+TIMING_REPEATS = 3
 # OpenVINO must be this much faster to replace ONNX Runtime: within the noise of a shared CPU,
 # keep the runtime pictag export checked, so auto does not flip between runs of a command.
 MARGIN = 0.05
@@ -123,10 +127,10 @@ def select_runner(
     return runner
 
 
-def sample_batch(runner: Runner) -> np.ndarray:
-    """A seeded ``[SAMPLE_IMAGES, 3, H, W]`` batch of normalised-looking values (the same in
-    every process, so a choice depends on the machine, not on the draw)."""
-    shape = (SAMPLE_IMAGES, *runner.metadata["preprocess"]["input_size"])
+def sample_batch(runner: Runner, images: int = SAMPLE_IMAGES) -> np.ndarray:
+    """A seeded ``[images, 3, H, W]`` batch of normalised-looking values (the same in every
+    process, so a choice depends on the machine, not on the draw)."""
+    shape = (images, *runner.metadata["preprocess"]["input_size"])
     return np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
 
 
@@ -163,14 +167,14 @@ def _measure(
     run_dir: str | Path, meta: dict[str, Any], onnx: OnnxRunner
 ) -> tuple[str, OpenVinoRunner | None, dict[str, float]]:
     """``("openvino", runner, ms)`` when float32 OpenVINO passes parity and is faster than ONNX
-    Runtime by :data:`MARGIN` on the sample batch, in flight as a long prediction runs it
-    (:func:`_in_flight_seconds`), else ``("onnxruntime", None, ms)``; ``ms``: the best time of
-    each runtime per sample batch (empty when OpenVINO could not be timed)."""
+    Runtime by :data:`MARGIN` on a seeded batch of :data:`CPU_BATCH` images in each call in
+    flight as a long prediction runs them (:func:`_in_flight_seconds`), else ``("onnxruntime",
+    None, ms)``; ``ms``: the best time of each runtime per batch (empty when OpenVINO could not
+    be timed)."""
     openvino = run_openvino_runner(run_dir, meta, "f32")
     if openvino is None:
         return "onnxruntime", None, {}
-    images = sample_batch(onnx)
-    worst = _parity(openvino, onnx, images)  # also the warm-up call of both
+    worst = _parity(openvino, onnx, sample_batch(onnx))
     if worst > openvino.tolerance:
         logger.warning(
             "OpenVINO differs from ONNX Runtime by %.2e on %s (tolerance %g): using ONNX Runtime",
@@ -180,6 +184,7 @@ def _measure(
         )
         return "onnxruntime", None, {}
     runners = {"onnxruntime": onnx, "openvino": openvino}
+    images = sample_batch(onnx, CPU_BATCH)
     best = {name: float("inf") for name in runners}
     for repeat in range(1 + TIMING_REPEATS):  # alternate, so a burst of load hits both alike
         for name, runner in runners.items():
@@ -194,7 +199,7 @@ def _measure(
         onnx.path,
         best["onnxruntime"] * 1e3,
         best["openvino"] * 1e3,
-        SAMPLE_IMAGES,
+        CPU_BATCH,
         choice,
     )
     timings = {name: round(seconds * 1e3, 2) for name, seconds in best.items()}

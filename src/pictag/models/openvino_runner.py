@@ -94,7 +94,9 @@ class OpenVinoRunner:
         metadata = json.loads(model.get_rt_info(key).astype(str))
         # One stream over all threads: a plain call runs one whole batch at a time.
         compiled = core.compile_model(
-            model, DEVICE, _config(precision, {"PERFORMANCE_HINT": "LATENCY"})
+            model,
+            DEVICE,
+            _config(precision, torch.get_num_threads(), {"PERFORMANCE_HINT": "LATENCY"}),
         )
         return cls(compiled, metadata, path, _precision(compiled), (core, model, precision))
 
@@ -117,16 +119,16 @@ class OpenVinoRunner:
         prediction that keeps several batches in flight as ONNX Runtime does
         (:meth:`pictag.models.onnx_runner.OnnxRunner.concurrent`), the model compiled a second
         time with one OpenVINO stream per batch in flight over torch's thread budget (Lite0,
-        2 cores, batches of 8: 95-100 img/s against 77 one call at a time), on first use and
-        again when the budget changes. The plain call, one at a time, with one thread in the
-        budget or a runner built without :meth:`load`."""
+        2 cores, batches of 8: 0.98-1.18x one call at a time, raw, in three runs), on first
+        use and again when the budget changes. The plain call, one at a time, with one thread in the
+        budget, a runner built without :meth:`load`, or streams that cannot be used."""
         threads = torch.get_num_threads()
         count = len(stream_shares(threads))
         if count < 2 or self.source is None:
             return self, 1
         with self._streams_lock:
             if self._streams is None or self._streams[0] != threads:
-                self._streams = (threads, self._open_streams(count))
+                self._streams = (threads, self._open_streams(threads, count))
             idle = self._streams[1]
         if idle is None:
             return self, 1
@@ -140,21 +142,38 @@ class OpenVinoRunner:
 
         return call, count
 
-    def _open_streams(self, count: int) -> queue.SimpleQueue | None:
+    def _open_streams(self, threads: int, count: int) -> queue.SimpleQueue | None:
+        """Idle infer requests, one per stream, each called once; None (logged) when OpenVINO
+        cannot compile the streams or computes them in another precision than the plain model
+        (which parity checked)."""
         assert self.source is not None
         core, model, precision = self.source
         # Unpinned threads, as ONNX Runtime's: predict's decoding threads share the cores.
         extra = {"NUM_STREAMS": count, "ENABLE_CPU_PINNING": False}
-        compiled = core.compile_model(model, DEVICE, _config(precision, extra))
-        if _precision(compiled) != self.precision:  # parity checked the plain one only
+        try:
+            compiled = core.compile_model(model, DEVICE, _config(precision, threads, extra))
+        except Exception as err:  # OpenVINO raises plain RuntimeErrors
+            logger.warning(
+                "OpenVINO cannot compile %s with %d streams (%s): one model call at a time",
+                self.path, count, err,
+            )  # fmt: skip
+            return None
+        if _precision(compiled) != self.precision:
             logger.warning(
                 "OpenVINO compiled %s in %s for streams, not %s: one model call at a time",
                 self.path, _precision(compiled), self.precision,
             )  # fmt: skip
             return None
+        requests = [compiled.create_infer_request() for _ in range(count)]
+        # A first call on each, one after the other and beside no plain call: two first
+        # inferences at once in a process can deadlock in OpenVINO's Python bindings (a
+        # review saw 1 hang in 36 cold runs), and a request's first call is its slowest.
+        warm_up = np.zeros((1, *self.metadata["preprocess"]["input_size"]), np.float32)
         idle: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(count):
-            idle.put(compiled.create_infer_request())
+        with self._lock:
+            for request in requests:
+                self._infer(request, warm_up)
+                idle.put(request)
         return idle
 
     def __call__(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
@@ -175,11 +194,11 @@ class OpenVinoRunner:
         }
 
 
-def _config(precision: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """Compile settings: ``extra``, torch's thread budget (as ONNX Runtime's sessions have it,
-    so decoding threads and other processes get what the user left them), and float32 when
-    ``precision`` is ``f32``."""
-    config = {**extra, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+def _config(precision: str, threads: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """Compile settings: ``extra``, ``threads`` (torch's thread budget, as ONNX Runtime's
+    sessions have it, so decoding threads and other processes get what the user left them),
+    and float32 when ``precision`` is ``f32``."""
+    config = {**extra, "INFERENCE_NUM_THREADS": threads}
     if precision == "f32":
         config["INFERENCE_PRECISION_HINT"] = "f32"
     return config
