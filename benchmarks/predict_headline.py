@@ -17,6 +17,7 @@ Result: see ``results/predict_headline*.json`` and the README.
 
 Run from the repository root (about 3 minutes for 10 rounds of 200 images on 2 cores):
     python benchmarks/predict_headline.py [--run RUN_DIR] [--images 600] [--rounds 10]
+A ``--run`` of another backbone than Lite0 writes ``predict_headline_BACKBONE*.json``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pictag.data.transforms import decode_image
 from pictag.evaluation.predictor import Predictor
 from pictag.evaluation.prefetch import batches
 from pictag.models.onnx_session import create_session
-from pictag.run import ONNX_FILE
+from pictag.run import ONNX_FILE, read_run_info
 from predict_speed import folder_and_run, speed_args, streams_rate, summary, write_named
 from predict_throughput import command_rate
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files, run_dir = folder_and_run(args, work)
+        backbone = read_run_info(run_dir).config.model.backbone
         timed = timings(run_dir, work / "images", files, args.batch)
         for measure in timed.values():  # warm-up: page cache, sessions
             measure()
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "setup": {
-            "model": "tf_efficientnet_lite0 (pretrained offline) + linear-probe head, 5 tags",
+            "model": f"{backbone} + a 5-tag head"
+            + (" (a linear probe on the offline weights)" if args.run is None else ""),
             "images": f"first {len(files)} JPEGs of miml-scenes/train (224x224)",
             "batch": args.batch or "default",
             "raw_batches": RAW_BATCHES,
@@ -119,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         "environment": {**environment(), "onnxruntime": onnxruntime.__version__},
     }
     print(f"ratios (median): {result['ratios_median']}; load: {result['load']}")
-    write_named("predict_headline", args.images, result)
+    # Another model than the default run's Lite0 gets a file of its own.
+    stem = (
+        "predict_headline"
+        if backbone == "tf_efficientnet_lite0"
+        else f"predict_headline_{backbone}"
+    )
+    write_named(stem, args.images, result)
     return 0
 
 
