@@ -14,6 +14,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,24 @@ class LoadMeter:
             "own_cpu_s": round(self.own_cpu_s, 2),
             "others_cpu_share": self.others_cpu_share,
         }
+
+
+def interleaved_rounds(
+    timed: dict[str, Callable[[], float]], rounds: int
+) -> tuple[dict[str, list[float]], LoadMeter]:
+    """Each of ``timed``'s measurements once as a warm-up, then ``rounds`` rounds of all of
+    them, in alternating order (so drift and bursts of load hit them alike), each round
+    printed; the values by name, and the load meter of the rounds."""
+    for measure in timed.values():  # page cache, sessions, streams
+        measure()
+    values: dict[str, list[float]] = {name: [] for name in timed}
+    with LoadMeter() as meter:
+        for index in range(rounds):
+            order = list(timed) if index % 2 == 0 else list(timed)[::-1]
+            for name in order:
+                values[name].append(timed[name]())
+            print(", ".join(f"{k} {v[-1]:.1f}" for k, v in values.items()), flush=True)
+    return values, meter
 
 
 def environment() -> dict[str, Any]:

@@ -33,7 +33,7 @@ import onnxruntime
 import openvino
 import torch
 
-from bench_utils import LoadMeter, environment
+from bench_utils import environment, interleaved_rounds
 from pictag.data.transforms import decode_image
 from pictag.evaluation.predictor import Predictor
 from pictag.evaluation.prefetch import batches
@@ -94,16 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files, run_dir = folder_and_run(args, work)
-        timed = timings(run_dir, files)
-        for measure in timed.values():  # warm-up: page cache, sessions, streams
-            measure()
-        rates: dict[str, list[float]] = {name: [] for name in timed}
-        with LoadMeter() as meter:
-            for index in range(args.rounds):
-                order = list(timed) if index % 2 == 0 else list(timed)[::-1]
-                for name in order:
-                    rates[name].append(timed[name]())
-                print(", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+        rates, meter = interleaved_rounds(timings(run_dir, files), args.rounds)
         auto = auto_choice(run_dir)
     pairs = {
         "api_openvino_over_one_at_a_time": ("api_openvino", "api_openvino_one_at_a_time"),

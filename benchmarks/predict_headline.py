@@ -30,7 +30,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
-from bench_utils import LoadMeter, environment
+from bench_utils import environment, interleaved_rounds
 from pictag.data.transforms import decode_image
 from pictag.evaluation.predictor import Predictor
 from pictag.evaluation.prefetch import batches
@@ -91,15 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         files, run_dir = folder_and_run(args, work)
         backbone = read_run_info(run_dir).config.model.backbone
         timed = timings(run_dir, work / "images", files, args.batch)
-        for measure in timed.values():  # warm-up: page cache, sessions
-            measure()
-        rates: dict[str, list[float]] = {name: [] for name in timed}
-        with LoadMeter() as meter:
-            for index in range(args.rounds):
-                order = list(timed) if index % 2 == 0 else list(timed)[::-1]
-                for name in order:
-                    rates[name].append(timed[name]())
-                print(", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()), flush=True)
+        rates, meter = interleaved_rounds(timed, args.rounds)
     raw = [rate for name, rate in rates.items() if name.startswith("raw_")]
     fastest = [max(round_rates) for round_rates in zip(*raw, strict=True)]
     ratios = {

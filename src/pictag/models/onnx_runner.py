@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ METADATA_FORMAT = "pictag-onnx/1"
 STREAMS = 2
 
 Probabilities = Callable[[Any], dict[str, np.ndarray]]
+OutputT = TypeVar("OutputT")
 logger = logging.getLogger(__name__)
 
 
@@ -107,15 +108,7 @@ class OnnxRunner:
                     return self, 1
                 self._streams = (threads, sessions)
             idle = self._streams[1]
-
-        def call(images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-            session = idle.get()  # waits only if more than `count` threads call at once
-            try:
-                return self._run(session, images)
-            finally:
-                idle.put(session)
-
-        return call, len(shares)
+        return pooled(idle, self._run), len(shares)
 
     def _open_streams(self, shares: list[int]) -> queue.SimpleQueue | None:
         import onnxruntime
@@ -132,6 +125,21 @@ class OnnxRunner:
         outputs = self.outputs
         values = session.run(list(outputs.values()), {self.input_name: as_batch(images)})
         return dict(zip(outputs, values, strict=True))
+
+
+def pooled(idle: queue.SimpleQueue, run: Callable[[Any, Any], OutputT]) -> Callable[[Any], OutputT]:
+    """A call ``images -> run(worker, images)`` on a worker (a stream's session or infer
+    request) taken from ``idle`` and given back after: calls from as many threads as ``idle``
+    holds run at once, and further ones wait for a worker."""
+
+    def call(images: Any) -> OutputT:
+        worker = idle.get()
+        try:
+            return run(worker, images)
+        finally:
+            idle.put(worker)
+
+    return call
 
 
 def stream_shares(threads: int) -> list[int]:

@@ -27,7 +27,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pictag.models.onnx_runner import METADATA_KEY, as_batch, head_outputs, stream_shares
+from pictag.models.onnx_runner import (
+    METADATA_KEY,
+    as_batch,
+    head_outputs,
+    pooled,
+    stream_shares,
+)
 
 PRECISIONS = ("auto", "f32")  # auto: OpenVINO's choice for the CPU; f32: forced float32
 # Max |probability difference| from a float32 reference, by the precision the CPU computes in.
@@ -132,15 +138,7 @@ class OpenVinoRunner:
             idle = self._streams[1]
         if idle is None:
             return self, 1
-
-        def call(images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-            request = idle.get()  # waits only if more than `count` threads call at once
-            try:
-                return self._infer(request, images)
-            finally:
-                idle.put(request)
-
-        return call, count
+        return pooled(idle, self._infer), count
 
     def _open_streams(self, threads: int, count: int) -> queue.SimpleQueue | None:
         """Idle infer requests, one per stream, each called once; None (logged) when OpenVINO
