@@ -22,6 +22,7 @@ A ``--run`` of another backbone than Lite0 writes ``predict_headline_BACKBONE*.j
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -115,11 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"ratios (median): {result['ratios_median']}; load: {result['load']}")
     # Another model than the default run's Lite0 gets a file of its own.
-    stem = (
-        "predict_headline"
-        if backbone == "tf_efficientnet_lite0"
-        else f"predict_headline_{backbone}"
-    )
+    # (A hub name such as hf-hub:timm/resnet50.a1_in1k holds characters a file name cannot.)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone)
+    stem = "predict_headline" if backbone == "tf_efficientnet_lite0" else f"predict_headline_{safe}"
     write_named(stem, args.images, result)
     return 0
 

@@ -163,9 +163,9 @@ def test_one_thread_or_a_precision_that_differs_keeps_one_call_at_a_time(
     monkeypatch.setattr(openvino_runner, "_precision", lambda compiled: "bf16")
     with caplog.at_level(logging.WARNING, logger=openvino_runner.__name__):
         assert runner.concurrent() == (runner, 1)
-    assert "in bf16 for streams, not f32: one model call at a time" in caplog.text
+    assert "in 2 streams (they compute in bf16, not f32): one model call at a time" in caplog.text
     assert runner.concurrent() == (runner, 1)  # not compiled again
-    assert caplog.text.count("for streams") == 1
+    assert caplog.text.count("cannot run") == 1
 
 
 def test_streams_that_cannot_be_compiled_keep_one_call_at_a_time(
@@ -183,7 +183,28 @@ def test_streams_that_cannot_be_compiled_keep_one_call_at_a_time(
     with caplog.at_level(logging.WARNING, logger=openvino_runner.__name__):
         assert runner.concurrent() == (runner, 1)
         assert runner.concurrent() == (runner, 1)  # not tried again
-    assert caplog.text.count("cannot compile") == 1
-    assert "with 2 streams" in caplog.text and "one model call at a time" in caplog.text
+    assert caplog.text.count("cannot run") == 1
+    assert "in 2 streams" in caplog.text and "one model call at a time" in caplog.text
     images = _batch()
     np.testing.assert_array_equal(runner(images)["tags"], runner(images)["tags"])
+
+
+def test_streams_whose_first_call_fails_keep_one_call_at_a_time(
+    onnx_file, threads, monkeypatch, caplog
+):
+    threads(2)
+    runner = OpenVinoRunner.load(onnx_file, "f32")
+    plain = runner(_batch())
+    compiled: list[int] = []
+
+    def failing(self, requests):
+        compiled.append(len(requests))
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(OpenVinoRunner, "_warmed_up", failing)
+    with caplog.at_level(logging.WARNING, logger=openvino_runner.__name__):
+        assert runner.concurrent() == (runner, 1)
+        assert runner.concurrent() == (runner, 1)
+    assert compiled == [2]  # tried once
+    assert "cannot run" in caplog.text and "(out of memory)" in caplog.text
+    np.testing.assert_array_equal(runner(_batch())["tags"], plain["tags"])

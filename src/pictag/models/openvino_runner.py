@@ -142,30 +142,28 @@ class OpenVinoRunner:
 
     def _open_streams(self, threads: int, count: int) -> queue.SimpleQueue | None:
         """Idle infer requests, one per stream, each called once; None (logged) when OpenVINO
-        cannot compile the streams or computes them in another precision than the plain model
-        (which parity checked)."""
+        cannot compile or run the streams, or computes them in another precision than the
+        plain model (which parity checked)."""
         assert self.source is not None
         core, model, precision = self.source
         # Unpinned threads, as ONNX Runtime's: predict's decoding threads share the cores.
         extra = {"NUM_STREAMS": count, "ENABLE_CPU_PINNING": False}
         try:
             compiled = core.compile_model(model, DEVICE, _config(precision, threads, extra))
+            if _precision(compiled) != self.precision:
+                raise RuntimeError(f"they compute in {_precision(compiled)}, not {self.precision}")
+            return self._warmed_up([compiled.create_infer_request() for _ in range(count)])
         except Exception as err:  # OpenVINO raises plain RuntimeErrors
             logger.warning(
-                "OpenVINO cannot compile %s with %d streams (%s): one model call at a time",
+                "OpenVINO cannot run %s in %d streams (%s): one model call at a time",
                 self.path, count, err,
             )  # fmt: skip
             return None
-        if _precision(compiled) != self.precision:
-            logger.warning(
-                "OpenVINO compiled %s in %s for streams, not %s: one model call at a time",
-                self.path, _precision(compiled), self.precision,
-            )  # fmt: skip
-            return None
-        requests = [compiled.create_infer_request() for _ in range(count)]
-        # A first call on each, one after the other and beside no plain call: two first
-        # inferences at once in a process can deadlock in OpenVINO's Python bindings (a
-        # review saw 1 hang in 36 cold runs), and a request's first call is its slowest.
+
+    def _warmed_up(self, requests: list[Any]) -> queue.SimpleQueue:
+        """The requests in a queue, after a first call on each, one after the other and beside
+        no plain call: two first inferences at once in a process can deadlock in OpenVINO's
+        Python bindings (a review saw 1 hang in 36 cold runs), and a first call is the slowest."""
         warm_up = np.zeros((1, *self.metadata["preprocess"]["input_size"]), np.float32)
         idle: queue.SimpleQueue = queue.SimpleQueue()
         with self._lock:
