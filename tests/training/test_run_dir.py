@@ -15,6 +15,7 @@ import pictag
 from pictag.cli import main
 from pictag.config import load_config
 from pictag.evaluation.predictor import Predictor
+from pictag.models.onnx_cache import CACHE_DIR
 from pictag.run import (
     RunExistsError,
     claim_run_dir,
@@ -98,8 +99,11 @@ def test_claim_and_stale_temporary_files(tmp_path):
     (run / "keep.tmp").write_text("a user's file")
     assert [p.name for p in remove_stale_tmp(run)] == [".pictag.json.x1.tmp"]
     assert (run / "keep.tmp").exists()
+    (run / CACHE_DIR).mkdir()
+    (run / CACHE_DIR / "model-1-2-abc.onnx").write_bytes(b"the old model's optimised copy")
     claim_run_dir(run, overwrite=True)
-    assert not (run / "last").exists()
+    assert not (run / "last").exists() and not (run / CACHE_DIR).exists()
+    assert (run / "keep.tmp").exists()
 
 
 def _sets() -> list[str]:

@@ -71,7 +71,7 @@ class OnnxRunner:
 
         path = Path(path)
         stamp = file_stamp(path)  # before reading: a later change shows as a new stamp
-        session = create_session(onnxruntime, path)
+        session = create_session(onnxruntime, path, cache=True)
         props = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: export it with pictag")
@@ -118,7 +118,7 @@ class OnnxRunner:
             return None
         idle: queue.SimpleQueue = queue.SimpleQueue()
         for share in shares:
-            idle.put(create_session(onnxruntime, self.path, share))
+            idle.put(create_session(onnxruntime, self.path, share, cache=True))
         return idle
 
     def _run(self, session: Any, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:

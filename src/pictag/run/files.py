@@ -10,6 +10,7 @@ from pictag.config import Config, config_from_dict, config_to_dict
 from pictag.data.schema import Sample
 from pictag.data.split_file import SPLITS, SplitError, read_split_paths, save_splits
 from pictag.fileio import write_json
+from pictag.models.onnx_cache import CACHE_DIR
 from pictag.run.backend_choice import AUTO_BACKEND_FILE
 from pictag.run.meta import (
     META_FILE,
@@ -113,6 +114,7 @@ RUN_ENTRIES = (
     "report.html",
     ONNX_FILE,
     AUTO_BACKEND_FILE,
+    CACHE_DIR,  # ONNX Runtime's optimised copies of model.onnx
     "last",
     ".last-old",
     "features",
