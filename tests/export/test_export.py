@@ -15,6 +15,7 @@ import torch
 from pictag.data.transforms import decode_image, eval_transform
 from pictag.export import ExportError, ParityError, export_run, formats, run_export
 from pictag.export.formats import TORCHSCRIPT_EXTRA
+from pictag.models.onnx_cache import CACHE_DIR
 from pictag.run import load_run
 from pictag.version import __version__
 
@@ -194,3 +195,16 @@ def test_bad_arguments_are_refused(runs, tmp_path):
         export_run(runs["multiclass"], onnx=False)
     with pytest.raises(FileNotFoundError, match="not a pictag run folder"):
         export_run(tmp_path)
+
+
+def test_the_parity_check_keeps_no_optimised_copy_of_the_file_it_checks(runs, copy_run, tmp_path):
+    # The check opens the export under a temporary name: an optimised copy of it
+    # (pictag.models.onnx_cache) would never be opened again, yet take the model's size.
+    run_dir = copy_run(runs["multiclass"])
+    elsewhere = tmp_path / "elsewhere" / "mine.onnx"
+    elsewhere.parent.mkdir()
+    export_run(run_dir)
+    export_run(run_dir, onnx_path=elsewhere)
+    cached = run_dir / CACHE_DIR
+    assert not cached.exists() or all(p.name.startswith("model-") for p in cached.iterdir())
+    assert not (elsewhere.parent / CACHE_DIR).exists()

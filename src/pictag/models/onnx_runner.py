@@ -54,13 +54,20 @@ class OnnxRunner:
     metadata: dict[str, Any]
     path: Path
     stamp: tuple[int, int] | None = None
+    cache: bool = False  # open ONNX Runtime's optimised copy (pictag.models.onnx_cache)
     # (torch's thread count they were opened for, a queue of idle stream sessions)
     _streams: tuple[int, queue.SimpleQueue] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxRunner:
+    def load(cls, path: str | Path, cache: bool = False) -> OnnxRunner:
         """Open an exported file on the CPU.
+
+        Args:
+            path: The file.
+            cache: Keep and open ONNX Runtime's optimised copy of the file for this machine
+                (:mod:`pictag.models.onnx_cache`): for a run's ``model.onnx``, opened again and
+                again, not for a file checked once (an export's parity check).
 
         Raises:
             ImportError: onnxruntime is not installed.
@@ -71,11 +78,11 @@ class OnnxRunner:
 
         path = Path(path)
         stamp = file_stamp(path)  # before reading: a later change shows as a new stamp
-        session = create_session(onnxruntime, path, cache=True)
+        session = create_session(onnxruntime, path, cache=cache)
         props = session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ValueError(f"{path} has no '{METADATA_KEY}' metadata: export it with pictag")
-        return cls(session, json.loads(props[METADATA_KEY]), path, stamp)
+        return cls(session, json.loads(props[METADATA_KEY]), path, stamp, cache)
 
     @property
     def input_name(self) -> str:
@@ -118,7 +125,7 @@ class OnnxRunner:
             return None
         idle: queue.SimpleQueue = queue.SimpleQueue()
         for share in shares:
-            idle.put(create_session(onnxruntime, self.path, share, cache=True))
+            idle.put(create_session(onnxruntime, self.path, share, cache=self.cache))
         return idle
 
     def _run(self, session: Any, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:

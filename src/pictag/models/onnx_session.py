@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from pictag.models.onnx_cache import keep, optimized_copy, writable_temp
+from pictag.models.onnx_cache import discard, keep, optimized_copy, writable_temp
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def create_session(
     except Exception:
         if temp is None:
             raise
-        temp.unlink(missing_ok=True)
+        discard(temp)
         logger.info("ONNX Runtime cannot save an optimised copy of %s: opening it alone", path)
         return ort.InferenceSession(
             str(path), _options(ort, threads), providers=["CPUExecutionProvider"]

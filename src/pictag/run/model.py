@@ -179,7 +179,11 @@ def run_onnx_runner(run_dir: str | Path, meta: Mapping[str, Any]) -> OnnxRunner 
         run_dir: The run folder.
         meta: Its ``pictag.json`` document (as :func:`pictag.run.load_run` read it).
     """
-    return _up_to_date(run_dir, meta, OnnxRunner.load, "onnxruntime", "eager PyTorch")
+
+    def load(path: Path) -> OnnxRunner:
+        return OnnxRunner.load(path, cache=True)  # opened by every predict, serve, evaluate
+
+    return _up_to_date(run_dir, meta, load, "onnxruntime", "eager PyTorch")
 
 
 def run_openvino_runner(
