@@ -76,14 +76,14 @@ def test_the_first_open_keeps_a_copy_and_the_next_opens_it(tmp_path):
     np.testing.assert_array_equal(_run(second), _run(plain))
 
 
-def test_one_copy_per_model_made_anew_for_another_machine_or_file(tmp_path, monkeypatch):
+def test_a_copy_per_machine_made_anew_for_another_file(tmp_path, monkeypatch):
     model = _write_model(tmp_path / "model.onnx")
     _open(model)
     first = optimized_copy(model, onnxruntime.__version__)
     monkeypatch.setattr(onnx_cache, "cpu_signature", lambda: "another CPU|avx512f")
     _open(model)
     other = optimized_copy(model, onnxruntime.__version__)
-    assert other != first and other.is_file() and not first.exists()  # the latest machine's
+    assert other != first and other.is_file() and first.is_file()  # a copy for each machine
     monkeypatch.undo()
     old = _run(_open(model))  # this machine's copy again
     # Another model with the same size and modification time (as `cp -p` or a rewrite that
@@ -96,6 +96,7 @@ def test_one_copy_per_model_made_anew_for_another_machine_or_file(tmp_path, monk
     assert not np.array_equal(reference, old)
     np.testing.assert_array_equal(_run(_open(model)), reference)
     np.testing.assert_array_equal(_run(_open(model)), reference)  # from its own copy
+    # The first file's copies (both machines') went with it.
     assert [p.name for p in (tmp_path / CACHE_DIR).iterdir()] == [
         optimized_copy(model, onnxruntime.__version__).name
     ]
@@ -111,8 +112,13 @@ def test_a_copy_left_half_saved_by_a_dead_process_is_removed(tmp_path):
     live.write_bytes(b"half")
     old = dead.stat().st_mtime - onnx_cache.STALE_TEMP_S - 1
     os.utime(dead, (old, old))
+    # Another machine's copy of this very file, made long ago, is no temporary copy.
+    mine = optimized_copy(model, onnxruntime.__version__)
+    theirs = mine.with_name(f"{mine.stem.rsplit('-', 1)[0]}-0123456789ab.onnx")
+    theirs.write_bytes(b"their optimised graph")
+    os.utime(theirs, (old, old))
     _open(model)
-    assert not dead.exists() and live.exists()
+    assert not dead.exists() and live.exists() and theirs.exists() and mine.is_file()
 
 
 def test_no_copy_where_the_cpu_flags_are_unknown(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ a one-thread session of ResNet-50 0.27 s against 0.12 s for the same file with t
 already done, Lite0 0.078 s against 0.019 s, on 2 cores; ``pictag predict`` opens two or three
 sessions. ONNX Runtime can save the optimised graph and load it with optimisation off (same
 outputs, bit for bit, at the same speed), but that graph only fits the CPU it was made for, so
-the copy is kept per machine, one per model file (the latest machine's):
+the copy is kept per machine and model file:
 ``MODEL_DIR/onnxruntime_cache/<model stem>-<file identity>-<machine>.onnx``.
 
 The file identity is its size, modification time, inode and status-change time: a copy that
@@ -43,6 +43,7 @@ def optimized_copy(path: Path, ort_version: str) -> Path | None:
         return None
     machine = hashlib.sha1(f"{ort_version}|{signature}".encode()).hexdigest()[:12]
     identity = f"{stat.st_size}.{stat.st_mtime_ns}.{stat.st_ino}.{stat.st_ctime_ns}"
+    identity = identity.replace("-", "n")  # a time before 1970: names split at "-"
     return path.parent / CACHE_DIR / f"{path.stem}-{identity}-{machine}.onnx"
 
 
@@ -60,23 +61,27 @@ def writable_temp(copy: Path) -> Path | None:
 
 def keep(temp: Path, copy: Path) -> None:
     """Move a saved copy into place (whole, so a reader never sees half a file), then remove
-    the model's other copies (older exports, other machines) and temporary copies left by
-    processes that died while saving; never raises."""
+    the copies of the model's older exports and temporary copies left by processes that died
+    while saving (other machines' copies of this export stay: machines sharing a folder would
+    otherwise remake theirs at every open); never raises."""
     try:
         os.replace(temp, copy)
     except OSError as err:
         logger.info("cannot keep ONNX Runtime's optimised copy at %s (%s)", copy, err)
         discard(temp)
         return
-    model = copy.stem.rsplit("-", 2)[0]
+    model, identity, _ = copy.stem.rsplit("-", 2)
     try:
         entries = list(copy.parent.iterdir())
     except OSError:
         return
     for entry in entries:
-        if entry == copy or entry.name.rsplit("-", 2)[0] != model:
+        parts = entry.name.rsplit("-", 2)
+        if entry == copy or len(parts) != 3 or parts[0] != model:
             continue
-        if entry.suffix == ".onnx" or _older_than(entry, STALE_TEMP_S):
+        older_export = entry.suffix == ".onnx" and parts[1] != identity
+        dead_temp = entry.suffix == ".tmp" and _older_than(entry, STALE_TEMP_S)
+        if older_export or dead_temp:
             discard(entry)
 
 

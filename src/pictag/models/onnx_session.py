@@ -41,8 +41,11 @@ def create_session(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             return ort.InferenceSession(str(copy), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # a damaged copy: the model itself still opens
-            logger.warning("ignoring %s, which ONNX Runtime cannot open (%s)", copy, err)
+        except Exception as err:  # the model itself still opens
+            if copy.is_file():
+                logger.warning("ignoring %s, which ONNX Runtime cannot open (%s)", copy, err)
+            else:  # removed meanwhile (a re-export's new copy replaced it)
+                logger.info("%s went away while it was being opened", copy)
     options = _options(ort, threads)
     temp = None if copy is None else writable_temp(copy)
     if temp is not None:
