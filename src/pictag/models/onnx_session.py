@@ -36,32 +36,48 @@ def create_session(
         Exception: Whatever onnxruntime raises for a file it cannot load.
     """
     copy = optimized_copy(path, ort.__version__) if cache else None
-    if copy is not None and copy.is_file():
-        options = _options(ort, threads)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            return ort.InferenceSession(str(copy), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # the model itself still opens
-            if copy.is_file():
-                logger.warning("ignoring %s, which ONNX Runtime cannot open (%s)", copy, err)
-            else:  # removed meanwhile (a re-export's new copy replaced it)
-                logger.info("%s went away while it was being opened", copy)
+    if copy is None:
+        return _open(ort, path, _options(ort, threads))
+    if copy.is_file():
+        session = _open_copy(ort, copy, threads)
+        if session is not None:
+            return session
+    return _open_and_save(ort, path, copy, threads)
+
+
+def _open(ort: ModuleType, path: Path, options: Any) -> Any:
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _open_copy(ort: ModuleType, copy: Path, threads: int | None) -> Any | None:
+    """A session on an optimised copy, with the optimisation off; None if it cannot be opened."""
     options = _options(ort, threads)
-    temp = None if copy is None else writable_temp(copy)
-    if temp is not None:
-        options.optimized_model_filepath = str(temp)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return _open(ort, copy, options)
+    except Exception as err:  # the model itself still opens
+        if copy.is_file():
+            logger.warning("ignoring %s, which ONNX Runtime cannot open (%s)", copy, err)
+        else:  # removed meanwhile (a re-export's new copy replaced it)
+            logger.info("%s went away while it was being opened", copy)
+        return None
+
+
+def _open_and_save(ort: ModuleType, path: Path, copy: Path, threads: int | None) -> Any:
+    """A session on ``path`` that also saves its optimised graph as ``copy`` (when the folder
+    can be written and the save succeeds)."""
+    temp = writable_temp(copy)
+    if temp is None:
+        return _open(ort, path, _options(ort, threads))
+    options = _options(ort, threads)
+    options.optimized_model_filepath = str(temp)
+    try:
+        session = _open(ort, path, options)
     except Exception:
-        if temp is None:
-            raise
         discard(temp)
         logger.info("ONNX Runtime cannot save an optimised copy of %s: opening it alone", path)
-        return ort.InferenceSession(
-            str(path), _options(ort, threads), providers=["CPUExecutionProvider"]
-        )
-    if temp is not None and copy is not None:
-        keep(temp, copy)
+        return _open(ort, path, _options(ort, threads))
+    keep(temp, copy)
     return session
 
 
