@@ -25,6 +25,8 @@ import os
 import time
 from pathlib import Path
 
+from pictag.cpuinfo import CPUINFO, cpuinfo_fields
+
 CACHE_DIR = "onnxruntime_cache"
 STALE_TEMP_S = 600  # a temporary copy this old was left by a process that died while saving
 
@@ -100,20 +102,12 @@ def _older_than(path: Path, seconds: float) -> bool:
         return False
 
 
-def cpu_signature(cpuinfo: str = "/proc/cpuinfo") -> str:
+def cpu_signature(cpuinfo: str = CPUINFO) -> str:
     """The CPU's model name and feature flags (Linux ``/proc/cpuinfo``: ``flags`` on x86,
     ``Features`` on ARM), which decide the kernels and data layouts ONNX Runtime optimises
     for; empty when the flags cannot be read."""
-    found: dict[str, str] = {}
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("model name", "flags", "Features") and key not in found:
-                    found[key] = value.strip()
-    except OSError:
+    fields = cpuinfo_fields(cpuinfo)
+    flags = fields.get("flags") or fields.get("features")
+    if not flags:
         return ""
-    if "flags" not in found and "Features" not in found:
-        return ""
-    return "|".join(found.values())
+    return "|".join(value for value in (fields.get("model name"), flags) if value)

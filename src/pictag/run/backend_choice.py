@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pictag.cpuinfo import cpuinfo_fields
 from pictag.fileio import write_json
 
 AUTO_BACKEND_FILE = "auto_backend.json"
@@ -65,14 +66,8 @@ def write_auto_choice(
 
 def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` says."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    name = cpuinfo_fields(cpuinfo).get("model name")
+    return name or platform.processor() or platform.machine()
 
 
 def _entries(path: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from timm.utils import distribute_bn
 
+from pictag.cpuinfo import cpu_flags
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -145,19 +147,6 @@ def cpu_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bf16 natively, from its flags (Linux ``/proc/cpuinfo``: the
     ``flags`` line on x86, ``Features`` on Arm). Elsewhere (no such file): False, fp32."""
     return bool(BF16_FLAGS & cpu_flags(cpuinfo))
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The first processor's feature flags, or an empty set when they cannot be read."""
-    try:
-        with open(cpuinfo, encoding="ascii", errors="replace") as file:
-            for line in file:
-                key, _, value = line.partition(":")
-                if key.strip().lower() in ("flags", "features"):
-                    return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def precision_text(runtime: Runtime, amp: str) -> str:
