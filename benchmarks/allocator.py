@@ -5,10 +5,8 @@ defaults, in fresh processes, in interleaved rounds.
   channels-last, BatchNorm frozen, AdamW: the images/s and page faults of each training step
   (the first two are warm-up), and the process's peak memory.
 - ``train``: ``pictag train`` on oxford-pets-3 (fine-tune, one epoch, no budget): wall time,
-  the epoch's training images/s and peak memory; glibc's defaults kept by setting one of its
-  own malloc options to its default value (``GLIBC_TUNABLES=glibc.malloc.perturb=0``: pictag
-  then leaves malloc alone). Not ``mmap_max``: setting that one, even to its default, turns
-  off glibc's dynamic mmap threshold, which made the defaults' epoch twice as slow.
+  the epoch's training images/s and peak memory; glibc's defaults kept with
+  ``PICTAG_KEEP_FREED_MEMORY=0``.
 
 Result: ``results/allocator.json`` and the README. About 8 minutes on 2 cores:
     python benchmarks/allocator.py [--rounds 3] [--train-rounds 2]
@@ -23,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -60,7 +59,7 @@ for _ in range(int(sys.argv[2])):
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 print(json.dumps({"kept": kept, "steps": steps, "peak_gb": round(peak, 2)}))
 """
-DEFAULTS = {"GLIBC_TUNABLES": "glibc.malloc.perturb=0"}  # pictag keeps the user's
+DEFAULTS = {"PICTAG_KEEP_FREED_MEMORY": "0"}
 
 
 def run_child(command: list[str], env: dict[str, str]) -> tuple[str, float]:
@@ -79,7 +78,9 @@ def run_child(command: list[str], env: dict[str, str]) -> tuple[str, float]:
 
 
 def steps_round(mode: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    """One fresh process's training steps, with freed memory kept (``kept``) or not."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.pop("GLIBC_TUNABLES", None)  # no setting of the user's stops keep_freed_memory
     out, _ = run_child([sys.executable, "-c", CHILD, mode, str(STEPS)], env)
     result = json.loads(out)
     timed = result["steps"][WARMUP:]
@@ -89,6 +90,7 @@ def steps_round(mode: str) -> dict:
 
 
 def pets_config(folder: Path) -> Path:
+    """A pictag config for oxford-pets-3 (breed from the file name), written to ``folder``."""
     data = dataset_dir("oxford-pets-3")
     config = {
         "data": {
@@ -106,8 +108,8 @@ def pets_config(folder: Path) -> Path:
 
 
 def train_round(mode: str, config: Path, folder: Path) -> dict:
+    """One ``pictag train`` of one epoch, as it runs (``pictag``) or on glibc's defaults."""
     env = dict(os.environ)
-    env.pop("GLIBC_TUNABLES", None)
     if mode == "glibc_defaults":
         env.update(DEFAULTS)
     out = folder / mode
@@ -125,7 +127,10 @@ def train_round(mode: str, config: Path, folder: Path) -> dict:
     }
 
 
-def interleaved(rounds: int, measure, modes: tuple[str, str]) -> dict[str, list[dict]]:
+def interleaved(
+    rounds: int, measure: Callable[[str], dict], modes: tuple[str, str]
+) -> dict[str, list[dict]]:
+    """``rounds`` measurements of each mode, in alternating order."""
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     for index in range(rounds):
         for mode in modes if index % 2 == 0 else modes[::-1]:

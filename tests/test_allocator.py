@@ -1,83 +1,121 @@
+import ctypes
 import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pictag import allocator
 
 GLIBC_LINUX = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+HAS_MALLINFO2 = GLIBC_LINUX and hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
 
-# Faults of three 64 MB tensors filled and freed, before and after the CPU runtime is set up.
+# Bytes of the mmap'd block glibc gives a 64 MB tensor, before and after keep_freed_memory().
 CHURN = """
-import resource, torch
-from pictag.training.runtime import setup_runtime
+import ctypes, torch
+from pictag.allocator import keep_freed_memory
 
-def faults():
-    def churn():
-        tensor = torch.empty(16 * 2**20)
-        tensor.fill_(1.0)
-        del tensor
-    churn()
-    churn()
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
-        churn()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
 
-before = faults()
-setup_runtime("cpu", "off")
-print(before, faults())
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+
+def mapped():
+    tensor = torch.empty(16 * 2**20)
+    held = libc.mallinfo2().hblkhd
+    del tensor
+    return held - libc.mallinfo2().hblkhd  # the tensor's own block, not older ones
+
+before = mapped()
+print(keep_freed_memory(), before, mapped())
 """
 
 
-def _thp_always() -> bool:
-    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-    return path.is_file() and "[always]" in path.read_text()
-
-
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in allocator.USER_SETTINGS}
-    env.pop("GLIBC_TUNABLES", None)
-    env.pop("LD_PRELOAD", None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    for name in ("GLIBC_TUNABLES", "LD_PRELOAD", allocator.OPT_OUT):
+        env.pop(name, None)
     return env
 
 
-@pytest.mark.skipif(not GLIBC_LINUX, reason="glibc's malloc only")
-def test_cpu_runtime_reuses_freed_tensor_memory_without_page_faults():
+@pytest.mark.skipif(not HAS_MALLINFO2, reason="glibc >= 2.33 (mallinfo2) only")
+def test_large_tensors_come_from_the_heap_once_freed_memory_is_kept():
     done = subprocess.run(
         [sys.executable, "-c", CHURN], capture_output=True, text=True, env=_clean_env()
     )
     assert done.returncode == 0, done.stderr
-    before, after = map(int, done.stdout.split())
-    # glibc's defaults map each 64 MB block afresh: 16,384 faults of 4 KB pages a block.
-    if not _thp_always():  # with huge pages everywhere the default faults 512x less
-        assert before > 10_000
-    assert after < 1_000
+    kept, before, after = done.stdout.split()
+    assert kept == "True"
+    # glibc's defaults map a 64 MB block afresh each time (its pages faulted in again: see
+    # benchmarks/allocator.py); kept, it comes from the heap, where freed blocks are reused.
+    assert int(before) >= 64 * 2**20
+    assert int(after) == 0
+
+
+@pytest.fixture
+def no_settings(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    for name in ("GLIBC_TUNABLES", allocator.OPT_OUT):
+        monkeypatch.delenv(name, raising=False)
+    looked_up: list[object] = []
+
+    def cdll(name):
+        looked_up.append(name)
+        raise OSError("not in a test")
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", cdll)
+    return looked_up
 
 
 @pytest.mark.skipif(not GLIBC_LINUX, reason="glibc's malloc only")
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("MALLOC_MMAP_MAX_", "65536"),
-        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+        ("MALLOC_ARENA_MAX", "2"),
+        ("MALLOC_PERTURB_", "0"),
+        ("MALLOC_TOP_PAD_", "131072"),
         ("GLIBC_TUNABLES", "glibc.malloc.mmap_max=65536"),
-        ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+        ("PICTAG_KEEP_FREED_MEMORY", "0"),
     ],
 )
-def test_the_users_allocator_settings_are_kept(monkeypatch, name, value):
-    for variable in (*allocator.USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD"):
-        monkeypatch.delenv(variable, raising=False)
-    calls = []
-    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda _: calls.append(1))
+def test_the_users_malloc_settings_and_the_opt_out_are_kept(monkeypatch, no_settings, name, value):
     monkeypatch.setenv(name, value)
     assert allocator.keep_freed_memory() is False
-    assert calls == []  # mallopt was not even looked up
+    assert no_settings == []  # the C library was not even opened
 
 
-def test_nothing_is_set_off_glibc(monkeypatch):
-    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+@pytest.mark.skipif(not GLIBC_LINUX, reason="glibc's malloc only")
+def test_other_tunables_do_not_count_as_malloc_settings(monkeypatch, no_settings):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+    allocator.keep_freed_memory()
+    assert no_settings == [None]  # it went on to open the process's C library
+
+
+@pytest.mark.skipif(not GLIBC_LINUX, reason="glibc's malloc only")
+def test_an_interposed_allocator_gets_no_glibc_options(monkeypatch, no_settings):
+    calls = []
+
+    class Library:
+        def __init__(self, name):
+            self.malloc = "jemalloc's" if name is None else "glibc's"
+            self.mallopt = lambda *args: calls.append(args) or 1
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", Library)
+    monkeypatch.setattr(allocator, "_address", lambda function: function)
     assert allocator.keep_freed_memory() is False
+    assert calls == []
+
+
+@pytest.mark.parametrize("where", ["darwin", "musl"])
+def test_nothing_is_set_off_glibc(monkeypatch, no_settings, where):
+    if where == "darwin":
+        monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    else:
+        monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("", ""))
+    assert allocator.keep_freed_memory() is False
+    assert no_settings == []

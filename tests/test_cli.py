@@ -273,3 +273,23 @@ def test_predict_from_model_onnx_imports_neither_timm_nor_matplotlib(run_dir, tm
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stderr.strip().splitlines()[-1] == "0 []", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("command", "keeps"),
+    [("train", True), ("lr-find", True), ("audit", True), ("predict", False), ("config", False)],
+)
+def test_console_main_keeps_freed_memory_for_the_training_commands_only(
+    monkeypatch, command, keeps
+):
+    calls: list[str] = []
+    argv = {"predict": ["run", "a.jpg"], "audit": ["run"]}.get(command, [])
+    monkeypatch.setattr(sys, "argv", ["pictag", command, *argv])
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("keep"))
+    monkeypatch.setattr(cli, "import_torch_frozen", lambda: None)
+    monkeypatch.setattr(cli, "run", lambda args: calls.append("run") or 0)
+    try:
+        assert cli.console_main() == 0
+    finally:
+        gc.unfreeze()
+    assert calls == (["keep", "run"] if keeps else ["run"])

@@ -25,39 +25,50 @@ log = logging.getLogger(__name__)
 # mallopt's parameter numbers, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-# The largest value mallopt takes (a C int): free memory at the top of the heap stays up to it.
+# The largest value mallopt takes (a C int): up to 2 GB free at the top of the heap stays.
 KEEP_BYTES = 2**31 - 1
-# Settings a user may have made for the allocator: theirs are kept.
-USER_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
-OTHER_MALLOCS = ("jemalloc", "tcmalloc", "mimalloc")
+OPT_OUT = "PICTAG_KEEP_FREED_MEMORY"  # 0: leave glibc's malloc as it is
 
 
 def keep_freed_memory() -> bool:
-    """Make glibc's malloc serve large blocks from the heap and keep freed ones for reuse.
+    """Make glibc's malloc serve large blocks from the heap and keep freed ones for reuse, for
+    the rest of the process (it cannot be undone: glibc's dynamic mmap threshold stays off).
+
+    ``pictag train``, ``lr-find`` and ``audit`` call it; a program that trains through the
+    Python API may call it first to get the same speed.
 
     Returns:
-        Whether the setting was made: False off Linux with glibc, where the user has set
-        glibc's malloc options (``MALLOC_*_`` variables or ``glibc.malloc`` tunables), and
-        where another allocator is preloaded (it has no such cost).
+        Whether the setting was made: not off Linux with glibc, with ``PICTAG_KEEP_FREED_MEMORY=0``,
+        where the user has set glibc's malloc options (``MALLOC_*`` variables or
+        ``glibc.malloc`` tunables), or where another allocator serves ``malloc`` (preloaded
+        jemalloc, TCMalloc, mimalloc: they have no such cost).
     """
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return False
-    if any(name in os.environ for name in USER_SETTINGS):
-        return False
-    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    preload = os.environ.get("LD_PRELOAD", "")
-    if any(name in preload for name in OTHER_MALLOCS):
+    if os.environ.get(OPT_OUT, "1") == "0" or _user_malloc_settings():
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+        process, libc = ctypes.CDLL(None), ctypes.CDLL("libc.so.6")
+        if _address(process.malloc) != _address(libc.malloc):
+            return False  # another allocator is interposed: glibc's options would do nothing
+        mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    # Trimming first: with mmap off, a big free at the top of the heap would otherwise be
-    # given back to the kernel (and faulted in again at the next step).
     done = mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1 and mallopt(M_MMAP_MAX, 0) == 1
     if done:
         log.debug("malloc: large blocks from the heap, freed memory kept for reuse")
     return done
+
+
+def _user_malloc_settings() -> bool:
+    """Whether glibc's malloc was configured by the user: any ``MALLOC_`` variable (glibc reads
+    ``MALLOC_ARENA_MAX``, ``MALLOC_TOP_PAD_``, ``MALLOC_PERTURB_``, ...) or tunable."""
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        return True
+    return "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "")
+
+
+def _address(function: ctypes._CFuncPtr) -> int | None:
+    return ctypes.cast(function, ctypes.c_void_p).value

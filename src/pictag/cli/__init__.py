@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from pictag.allocator import keep_freed_memory
 from pictag.cli.run_commands import RUN_COMMANDS, Handler
 from pictag.config import Config, ConfigError, config_to_dict, load_config
 from pictag.data.validate import DataCheckError
@@ -65,12 +66,18 @@ def run(args: argparse.Namespace) -> int:
 # Commands that import torch (with import_torch_frozen) only once their config has passed its
 # checks, so that a mistake in it is reported in a fraction of a second, or never import it.
 TORCH_LATER = frozenset({"config", "check-data", "train", "lr-find"})
+# Commands whose eager PyTorch steps allocate large activations again and again: glibc's malloc
+# keeps freed memory for them (pictag.allocator). Here and not in the library: the setting holds
+# for the rest of the process, which the command owns and a program calling the API does not.
+KEEPS_FREED_MEMORY = frozenset({"train", "lr-find", "audit"})
 
 
 def console_main() -> int:
     """Entry point of the ``pictag`` console script and ``python -m pictag``: parse the command
     line, import torch quickly (:func:`import_torch_frozen`), run the command and exit quickly."""
     args = build_parser().parse_args()  # --help and bad flags end here, before torch
+    if args.command in KEEPS_FREED_MEMORY:
+        keep_freed_memory()
     if args.command not in TORCH_LATER:
         try:
             import_torch_frozen()

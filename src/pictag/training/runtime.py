@@ -12,7 +12,6 @@ import torch
 import torch.distributed as dist
 from timm.utils import distribute_bn
 
-from pictag.allocator import keep_freed_memory
 from pictag.cpuinfo import cpu_flags
 
 
@@ -58,8 +57,7 @@ def process_rank() -> int:
 def setup_runtime(device: str = "auto", amp: str = "auto", threads: int | None = None) -> Runtime:
     """Pick the device, precision and CPU threads; join the process group under torchrun.
 
-    Under torchrun (``WORLD_SIZE`` > 1) the backend is nccl on GPUs and gloo on CPUs. On a CPU,
-    glibc's malloc keeps freed memory for reuse (:func:`pictag.allocator.keep_freed_memory`).
+    Under torchrun (``WORLD_SIZE`` > 1) the backend is nccl on GPUs and gloo on CPUs.
 
     Args:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -78,7 +76,6 @@ def setup_runtime(device: str = "auto", amp: str = "auto", threads: int | None =
         dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
-        keep_freed_memory()  # eager training's large activations: no page faults each step
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     amp_dtype = choose_amp_dtype(dev, amp)
