@@ -107,3 +107,29 @@ def test_probe_flip_adds_the_mirror_images_features(folder_tree, tmp_path):
 def test_refit_is_refused_outside_linear_probe(folder_tree):
     with pytest.raises(ConfigError, match=r"train\.refit"):
         _config(folder_tree, "train.refit=true", "train.mode=probe-then-fine-tune")
+
+
+def test_the_path_stops_once_the_validation_loss_has_risen_twice(monkeypatch):
+    from pictag.training import probe_fit
+
+    train, val = _blobs(24, 0, 3.0), _blobs(300, 1, 3.0)  # few noisy images: a middle optimum
+    by_wd = {wd: _val_loss_of_fresh_fit(train, val, wd) for wd in WEIGHT_DECAYS}
+    path = sorted(WEIGHT_DECAYS, reverse=True)
+    best = path.index(min(by_wd, key=by_wd.get))
+    assert best + probe_fit.PATH_PATIENCE < len(path) - 1  # the test needs weaker ones to skip
+    tried = []
+    real_fit = probe_fit.fit_head
+
+    def fit(head, features, target, loss_fn, weight_decay, *rest):
+        tried.append(weight_decay)
+        return real_fit(head, features, target, loss_fn, weight_decay, *rest)
+
+    monkeypatch.setattr(probe_fit, "fit_head", fit)
+    chosen = choose_weight_decays(
+        {"c": nn.Linear(20, 3)},
+        (train[0], {"c": train[1]}),
+        (val[0], {"c": val[1]}),
+        {"c": nn.functional.cross_entropy},
+    )["c"]
+    assert chosen == path[best]
+    assert tried == path[: best + 1 + probe_fit.PATH_PATIENCE]
