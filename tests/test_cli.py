@@ -218,19 +218,27 @@ def test_torch_is_imported_with_the_collector_off_then_frozen():
 def test_console_main_imports_torch_first_unless_the_command_checks_its_config_first(
     monkeypatch, command, early
 ):
+    calls = [c for c in _console_main_calls(monkeypatch, command) if c != "keep"]
+    assert calls == (["import", "run"] if early else ["run"])
+
+
+def _console_main_calls(monkeypatch, command: str) -> list[str]:
+    """What ``console_main`` calls for ``command``, in order: ``keep`` (freed memory kept),
+    ``import`` (torch imported frozen), ``run`` (the command)."""
     calls: list[str] = []
     monkeypatch.setattr(sys, "argv", ["pictag", command, *_minimal_args(command)])
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("keep"))
     monkeypatch.setattr(cli, "import_torch_frozen", lambda: calls.append("import"))
     monkeypatch.setattr(cli, "run", lambda args: calls.append("run") or 0)
     try:
         assert cli.console_main() == 0
     finally:
         gc.unfreeze()
-    assert calls == (["import", "run"] if early else ["run"])
+    return calls
 
 
 def _minimal_args(command: str) -> list[str]:
-    return {"predict": ["run", "a.jpg"], "serve": ["run"]}.get(command, [])
+    return {"predict": ["run", "a.jpg"], "serve": ["run"], "audit": ["run"]}.get(command, [])
 
 
 def test_config_check_data_a_bad_config_and_help_never_import_torch(tmp_path):
@@ -282,14 +290,5 @@ def test_predict_from_model_onnx_imports_neither_timm_nor_matplotlib(run_dir, tm
 def test_console_main_keeps_freed_memory_for_the_training_commands_only(
     monkeypatch, command, keeps
 ):
-    calls: list[str] = []
-    argv = {"predict": ["run", "a.jpg"], "audit": ["run"]}.get(command, [])
-    monkeypatch.setattr(sys, "argv", ["pictag", command, *argv])
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("keep"))
-    monkeypatch.setattr(cli, "import_torch_frozen", lambda: None)
-    monkeypatch.setattr(cli, "run", lambda args: calls.append("run") or 0)
-    try:
-        assert cli.console_main() == 0
-    finally:
-        gc.unfreeze()
+    calls = [c for c in _console_main_calls(monkeypatch, command) if c != "import"]
     assert calls == (["keep", "run"] if keeps else ["run"])
