@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnx
@@ -202,3 +203,46 @@ def test_rejects_images_of_another_size() -> None:
     extract = onnx_feature_extractor(model, input_size, None)
     with pytest.raises(ValueError, match="expected images"):
         extract(torch.randn(1, 3, 48, 48))
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_concurrent_calls_run_in_two_sessions_and_match_the_plain_call(
+    tmp_path: Path, two_threads: None
+) -> None:
+    model, input_size = _backbone("test_efficientnet")
+    extract = onnx_feature_extractor(model, input_size, cache_dir=tmp_path)
+    assert extract is not None
+    call, count = extract.concurrent()
+    assert count == 2
+    assert extract.concurrent()[1] == 2  # the streams are opened once, then reused
+    idle = extract._streams[1]
+    sessions = [idle.get() for _ in range(2)]
+    assert sessions[0] is not sessions[1] and extract.session not in sessions
+    for session in sessions:
+        idle.put(session)
+    batches = [torch.randn(3, *input_size) for _ in range(6)]
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(call, batches))
+    for features, images in zip(got, batches, strict=True):
+        assert torch.allclose(features, extract(images), atol=1e-5)
+
+
+def test_one_call_at_a_time_on_one_thread_or_without_the_file(tmp_path: Path) -> None:
+    model, input_size = _backbone("small_cnn")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        extract = onnx_feature_extractor(model, input_size, cache_dir=tmp_path)
+        assert extract.concurrent() == (extract, 1)
+        torch.set_num_threads(2)
+        exported_alone = onnx_feature_extractor(model, input_size, cache_dir=None)
+        assert exported_alone.concurrent() == (exported_alone, 1)  # its file went with the export
+    finally:
+        torch.set_num_threads(before)

@@ -73,3 +73,24 @@ def test_flip_gives_the_features_of_the_mirror_images() -> None:
     features, _ = extract_features(model, loader, CPU, progress=False, flip=True)
     assert torch.allclose(features, _expected(model, mirrored), atol=1e-5)
     assert not torch.allclose(features, _expected(model, loader), atol=1e-3)
+
+
+def test_onnx_features_keep_two_batches_in_flight_in_loader_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pictag.training import probe
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    streams = []
+    real = probe.in_flight
+    monkeypatch.setattr(probe, "in_flight", lambda *a: streams.append(a[-1]) or real(*a))
+    try:
+        model, _ = _model_and_loader()
+        loader = [(torch.randn(2, 3, 32, 32), {"colour": torch.tensor([i, i])}) for i in range(7)]
+        features, targets = extract_features(model, loader, CPU, progress=False, cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    assert streams == [2]
+    assert targets["colour"].tolist() == [i for i in range(7) for _ in range(2)]
+    assert torch.allclose(features, _expected(model, loader), atol=1e-5)
