@@ -221,8 +221,8 @@ def test_concurrent_calls_run_in_two_sessions_and_match_the_plain_call(
     assert extract is not None
     call, count = extract.concurrent()
     assert count == 2
-    assert extract.concurrent()[1] == 2  # the streams are opened once, then reused
     idle = extract._streams[1]
+    assert extract.concurrent()[1] == 2 and extract._streams[1] is idle  # opened once
     sessions = [idle.get() for _ in range(2)]
     assert sessions[0] is not sessions[1] and extract.session not in sessions
     for session in sessions:
@@ -246,3 +246,11 @@ def test_one_call_at_a_time_on_one_thread_or_without_the_file(tmp_path: Path) ->
         assert exported_alone.concurrent() == (exported_alone, 1)  # its file went with the export
     finally:
         torch.set_num_threads(before)
+
+
+def test_no_streams_on_a_file_changed_since_its_check(tmp_path: Path, two_threads: None) -> None:
+    model, input_size = _backbone("small_cnn")
+    extract = onnx_feature_extractor(model, input_size, cache_dir=tmp_path)
+    other, _ = _backbone("small_cnn", seed=1)
+    export_backbone_onnx(other, input_size, extract.path)  # another process's re-export
+    assert extract.concurrent() == (extract, 1)

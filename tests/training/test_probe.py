@@ -60,6 +60,18 @@ def test_eager_channels_last_when_onnx_is_off_or_missing(
     assert torch.allclose(features, expected, atol=1e-5)
 
 
+def test_the_backbone_runs_without_autograd_on_every_path(monkeypatch, tmp_path: Path) -> None:
+    # A forward with grad on would keep every batch's activations until the pass ends.
+    model, loader = _model_and_loader()
+    modes = []
+    real = model.forward_features
+    monkeypatch.setattr(
+        model, "forward_features", lambda x: modes.append(torch.is_grad_enabled()) or real(x)
+    )
+    extract_features(model, loader, CPU, progress=False, use_onnx=False)
+    assert modes == [False] * len(loader)
+
+
 def test_empty_loader_gives_no_features() -> None:
     model, _ = _model_and_loader()
     features, targets = extract_features(model, [], CPU, progress=False)

@@ -33,7 +33,7 @@ from pictag.models.onnx_export import (
     export_backbone_onnx,
     first_line,
 )
-from pictag.models.onnx_runner import pooled, stream_shares
+from pictag.models.onnx_runner import file_stamp, open_streams, pooled, stream_shares
 from pictag.models.onnx_session import create_session
 
 PARITY_RTOL = 1e-3  # max |onnx - eager| allowed, as a fraction of the largest |eager feature|
@@ -129,15 +129,16 @@ def _export(backbone: nn.Module, input_size: tuple[int, ...], path: Path, dynamo
 
 
 def _session(ort: ModuleType, path: Path) -> OnnxFeatures | None:
+    stamp = file_stamp(path)  # before reading: a later change shows as a new stamp
     try:
         session = create_session(ort, path)
     except Exception as error:  # onnxruntime raises its own, unexported exception types
         logger.info("ONNX Runtime cannot load %s: %s", path, first_line(error))
         return None
-    return OnnxFeatures(session, path, tuple(session.get_inputs()[0].shape[1:]))
+    return OnnxFeatures(session, path, tuple(session.get_inputs()[0].shape[1:]), stamp)
 
 
-@dataclass
+@dataclass(eq=False)
 class OnnxFeatures:
     """``images [B, 3, H, W] -> features [B, F]`` by an ONNX Runtime session on torch's thread
     budget, and :meth:`concurrent` calls for a long pass over a loader.
@@ -146,11 +147,14 @@ class OnnxFeatures:
         session: The session the plain call runs in.
         path: Its file (gone for an export without a cache folder: then no streams).
         expected: The input's ``(3, H, W)``.
+        stamp: The file's ``(size, mtime_ns)`` when the session was opened: streams open only
+            on the same file (the one whose features were checked against PyTorch).
     """
 
     session: Any
     path: Path
     expected: tuple[int, ...]
+    stamp: tuple[int, int] | None = None
     # (torch's thread count they were opened for, a queue of idle stream sessions)
     _streams: tuple[int, queue.SimpleQueue] | None = field(default=None, init=False, repr=False)
 
@@ -160,21 +164,19 @@ class OnnxFeatures:
     def concurrent(self) -> tuple[FeatureFn, int]:
         """A call that ``count`` threads may make at once, and ``count``: one session per
         batch in flight on its share of the threads (:func:`stream_shares`), as ``predict``
-        runs a model (2 cores, Lite0 features at batch 8: 96-106 img/s against 80-91 for one
-        call at a time); the plain call, one at a time, with one thread or no file."""
+        runs a model (``benchmarks/probe_speed.py``); the plain call, one at a time, with one
+        thread, or when the file is gone (an export without a cache folder) or changed."""
         threads = torch.get_num_threads()
         shares = stream_shares(threads)
-        if len(shares) < 2 or not self.path.is_file():
+        if len(shares) < 2:
             return self, 1
         if self._streams is None or self._streams[0] != threads:
-            import onnxruntime
-
-            idle: queue.SimpleQueue = queue.SimpleQueue()
             try:
-                for share in shares:
-                    idle.put(create_session(onnxruntime, self.path, share))
+                idle = open_streams(self.path, self.stamp, shares)
             except Exception as error:  # unexported onnxruntime types: one call at a time
                 logger.info("ONNX Runtime streams unavailable: %s", first_line(error))
+                idle = None
+            if idle is None:
                 return self, 1
             self._streams = (threads, idle)
         return pooled(self._streams[1], self._run), len(shares)

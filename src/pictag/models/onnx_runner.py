@@ -118,20 +118,29 @@ class OnnxRunner:
         return pooled(idle, self._run), len(shares)
 
     def _open_streams(self, shares: list[int]) -> queue.SimpleQueue | None:
-        import onnxruntime
-
-        if self.stamp is None or file_stamp(self.path) != self.stamp:
-            logger.info("%s changed since it was loaded: one model call at a time", self.path)
-            return None
-        idle: queue.SimpleQueue = queue.SimpleQueue()
-        for share in shares:
-            idle.put(create_session(onnxruntime, self.path, share, cache=self.cache))
-        return idle
+        return open_streams(self.path, self.stamp, shares, self.cache)
 
     def _run(self, session: Any, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.outputs
         values = session.run(list(outputs.values()), {self.input_name: as_batch(images)})
         return dict(zip(outputs, values, strict=True))
+
+
+def open_streams(
+    path: Path, stamp: tuple[int, int] | None, shares: list[int], cache: bool = False
+) -> queue.SimpleQueue | None:
+    """Idle sessions on ``path``, one per share of threads, for :func:`pooled`; None (logged)
+    when the file is no longer the one stamped ``stamp`` when its first session was opened
+    (the streams would run another model than the one checked)."""
+    import onnxruntime
+
+    if stamp is None or file_stamp(path) != stamp:
+        logger.info("%s changed since it was loaded: one model call at a time", path)
+        return None
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for share in shares:
+        idle.put(create_session(onnxruntime, path, share, cache=cache))
+    return idle
 
 
 def pooled(idle: queue.SimpleQueue, run: Callable[[Any, Any], OutputT]) -> Callable[[Any], OutputT]:

@@ -73,17 +73,22 @@ def extract_features(
     else:
         call, streams = _eager_forward(model, runtime, channels_last), 1
 
+    @torch.no_grad()  # in whichever thread runs it: no_grad holds only in the thread that set it
     def forward(images: torch.Tensor) -> torch.Tensor:
         return call(images.flip(-1) if flip else images)
 
     pairs = ((targets, images) for images, targets in itertools.chain([first], batches))
-    features, targets = [], []
+    if streams == 1:  # one at a time, here, as eager PyTorch runs on all threads anyway
+        done: Iterable = ((targets, forward(images)) for targets, images in pairs)
+        return _stacked(done)
     with ThreadPoolExecutor(streams) as pool:
-        for batch_targets, batch_features in in_flight(pairs, forward, pool, streams):
-            features.append(batch_features)
-            targets.append(batch_targets)
-    stacked = {k: torch.cat([t[k] for t in targets]) for k in targets[0]}
-    return torch.cat(features), stacked
+        return _stacked(in_flight(pairs, forward, pool, streams))
+
+
+def _stacked(done: Iterable[tuple[dict, torch.Tensor]]) -> tuple[torch.Tensor, dict]:
+    """The features and targets of ``(targets, features)`` batches, each stacked."""
+    targets, features = zip(*done, strict=True)
+    return torch.cat(features), {k: torch.cat([t[k] for t in targets]) for k in targets[0]}
 
 
 def _onnx_forward(

@@ -21,8 +21,8 @@ WEIGHT_DECAYS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DEFAULT_WEIGHT_DECAY = 1e-4  # without validation images to choose on
 # Weaker strengths tried after the validation loss has risen this many times in a row: it falls
 # and then rises along the grid (under- then over-fitting), and the weakest fits are the slowest
-# (on utkface-5k's three heads the path stopped this way took 22-26 s instead of 47-51 s, with
-# the same choices: every head's loss rose at each strength past its best).
+# (on utkface-5k's three heads the path stopped this way took 23-26 s instead of 43-46 s, with
+# the same choices: every head's loss rose at each strength past its best; probe_speed.py).
 PATH_PATIENCE = 2
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -88,15 +88,18 @@ def choose_weight_decays(
     val: tuple[torch.Tensor, Mapping[str, torch.Tensor]],
     losses: Mapping[str, LossFn],
     grid: tuple[float, ...] = WEIGHT_DECAYS,
+    patience: int = PATH_PATIENCE,
 ) -> dict[str, float]:
-    """Each head's L2 strength: the grid value whose fit on ``train`` gives the lowest loss on
-    ``val`` (the head's own loss, which is what the probe minimises; a ranking metric such as
-    mAP is flat across neighbouring strengths on a small validation set, the loss is not).
+    """Each head's L2 strength: the grid value, of those tried, whose fit on ``train`` gives the
+    lowest loss on ``val`` (the head's own loss, which is what the probe minimises; a ranking
+    metric such as mAP is flat across neighbouring strengths on a small validation set, the
+    loss is not).
 
     The heads are left fitted with their chosen strength. Strengths are tried from the
     strongest down, each fit starting from the previous one's weights (the weaker the L2, the
     closer the optimum to the last), which takes fewer L-BFGS steps than starting afresh; a
-    head's path stops once its validation loss has risen :data:`PATH_PATIENCE` times in a row.
+    head's path stops once its validation loss has risen ``patience`` times in a row (so the
+    choice is the lowest loss among the strengths tried).
     """
     chosen = {}
     for name, head in heads.items():
@@ -111,7 +114,7 @@ def choose_weight_decays(
                 best_loss, best_wd, best_state = loss, wd, copy.deepcopy(head.state_dict())
             rises = rises + 1 if loss > last else 0
             last = loss
-            if rises >= PATH_PATIENCE:
+            if rises >= patience:
                 break
         if best_state is not None:
             head.load_state_dict(best_state)
