@@ -16,7 +16,6 @@ ConvNeXt-atto: 0.6-0.8 s against 9-18 s, as fast or faster).
 from __future__ import annotations
 
 import logging
-import queue
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +32,13 @@ from pictag.models.onnx_export import (
     export_backbone_onnx,
     first_line,
 )
-from pictag.models.onnx_runner import file_stamp, open_streams, pooled, stream_shares
+from pictag.models.onnx_runner import (
+    Streams,
+    file_stamp,
+    pooled,
+    session_streams,
+    stream_shares,
+)
 from pictag.models.onnx_session import create_session
 
 PARITY_RTOL = 1e-3  # max |onnx - eager| allowed, as a fraction of the largest |eager feature|
@@ -155,8 +160,7 @@ class OnnxFeatures:
     path: Path
     expected: tuple[int, ...]
     stamp: tuple[int, int] | None = None
-    # (torch's thread count they were opened for, a queue of idle stream sessions)
-    _streams: tuple[int, queue.SimpleQueue] | None = field(default=None, init=False, repr=False)
+    _streams: Streams | None = field(default=None, init=False, repr=False)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self._run(self.session, images)
@@ -166,20 +170,15 @@ class OnnxFeatures:
         batch in flight on its share of the threads (:func:`stream_shares`), as ``predict``
         runs a model (``benchmarks/probe_speed.py``); the plain call, one at a time, with one
         thread, or when the file is gone (an export without a cache folder) or changed."""
-        threads = torch.get_num_threads()
-        shares = stream_shares(threads)
-        if len(shares) < 2:
+        try:
+            streams = session_streams(self._streams, self.path, self.stamp)
+        except Exception as error:  # unexported onnxruntime types: one call at a time
+            logger.info("ONNX Runtime streams unavailable: %s", first_line(error))
+            streams = None
+        if streams is None:
             return self, 1
-        if self._streams is None or self._streams[0] != threads:
-            try:
-                idle = open_streams(self.path, self.stamp, shares)
-            except Exception as error:  # unexported onnxruntime types: one call at a time
-                logger.info("ONNX Runtime streams unavailable: %s", first_line(error))
-                idle = None
-            if idle is None:
-                return self, 1
-            self._streams = (threads, idle)
-        return pooled(self._streams[1], self._run), len(shares)
+        self._streams = streams
+        return pooled(streams[1], self._run), len(stream_shares(streams[0]))
 
     def _run(self, session: Any, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[1:]) != self.expected:

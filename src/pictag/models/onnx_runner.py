@@ -55,8 +55,7 @@ class OnnxRunner:
     path: Path
     stamp: tuple[int, int] | None = None
     cache: bool = False  # open ONNX Runtime's optimised copy (pictag.models.onnx_cache)
-    # (torch's thread count they were opened for, a queue of idle stream sessions)
-    _streams: tuple[int, queue.SimpleQueue] | None = field(default=None, init=False, repr=False)
+    _streams: Streams | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @classmethod
@@ -104,26 +103,36 @@ class OnnxRunner:
         again when the budget changes. The plain call, one at a time, with one thread in the
         budget or when the file changed since :meth:`load` (a re-export: the loaded model
         runs alone rather than beside another)."""
-        threads = torch.get_num_threads()
-        shares = stream_shares(threads)
-        if len(shares) < 2:
-            return self, 1
         with self._lock:
-            if self._streams is None or self._streams[0] != threads:
-                sessions = self._open_streams(shares)
-                if sessions is None:
-                    return self, 1
-                self._streams = (threads, sessions)
-            idle = self._streams[1]
-        return pooled(idle, self._run), len(shares)
-
-    def _open_streams(self, shares: list[int]) -> queue.SimpleQueue | None:
-        return open_streams(self.path, self.stamp, shares, self.cache)
+            streams = session_streams(self._streams, self.path, self.stamp, self.cache)
+            if streams is None:
+                return self, 1
+            self._streams = streams
+        return pooled(streams[1], self._run), len(stream_shares(streams[0]))
 
     def _run(self, session: Any, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         outputs = self.outputs
         values = session.run(list(outputs.values()), {self.input_name: as_batch(images)})
         return dict(zip(outputs, values, strict=True))
+
+
+Streams = tuple[int, queue.SimpleQueue]  # (torch's thread count, idle sessions opened for it)
+
+
+def session_streams(
+    streams: Streams | None, path: Path, stamp: tuple[int, int] | None, cache: bool = False
+) -> Streams | None:
+    """The stream sessions on ``path`` for torch's thread budget now: ``streams`` when they were
+    opened for it, else new ones (:func:`open_streams`); None with one thread in the budget or
+    when the file changed."""
+    threads = torch.get_num_threads()
+    shares = stream_shares(threads)
+    if len(shares) < 2:
+        return None
+    if streams is not None and streams[0] == threads:
+        return streams
+    idle = open_streams(path, stamp, shares, cache)
+    return None if idle is None else (threads, idle)
 
 
 def open_streams(
