@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pictag.allocator import keep_freed_memory
 from pictag.cli.run_commands import RUN_COMMANDS, Handler
+from pictag.cli.startup import import_torch_frozen
 from pictag.config import Config, ConfigError, config_to_dict, load_config
 from pictag.data.validate import DataCheckError
 from pictag.demo import DEMO_TASKS
@@ -92,27 +92,6 @@ def console_main() -> int:
     # tests call it in-process.
     gc.freeze()
     return status
-
-
-def import_torch_frozen() -> None:
-    """Import torch and torchvision with the garbage collector off, then freeze what they made
-    and turn the collector back on; nothing when torch is imported already (a second call, or
-    a caller in a process that has it, such as a test).
-
-    Their imports make ~530,000 objects that live as long as the process, and the collector,
-    set off by every 700 new ones, walks the whole growing heap again and again on the way
-    (5-6 full collections, 0.5-0.8 s). Frozen, later collections skip them too. What the
-    imports leave as garbage in reference cycles stays (~7 MB beside torch's ~680 MB).
-    """
-    if "torch" in sys.modules:
-        return
-    gc.disable()
-    try:
-        for name in ("torch", "torchvision"):
-            importlib.import_module(name)
-    finally:
-        gc.freeze()
-        gc.enable()
 
 
 # Plain text: argparse prints it as it is (the module docstring is reStructuredText).
