@@ -105,13 +105,22 @@ def pictag_run(config: Path, run: Path, sets: list[str]) -> dict:
         total_s = time.perf_counter() - start
     report = json.loads((run / "report.json").read_text())
     meta = json.loads((run / "pictag.json").read_text())
+    # The run's plan (the budget's epochs, its patience): pictag.json holds the config of the
+    # model kept, written before the plan when that is the probe's.
+    plan_file = run / "config.resolved.json"
+    train_cfg = json.loads(plan_file.read_text() if plan_file.is_file() else "{}").get(
+        "config", meta["config"]
+    )["train"]
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     plan = [line for line in log.stderr.splitlines() if re.search(r"budget|linear probe", line)]
     return {
         "command": " ".join(command),
         "train_s": round(train_s, 1),
         "train_and_evaluate_s": round(total_s, 1),
         "mode": meta["config"]["train"]["mode"],
-        "planned_epochs": meta["config"]["train"]["epochs"],
+        "planned_epochs": train_cfg["epochs"],
+        "patience": train_cfg.get("patience"),
+        "epochs_run": sum(1 for line in history if line["epoch"] > 0),
         "best_epoch": meta.get("epoch"),
         "test": {head: _primary(section) for head, section in report["heads"].items()},
         "n_test": report["n_images"],

@@ -90,7 +90,12 @@ class TrainConfig:
     mixup: float = _f(0.0, "MixUp alpha; 0 disables", ge=0)
     cutmix: float = _f(0.0, "CutMix alpha; 0 disables", ge=0)
     balanced_sampling: bool = _f(False, "sample images inversely to their class frequency")
-    patience: int = _f(0, "stop after this many epochs without improvement; 0 disables", ge=0)
+    patience: int | None = _f(
+        None,
+        "stop after this many epochs in a row without improving on the best (the probe "
+        "included); 0 never stops; default: 3 when a time budget fine-tunes after a probe, else 0",
+        ge=0,
+    )
     monitor: str = _f("auto", "metric for best-checkpoint selection; auto: mean of head primaries")
     seed: int = _f(0, "seed of weights, augmentation and sampling", ge=0, le=MAX_SEED)
     deterministic: bool = _f(False, "ask torch for deterministic kernels (slower)")

@@ -257,3 +257,38 @@ def test_budget_off_trains_every_epoch_without_timing(folder_tree, tmp_path, mon
         _run(folder_tree, tmp_path, None, "train.budget=off", "train.epochs=2")
     assert _epochs(tmp_path / "run") == [1, 2]
     assert "speed:" in caplog.text and "budget:" not in caplog.text
+
+
+def _no_training(monkeypatch) -> None:
+    """Epochs that leave the model as the probe left it: none can beat the probe."""
+    monkeypatch.setattr(epochs_module, "train_one_epoch", lambda *a, **k: {"loss": 1.0})
+
+
+def test_a_budget_stops_after_three_epochs_that_do_not_beat_the_probe(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    _no_training(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        result = _run(
+            folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune"
+        )
+    run = tmp_path / "run"
+    assert "5 of at most 5 epochs fit" in caplog.text
+    assert "stops early after 3 epochs in a row" in caplog.text
+    assert "early stop: no improvement for 3 epochs" in caplog.text
+    assert _epochs(run) == [0, 1, 2, 3]
+    assert read_resume_config(run).train.patience == 3  # a resumed run keeps it
+    assert result.best_epoch == 0  # the probe's model is kept
+
+
+@pytest.mark.parametrize("setting", ["train.patience=0", "train.budget=off"])
+def test_patience_set_to_0_or_no_budget_runs_every_epoch(
+    folder_tree, tmp_path, monkeypatch, setting
+):
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    _no_training(monkeypatch)
+    _run(
+        folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune", setting
+    )
+    assert _epochs(tmp_path / "run") == [0, 1, 2, 3, 4, 5]

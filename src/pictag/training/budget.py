@@ -39,6 +39,11 @@ EVAL_COST = 1 / 3
 # timing noise. On oxford-pets-3 (Lite0, 2 cores) epochs took 38.5 s against 34 s planned from
 # the steps, and the run had to stop one epoch short of its plan, its schedule unfinished.
 EPOCH_MARGIN = 1.15
+# train.patience of a budgeted fine-tune after a probe: the epochs in a row that may validate no
+# better than the best so far before the run ends, keeping it. On oxford-pets-3 all 8 planned
+# epochs validated at or below the probe (the budget spent for nothing); on miml-scenes the
+# first epoch lost to the probe and the second won, so one losing epoch must not end a run.
+AUTO_PATIENCE = 3
 
 
 def budget_seconds(setting: str, device: torch.device) -> float | None:

@@ -93,6 +93,7 @@ def fine_tune(
         "bad_epochs": 0,
         "history": list(history or []),  # the probe's record, before the epochs
     }
+    patience = train_cfg.patience or 0  # None: the trainer's default (0 but under a budget)
     monitored = functools.partial(_monitored, monitor=train_cfg.monitor, objective=objective)
     if probe is not None and not math.isnan(monitored(probe.metrics)):
         state.update(best_score=monitored(probe.metrics), best_epoch=0)
@@ -151,12 +152,12 @@ def fine_tune(
         else:
             state["bad_epochs"] += 1
         state["history"] = logger.history
-        stop = train_cfg.patience > 0 and state["bad_epochs"] >= train_cfg.patience
+        stop = patience > 0 and state["bad_epochs"] >= patience
         if runtime.is_main:
             save_last(out_dir, model=model, optimizer=optimizer, scheduler=scheduler,
                       epoch=epoch + 1, extra=state, ema=ema, scaler=scaler)  # fmt: skip
         if stop:
-            log.info("early stop: no improvement for %d epochs", train_cfg.patience)
+            log.info("early stop: no improvement for %d epochs", patience)
             break
         if cut:
             break

@@ -31,6 +31,7 @@ from pictag.training.announce import (
     summary_keys,
 )
 from pictag.training.budget import (
+    AUTO_PATIENCE,
     Budget,
     budget_line,
     budget_seconds,
@@ -192,6 +193,8 @@ def _train(
         if plan.epochs == 0 and probe is not None:
             return _probe_result(out_dir, runtime, probe, history)
         train_cfg.epochs = plan.epochs
+        if train_cfg.patience is None and probe is not None:
+            _stop_when_no_gain(train_cfg)
         if plan.part(loaders.sampler.images):
             train_cfg.epoch_images = loaders.sampler.limit = plan.images
         write_resume_config(out_dir, config)  # a resumed run continues the planned epochs
@@ -202,6 +205,18 @@ def _train(
         model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe,
         timer, history, budget,
     )  # fmt: skip
+
+
+def _stop_when_no_gain(train_cfg: Any) -> None:
+    """A budget spends no time on epochs that do not beat the probe: ``train.patience`` left
+    unset becomes :data:`AUTO_PATIENCE` (stored with the plan, so a resumed run keeps it)."""
+    train_cfg.patience = AUTO_PATIENCE
+    if train_cfg.epochs > AUTO_PATIENCE:
+        log.info(
+            "budget: stops early after %d epochs in a row that validate no better than the best "
+            "so far, the probe included (train.patience=0 to run every planned epoch)",
+            AUTO_PATIENCE,
+        )
 
 
 POLICIES = ("randaugment", "trivialaugment")  # torchvision's: they refuse boxes and masks
