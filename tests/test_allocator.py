@@ -24,8 +24,8 @@ class Mallinfo2(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Mallinfo2
 
-def mapped():
-    tensor = torch.empty(16 * 2**20)
+def mapped(megabytes=64):
+    tensor = torch.empty(megabytes * 2**18)
     held = libc.mallinfo2().hblkhd
     del tensor
     return held - libc.mallinfo2().hblkhd  # the tensor's own block, not older ones
@@ -33,18 +33,32 @@ def mapped():
 before = mapped()
 print(keep_freed_memory(), before, mapped())
 """
-# The same in a process forked after the setting (a DataLoader worker): glibc's defaults again.
+# A process forked after the setting (a DataLoader worker): the free heap it inherits, and
+# where its 64 MB blocks come from, beside the parent's. The setting comes before torch
+# is imported, as in the commands: glibc's mmap threshold is then still its initial 128 KB.
 FORKED = (
-    CHURN.replace("print(", "kept = (")
+    """
+import ctypes, os
+from pictag import allocator
+
+kept = allocator.keep_freed_memory() and allocator.keep_freed_memory()
+hooks = allocator._hook_forked_children.cache_info().misses
+"""
+    + CHURN[CHURN.index("import ctypes, torch") : CHURN.index("before =")]
     + """
-import os
-keep_freed_memory()  # a second call hooks the fork no second time
+def resident():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon"))
+
+freed = torch.ones(16 * 2**20)
+del freed  # 64 MB touched and freed: the parent keeps the pages
+parent = [resident(), mapped()]
 read, write = os.pipe()
 if os.fork() == 0:
-    os.write(write, str(mapped()).encode())
+    os.write(write, f"{resident()} {mapped()}".encode())
     os._exit(0)
 os.wait()
-print(kept[0], kept[2], os.read(read, 100).decode())
+print(kept, hooks, *parent, os.read(read, 100).decode())
 """
 )
 
@@ -71,16 +85,32 @@ def test_large_tensors_come_from_the_heap_once_freed_memory_is_kept():
 
 
 @pytest.mark.skipif(not HAS_MALLINFO2, reason="glibc >= 2.33 (mallinfo2) only")
-def test_a_forked_child_gets_glibcs_defaults_back():
+def test_a_forked_child_gives_back_the_free_heap_and_maps_large_blocks_again():
     done = subprocess.run(
         [sys.executable, "-c", FORKED], capture_output=True, text=True, env=_clean_env()
     )
     assert done.returncode == 0, done.stderr
-    kept, parent, child = done.stdout.split()
-    assert kept == "True" and int(parent) == 0
-    # The child maps large blocks and gives them back, so it holds no freed memory of its own
-    # on top of the parent's (benchmarks/allocator_epochs.py: 2 workers, 8.0 GB against 4.7).
-    assert int(child) >= 64 * 2**20
+    kept, hooks, parent_rss, parent_mapped, child_rss, child_mapped = done.stdout.split()
+    assert kept == "True" and hooks == "1"  # set twice, hooked once
+    assert int(parent_mapped) == 0  # the parent serves large blocks from its heap
+    # Its child gives back the 64 MB of free heap it inherited (benchmarks/allocator_epochs.py:
+    # with 2 workers the peak was 8.0 GB, 4.3-5.8 after) and maps large blocks again.
+    assert int(parent_rss) - int(child_rss) >= 48 * 2**20
+    assert int(child_mapped) >= 64 * 2**20
+
+
+def test_a_forked_child_maps_blocks_above_the_adaptive_thresholds_ceiling():
+    # Any mallopt of the thresholds turns glibc's adaptation off (ours in the parent did): the
+    # child's are set where the adaptation ends at most, so that blocks below 32 MB (decoded
+    # images) come from its heap rather than from fresh mmap'd pages each time.
+    calls = []
+    allocator._release_in_child(lambda *args: calls.append(args), lambda pad: calls.append(pad))
+    assert calls == [
+        (allocator.M_MMAP_THRESHOLD, 32 * 2**20),
+        (allocator.M_TRIM_THRESHOLD, 64 * 2**20),
+        (allocator.M_MMAP_MAX, 65536),
+        0,  # malloc_trim(0): the free heap inherited from the parent goes back
+    ]
 
 
 @pytest.fixture

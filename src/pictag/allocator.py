@@ -23,10 +23,15 @@ import sys
 
 log = logging.getLogger(__name__)
 
-# mallopt's parameter numbers, from glibc's malloc.h, and glibc's defaults for them.
+# mallopt's parameter numbers, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
-DEFAULT_TRIM_THRESHOLD = 128 * 1024
+# A forked child's limits: where glibc's adaptive ones end up at most (mmap above 32 MB on 64-bit,
+# trim above twice that), since any mallopt of them, ours included, turns the adaptation off;
+# and glibc's default count of mmap'd blocks.
+CHILD_MMAP_THRESHOLD = 32 * 2**20
+CHILD_TRIM_THRESHOLD = 2 * CHILD_MMAP_THRESHOLD
 DEFAULT_MMAP_MAX = 65536
 # The largest value mallopt takes (a C int): up to 2 GB free at the top of the heap stays.
 KEEP_BYTES = 2**31 - 1
@@ -69,17 +74,22 @@ def keep_freed_memory() -> bool:
 @functools.cache  # one hook per process, however often the setting is made
 def _hook_forked_children() -> None:
     libc = ctypes.CDLL("libc.so.6")
-    os.register_at_fork(after_in_child=functools.partial(_release_in_child, libc))
+    mallopt, trim = libc.mallopt, libc.malloc_trim  # looked up here, not in the child
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    os.register_at_fork(after_in_child=functools.partial(_release_in_child, mallopt, trim))
 
 
-def _release_in_child(libc: ctypes.CDLL) -> None:
-    """In a forked child (a DataLoader worker, say): glibc's defaults again, and the free heap
-    it inherited given back. A worker that kept its freed memory held it all epoch on top of
-    the parent's: with 2 workers on oxford-pets-3 the processes' peak rose from 4.7 to 8.0 GB
-    (``benchmarks/allocator_epochs.py``), and reusing the parent's free pages copies them."""
-    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-    libc.malloc_trim(0)
+def _release_in_child(mallopt: ctypes._CFuncPtr, trim: ctypes._CFuncPtr) -> None:
+    """In a forked child (a DataLoader worker, say): large blocks mmap'd and the top of the heap
+    trimmed again, and the free heap it inherited given back. A worker that kept its freed
+    memory held it all epoch on top of the parent's: with 2 workers on oxford-pets-3 the
+    processes' peak rose from 4.7 to 8.0 GB (``benchmarks/allocator_epochs.py``), and reusing the
+    parent's free pages copies them."""
+    mallopt(M_MMAP_THRESHOLD, CHILD_MMAP_THRESHOLD)
+    mallopt(M_TRIM_THRESHOLD, CHILD_TRIM_THRESHOLD)
+    mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    trim(0)
 
 
 def _user_malloc_settings() -> bool:
