@@ -264,22 +264,45 @@ def _no_training(monkeypatch) -> None:
     monkeypatch.setattr(epochs_module, "train_one_epoch", lambda *a, **k: {"loss": 1.0})
 
 
+@pytest.mark.parametrize(
+    ("extra", "patience", "epochs"),
+    [
+        ([], 3, [0, 1, 2, 3]),
+        # Frozen epochs only refit the probe's heads: the patience starts after them.
+        (["train.freeze_epochs=1"], 4, [0, 1, 2, 3, 4]),
+    ],
+)
 def test_a_budget_stops_after_three_epochs_that_do_not_beat_the_probe(
-    folder_tree, tmp_path, monkeypatch, caplog
+    folder_tree, tmp_path, monkeypatch, caplog, extra, patience, epochs
 ):
     monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
     _no_training(monkeypatch)
     with caplog.at_level(logging.INFO, logger="pictag"):
         result = _run(
-            folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune"
-        )
+            folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune",
+            *extra,
+        )  # fmt: skip
     run = tmp_path / "run"
     assert "5 of at most 5 epochs fit" in caplog.text
-    assert "stops early after 3 epochs in a row" in caplog.text
-    assert "early stop: no improvement for 3 epochs" in caplog.text
-    assert _epochs(run) == [0, 1, 2, 3]
-    assert read_resume_config(run).train.patience == 3  # a resumed run keeps it
+    assert f"stops early after {patience} epochs in a row" in caplog.text
+    assert f"early stop: no improvement for {patience} epochs" in caplog.text
+    assert _epochs(run) == epochs
+    assert read_resume_config(run).train.patience == patience  # a resumed run keeps it
     assert result.best_epoch == 0  # the probe's model is kept
+
+
+def test_a_plan_no_longer_than_the_patience_runs_to_its_end_without_an_early_stop(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    _no_training(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        _run(
+            folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune",
+            "train.epochs=3",
+        )  # fmt: skip
+    assert _epochs(tmp_path / "run") == [0, 1, 2, 3]
+    assert "stops early" not in caplog.text and "early stop" not in caplog.text
 
 
 @pytest.mark.parametrize("setting", ["train.patience=0", "train.budget=off"])

@@ -152,7 +152,8 @@ def fine_tune(
         else:
             state["bad_epochs"] += 1
         state["history"] = logger.history
-        stop = patience > 0 and state["bad_epochs"] >= patience
+        last = epoch + 1 == train_cfg.epochs
+        stop = patience > 0 and state["bad_epochs"] >= patience and not last
         if runtime.is_main:
             save_last(out_dir, model=model, optimizer=optimizer, scheduler=scheduler,
                       epoch=epoch + 1, extra=state, ema=ema, scaler=scaler)  # fmt: skip
@@ -161,7 +162,6 @@ def fine_tune(
             break
         if cut:
             break
-        last = epoch + 1 == train_cfg.epochs
         overrun = budget is not None and budget.active and not last
         if overrun and not next_epoch_fits(budget, time.perf_counter() - started):
             log.info("budget: stopping after epoch %d, the next would overrun", epoch + 1)

@@ -209,13 +209,14 @@ def _train(
 
 def _stop_when_no_gain(train_cfg: Any) -> None:
     """A budget spends no time on epochs that do not beat the probe: ``train.patience`` left
-    unset becomes :data:`AUTO_PATIENCE` (stored with the plan, so a resumed run keeps it)."""
-    train_cfg.patience = AUTO_PATIENCE
-    if train_cfg.epochs > AUTO_PATIENCE:
+    unset becomes :data:`AUTO_PATIENCE` after the frozen epochs, which only refit the probe's
+    heads (stored with the plan, so a resumed run keeps it)."""
+    train_cfg.patience = AUTO_PATIENCE + train_cfg.freeze_epochs
+    if train_cfg.epochs > train_cfg.patience:
         log.info(
             "budget: stops early after %d epochs in a row that validate no better than the best "
             "so far, the probe included (train.patience=0 to run every planned epoch)",
-            AUTO_PATIENCE,
+            train_cfg.patience,
         )
 
 
