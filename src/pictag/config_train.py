@@ -93,7 +93,8 @@ class TrainConfig:
     patience: int | None = _f(
         None,
         "stop after this many epochs in a row without improving on the best (the probe "
-        "included); 0 never stops; default: 3 when a time budget fine-tunes after a probe, else 0",
+        "included); 0 never stops; default: 3 (after any freeze_epochs) when a time budget "
+        "fine-tunes after a probe, else 0",
         ge=0,
     )
     monitor: str = _f("auto", "metric for best-checkpoint selection; auto: mean of head primaries")
