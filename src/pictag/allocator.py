@@ -59,11 +59,9 @@ def keep_freed_memory() -> bool:
         process, libc = ctypes.CDLL(None), ctypes.CDLL("libc.so.6")
         if _address(process.malloc) != _address(libc.malloc):
             return False  # another allocator is interposed: glibc's options would do nothing
-        mallopt = libc.mallopt
+        mallopt, _ = _malloc_functions(libc)
     except (OSError, AttributeError):
         return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
     done = mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1 and mallopt(M_MMAP_MAX, 0) == 1
     if done:
         log.debug("malloc: large blocks from the heap, freed memory kept for reuse")
@@ -73,10 +71,7 @@ def keep_freed_memory() -> bool:
 
 @functools.cache  # one hook per process, however often the setting is made
 def _hook_forked_children() -> None:
-    libc = ctypes.CDLL("libc.so.6")
-    mallopt, trim = libc.mallopt, libc.malloc_trim  # looked up here, not in the child
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    mallopt, trim = _malloc_functions(ctypes.CDLL("libc.so.6"))  # looked up here, not in the child
     os.register_at_fork(after_in_child=functools.partial(_release_in_child, mallopt, trim))
 
 
@@ -90,6 +85,14 @@ def _release_in_child(mallopt: ctypes._CFuncPtr, trim: ctypes._CFuncPtr) -> None
     mallopt(M_TRIM_THRESHOLD, CHILD_TRIM_THRESHOLD)
     mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
     trim(0)
+
+
+def _malloc_functions(libc: ctypes.CDLL) -> tuple[ctypes._CFuncPtr, ctypes._CFuncPtr]:
+    """glibc's ``mallopt`` and ``malloc_trim``, with their C types."""
+    mallopt, trim = libc.mallopt, libc.malloc_trim
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    trim.argtypes, trim.restype = (ctypes.c_size_t,), ctypes.c_int
+    return mallopt, trim
 
 
 def _user_malloc_settings() -> bool:
