@@ -36,7 +36,8 @@ class TrainConfig:
     budget: str = _f(
         "auto",
         "wall-clock budget of the run: a duration (90s, 5m, 1h30m) plans the probe and as many "
-        "fine-tune epochs as fit (at most `epochs`); auto: 5m on a CPU, none on a GPU; off",
+        "fine-tune epochs as fit (at most `epochs`); auto: 5m on a CPU, none on a GPU or "
+        "with `deterministic` (a plan from timed speed differs from run to run); off",
     )
     epochs: int = _f(10, "passes over the training images", ge=1)
     epoch_images: int = _f(
@@ -99,7 +100,9 @@ class TrainConfig:
     )
     monitor: str = _f("auto", "metric for best-checkpoint selection; auto: mean of head primaries")
     seed: int = _f(0, "seed of weights, augmentation and sampling", ge=0, le=MAX_SEED)
-    deterministic: bool = _f(False, "ask torch for deterministic kernels (slower)")
+    deterministic: bool = _f(
+        False, "ask torch for deterministic kernels (slower); turns the auto time budget off"
+    )
     workers: int = _f(0, "DataLoader worker processes", ge=0)
     threads: int = _f(
         0, "CPU threads of torch's kernels; 0: the CPUs this process may use (per process)", ge=0

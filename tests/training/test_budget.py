@@ -17,16 +17,15 @@ from pictag.models.backbone import create_backbone
 from pictag.models.classifier import Classifier
 from pictag.run.files import read_resume_config
 from pictag.training.budget import (
-    CPU_BUDGET_S,
     EPOCH_MARGIN,
     Budget,
-    budget_seconds,
     measure_speed,
     next_epoch_fits,
     plan_epochs,
     reserve_seconds,
     validation_deadline,
 )
+from pictag.training.budget_setting import CPU_BUDGET_S, budget_seconds
 from pictag.training.loaders import EpochSampler
 from pictag.training.loop import Objective
 from pictag.training.runtime import Runtime
@@ -45,6 +44,11 @@ def test_durations(text, seconds):
 def test_bad_durations_say_what_a_duration_looks_like(text):
     with pytest.raises(ValueError, match=r"is not a duration; use e\.g\. 90s, 5m"):
         parse_duration(text)
+
+
+def test_a_deterministic_run_has_no_auto_budget_but_keeps_one_it_is_given():
+    assert budget_seconds("auto", torch.device("cpu"), deterministic=True) is None
+    assert budget_seconds("2m", torch.device("cpu"), deterministic=True) == 120
 
 
 def test_a_bad_budget_is_refused_when_the_config_is_read():
@@ -315,3 +319,40 @@ def test_patience_set_to_0_or_no_budget_runs_every_epoch(
         folder_tree, tmp_path, None, "train.budget=60s", "train.mode=probe-then-fine-tune", setting
     )
     assert _epochs(tmp_path / "run") == [0, 1, 2, 3, 4, 5]
+
+
+def _history(run) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if "per_s" not in k} for line in lines]
+
+
+def test_two_deterministic_runs_agree_though_the_machine_was_busy_for_one(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    # The default budget would plan from these timings: all 5 epochs on the quiet machine, part
+    # of one epoch on the busy one. A deterministic run plans from no timing at all.
+    speeds = iter([1e6, 0.1])
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: next(speeds))
+    runs = [tmp_path / "quiet", tmp_path / "busy"]
+    for run in runs:
+        config = load_config(
+            overrides=[f"data.images={folder_tree}", *SETTINGS, "train.deterministic=true"]
+        )
+        assert config.train.budget == "auto"
+        with caplog.at_level(logging.INFO, logger="pictag"):
+            train(config, run, progress=False)
+    assert _history(runs[0]) == _history(runs[1])
+    assert _epochs(runs[0]) == [1, 2, 3, 4, 5]
+    assert "budget: none, as train.deterministic asks for the same results" in caplog.text
+
+
+def test_a_deterministic_run_given_a_budget_warns_that_its_plan_can_differ(
+    folder_tree, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(budget_module, "measure_speed", lambda *a, **k: 1e6)
+    with caplog.at_level(logging.INFO, logger="pictag"):
+        _run(folder_tree, tmp_path, None, "train.deterministic=true", "train.budget=10m")
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("budget: 10m plans from the speed" in r.getMessage() for r in warned)
+    assert "train.budget=off and the epochs" in caplog.text
+    assert "5 of at most 5 epochs fit" in caplog.text  # the budget still plans the run

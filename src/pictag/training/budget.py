@@ -20,19 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
-from pictag.config_parse import parse_duration
 from pictag.training.announce import duration
 from pictag.training.loop import Objective, to_device
 from pictag.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# The budget of a CPU run when none is set: what a user waits for at the desk. On ~1,000-5,000
-# photos it buys the linear probe plus a few fine-tune epochs of EfficientNet-Lite0 on 2 cores.
-CPU_BUDGET_S = 300.0
 # A validation pass runs forward only: about a third of a training step's work per image.
 EVAL_COST = 1 / 3
 # What the timed steps do not see: the checkpoint written after every epoch, an epoch's start,
@@ -44,19 +39,6 @@ EPOCH_MARGIN = 1.15
 # epochs validated at or below the probe (the budget spent for nothing); on miml-scenes the
 # first epoch lost to the probe and the second won, so one losing epoch must not end a run.
 AUTO_PATIENCE = 3
-
-
-def budget_seconds(setting: str, device: torch.device) -> float | None:
-    """The budget ``train.budget`` stands for on ``device``, in seconds; None: no budget.
-
-    ``auto`` is :data:`CPU_BUDGET_S` on a CPU and no budget on a GPU (where a normal
-    fine-tune of ``train.epochs`` takes minutes anyway).
-    """
-    if setting == "off":
-        return None
-    if setting == "auto":
-        return CPU_BUDGET_S if device.type == "cpu" else None
-    return parse_duration(setting)
 
 
 @dataclass
@@ -197,18 +179,6 @@ def measure_speed(
     timed = timed[1:] or timed  # one batch only: its time, warm-up included (an overestimate)
     seconds = sum(s for _, s in timed)
     return sum(n for n, _ in timed) / seconds if seconds > 0 else math.nan
-
-
-def budget_line(setting: str, seconds: float | None, max_epochs: int, probe: bool) -> str | None:
-    """The plan line of a budgeted run, before it starts (None without a budget)."""
-    if seconds is None:
-        return None
-    why = " (auto: the default on a CPU)" if setting == "auto" else ""
-    first = "the probe, then " if probe else ""
-    return (
-        f"budget: {duration(seconds)}{why}: {first}as many of the {max_epochs} fine-tune epochs "
-        f"as fit, timed on this machine (train.budget=off for exactly train.epochs)"
-    )
 
 
 def plan_fine_tune(

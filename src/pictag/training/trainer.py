@@ -30,13 +30,8 @@ from pictag.training.announce import (
     step_timer,
     summary_keys,
 )
-from pictag.training.budget import (
-    AUTO_PATIENCE,
-    Budget,
-    budget_line,
-    budget_seconds,
-    plan_fine_tune,
-)
+from pictag.training.budget import AUTO_PATIENCE, Budget, plan_fine_tune
+from pictag.training.budget_setting import budget_line, budget_seconds, deterministic_line
 from pictag.training.checkpoint import has_last
 from pictag.training.decisions import tune_decisions
 from pictag.training.dense_probe import run_dense_probe
@@ -106,7 +101,11 @@ def train(
     # The run stores the precision it chose, so resuming it (here or elsewhere) keeps it.
     config.train.amp = amp_setting(runtime.amp_dtype)
     if not resume and not runtime.distributed:  # a resumed run keeps the epochs it planned
-        budget.seconds = budget_seconds(config.train.budget, runtime.device)
+        budget.seconds = budget_seconds(
+            config.train.budget, runtime.device, config.train.deterministic
+        )
+        if config.train.deterministic and runtime.is_main:
+            _say_deterministic_budget(config.train.budget, runtime.device)
     try:
         result = _train(
             config, out_dir, runtime, resume, progress and runtime.is_main, asked_amp, budget
@@ -205,6 +204,14 @@ def _train(
         model, loaders, objective, runtime, config, out_dir, resume, save_best, progress, probe,
         timer, history, budget,
     )  # fmt: skip
+
+
+def _say_deterministic_budget(setting: str, device: torch.device) -> None:
+    """A deterministic run without the default budget says so; with a budget, warns that the
+    plan can differ from run to run."""
+    line = deterministic_line(setting, device)
+    if line is not None:
+        (log.info if setting == "auto" else log.warning)(line)
 
 
 def _stop_when_no_gain(train_cfg: Any) -> None:
