@@ -10,8 +10,10 @@ a grey level or two, so the probabilities match pictag's to about 1e-3 and the l
 
     python examples/onnx_consumer.py runs/cars/model.onnx a.jpg b.jpg [--json]
 
-A ``multiclass`` head shows its most probable class; a ``multilabel`` head the labels whose
-probability reaches their threshold, most probable first.
+A ``multiclass`` head shows its most probable class, or, for two classes with a tuned
+threshold (``decision: threshold``), the positive class when its probability reaches the
+threshold and the other class otherwise; a ``multilabel`` head the labels whose probability
+reaches their threshold, most probable first.
 """
 
 from __future__ import annotations
@@ -71,6 +73,12 @@ def preprocess(path: str, pre: dict) -> np.ndarray:
 def decide(head: dict, probs: np.ndarray) -> list[str]:
     """The labels a head decides on, most probable first."""
     order = np.argsort(-probs, kind="stable")
+    if head["kind"] == "multiclass" and head.get("decision") == "threshold":
+        # Two classes with a threshold tuned on validation: the positive class when its
+        # probability reaches it, else the other class.
+        positive = head["positive_index"]
+        chosen = positive if probs[positive] >= head["threshold"] else 1 - positive
+        return [head["labels"][chosen]]
     if head["kind"] == "multiclass":
         return [head["labels"][order[0]]]
     return [head["labels"][i] for i in order if probs[i] >= head["thresholds"][i]]
