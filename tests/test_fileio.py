@@ -2,8 +2,10 @@ import os
 import stat
 
 import pytest
+import safetensors.torch
+import torch
 
-from pictag.fileio import atomic_write, write_json
+from pictag.fileio import atomic_write, umask, write_json
 
 
 def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
@@ -12,7 +14,7 @@ def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
     write_json(path, {"a": 2})
     assert path.read_text() == '{\n  "a": 2\n}\n'
     mode = stat.S_IMODE(path.stat().st_mode)
-    assert mode == 0o666 & ~_umask()
+    assert mode == 0o666 & ~umask()
     assert [p.name for p in path.parent.iterdir()] == ["a.json"]
 
 
@@ -30,7 +32,17 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def test_a_writer_that_makes_its_file_anew_still_gets_normal_permissions(tmp_path):
+    # safetensors' save_file removes the temporary file and creates its own, 0600.
+    path = tmp_path / "model.safetensors"
+    atomic_write(path, lambda tmp: safetensors.torch.save_file({"w": torch.ones(2)}, str(tmp)))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask()
+
+
+def test_umask_reads_the_mask_and_leaves_it_as_it_was():
+    before = os.umask(0o027)
+    try:
+        assert umask() == 0o027
+        assert umask() == 0o027
+    finally:
+        os.umask(before)

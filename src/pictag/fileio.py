@@ -17,9 +17,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
     try:
         write(Path(tmp))
+        # mkstemp makes 0600, and some writers (safetensors) make their file anew, 0600 too:
+        # give the written file the permissions any other file of the user's gets.
+        os.chmod(tmp, 0o666 & ~umask())
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -28,7 +30,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (read back by setting it: there is no other portable way)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from pictag.fileio import umask
 from pictag.training import checkpoint
 from pictag.training.checkpoint import has_last, load_last, save_last
 
@@ -449,3 +451,12 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path: Path) -> No
         assert epoch >= int(last_finished)  # a finished save is never lost
         save_filled(Path(run), epoch + 1)  # the next save clears what the kill left
         assert sorted(p.name for p in Path(run).iterdir()) == ["last"]
+
+
+def test_the_checkpoint_is_as_readable_as_the_users_other_files(tmp_path: Path) -> None:
+    model, opt, sched = make("adamw")
+    save_last(tmp_path, model=model, optimizer=opt, scheduler=sched, epoch=1, extra={})
+    last = tmp_path / "last"
+    assert stat.S_IMODE(last.stat().st_mode) == 0o777 & ~umask()  # not mkdtemp's 0700
+    for name in ("model.safetensors", "state.pt", "done.json"):
+        assert stat.S_IMODE((last / name).stat().st_mode) == 0o666 & ~umask(), name

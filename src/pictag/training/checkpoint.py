@@ -33,7 +33,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from pictag.fileio import atomic_write, write_json
+from pictag.fileio import atomic_write, umask, write_json
 
 LAST_DIR = "last"
 OLD_DIR = ".last-old"
@@ -91,6 +91,7 @@ def save_last(
     for stale in run_dir.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed
         _remove_dir(stale)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=run_dir))
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700: `last/` is as readable as the run
     try:
         _write_folder(tmp, model, ema, state)
         _swap_in(run_dir, tmp)
