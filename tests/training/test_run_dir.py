@@ -44,13 +44,17 @@ def test_a_second_train_into_a_run_refuses_and_keeps_the_run(probe_config, tmp_p
     run = tmp_path / "run"
     pictag.train(probe_config, run, progress=False)
     before = (run / "pictag.json").read_bytes()
-    with pytest.raises(RunExistsError, match=r"--resume .*--overwrite"):
+    with pytest.raises(RunExistsError, match=r"--overwrite") as refused:
         pictag.train(probe_config, run, progress=False)
+    # A probe-only run has no epoch to continue: --resume would only refuse in turn.
+    assert "--resume" not in str(refused.value)
     assert (run / "pictag.json").read_bytes() == before
     images = str(probe_config.data.images[0])
     assert main(["train", "--images", images, "--out", str(run), *_sets()]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (run / "pictag.json").read_bytes() == before
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "its model is the linear probe" in capsys.readouterr().err
 
 
 def test_overwrite_replaces_the_run_and_its_cached_features(probe_config, tmp_path):

@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pictag.allocator import keep_freed_memory
+from pictag.cli.resume import check_resume_alone, resume_hint
 from pictag.cli.run_commands import RUN_COMMANDS, Handler
 from pictag.cli.startup import import_torch_frozen
 from pictag.config import Config, ConfigError, config_to_dict, load_config
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pictag {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"interrupted{resume_hint(args)}", file=sys.stderr)
         return 130
 
 
@@ -202,6 +203,8 @@ def _check_args(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     if not args.resume and not args.out:
         raise ConfigError("train needs --out RUN_DIR (or --resume RUN_DIR)")
+    if args.resume:
+        check_resume_alone(args)
     # The config first: a mistake in it is reported before torch takes seconds to import.
     config = Config() if args.resume else config_from_args(args)
     import_torch_frozen()

@@ -147,10 +147,16 @@ def claim_run_dir(run_dir: str | Path, overwrite: bool = False, clear: bool = Tr
     """
     run_dir = Path(run_dir)
     if holds_run(run_dir) and not overwrite:
+        # Only a run with a saved epoch can be continued: naming --resume for one without
+        # (a probe-only run) sent the user back here.
+        resume = (
+            f"continue it with `pictag train --resume {run_dir}`, "
+            if (run_dir / "last").is_dir()
+            else ""
+        )
         raise RunExistsError(
-            f"{run_dir} already holds a run: continue it with `pictag train --resume {run_dir}`, "
-            "replace it with --overwrite (pictag.train(..., overwrite=True)), or choose another "
-            "--out"
+            f"{run_dir} already holds a run: {resume}replace it with --overwrite "
+            "(pictag.train(..., overwrite=True)), or choose another --out"
         )
     if not clear:
         return

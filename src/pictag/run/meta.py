@@ -98,7 +98,8 @@ def run_meta(
 
 def write_params(run_dir: str | Path, params: Mapping[str, Params]) -> str:
     """Store tuned decision parameters (merged over the stored ones) in ``pictag.json``,
-    atomically, under a new ``checkpoint_id``; everything else in the file is kept.
+    atomically, under a new ``checkpoint_id``; everything else in the file is kept. The same
+    parameters as stored leave the file (and its id) as it is.
 
     Returns:
         The new checkpoint id.
@@ -106,7 +107,14 @@ def write_params(run_dir: str | Path, params: Mapping[str, Params]) -> str:
     meta_path = Path(run_dir) / META_FILE
     meta = read_meta_document(Path(run_dir))
     stored = _stored_params(meta)
-    meta["decisions"] = {**stored, **{name: dict(value) for name, value in params.items()}}
+    decisions = {**stored, **{name: dict(value) for name, value in params.items()}}
+    current = meta.get("format") == "pictag-run" and meta.get("schema_version") == SCHEMA_VERSION
+    current = current and "weights_id" in meta and "thresholds" not in meta
+    if current and meta.get("decisions") == decisions and meta.get("checkpoint_id"):
+        # The same decisions again (a resumed run that had ended): a new id would only make
+        # its model.onnx and report look out of date.
+        return meta["checkpoint_id"]
+    meta["decisions"] = decisions
     meta.pop("thresholds", None)
     meta.update(format="pictag-run", schema_version=SCHEMA_VERSION)
     # The weights keep their id (a schema-1 run's checkpoint id was its weights' id).

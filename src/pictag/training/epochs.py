@@ -103,6 +103,15 @@ def fine_tune(
         start, state = load_last(
             out_dir, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, scaler=scaler
         )
+        if state.get("ended"):  # it stopped by itself: another epoch would change a done run
+            log.info("nothing to resume: the run ended after epoch %d (%s)", start, state["ended"])
+            start = train_cfg.epochs
+    elif probe is not None and runtime.is_main:
+        # From here on the run can be resumed from its probe: before, a Ctrl-C in the first
+        # epoch left a run (the probe's model) that neither --resume nor a new run would take.
+        # (From scratch, a failed first epoch leaves nothing worth keeping: the folder goes.)
+        save_last(out_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                  epoch=0, extra=state, ema=ema, scaler=scaler)  # fmt: skip
     logger = MetricsLog(out_dir, runtime.is_main, state["history"])
     net, trainable = model, None
     mixer = _make_mixer(objective, train_cfg) if train_cfg.mixup or train_cfg.cutmix else None
@@ -153,22 +162,43 @@ def fine_tune(
             state["bad_epochs"] += 1
         state["history"] = logger.history
         last = epoch + 1 == train_cfg.epochs
-        stop = patience > 0 and state["bad_epochs"] >= patience and not last
+        # Why the run ends before its last epoch, if it does; stored, so a --resume of the
+        # ended run leaves it as it is.
+        state["ended"] = _early_end(
+            epoch + 1, state["bad_epochs"], patience, last, cut, budget,
+            time.perf_counter() - started,
+        )  # fmt: skip
         if runtime.is_main:
             save_last(out_dir, model=model, optimizer=optimizer, scheduler=scheduler,
                       epoch=epoch + 1, extra=state, ema=ema, scaler=scaler)  # fmt: skip
-        if stop:
-            log.info("early stop: no improvement for %d epochs", patience)
-            break
-        if cut:
-            break
-        overrun = budget is not None and budget.active and not last
-        if overrun and not next_epoch_fits(budget, time.perf_counter() - started):
-            log.info("budget: stopping after epoch %d, the next would overrun", epoch + 1)
+        if state["ended"] is not None:
+            if not cut:  # a cut epoch has said why
+                log.info("%s", state["ended"])
             break
     logger.close()
     best = state.get("best_metrics", {})
     return TrainResult(out_dir, state["best_epoch"], state["best_score"], best, logger.history)
+
+
+def _early_end(
+    epoch: int,
+    bad_epochs: int,
+    patience: int,
+    last: bool,
+    cut: bool,
+    budget: Budget | None,
+    epoch_s: float,
+) -> str | None:
+    """Why the run stops after ``epoch`` (counted from 1) though it is not its last, or None."""
+    if last:
+        return None
+    if patience > 0 and bad_epochs >= patience:
+        return f"early stop: no improvement for {patience} epochs"
+    if cut:
+        return f"budget: epoch {epoch} was stopped to leave time for validation"
+    if budget is not None and budget.active and not next_epoch_fits(budget, epoch_s):
+        return f"budget: stopping after epoch {epoch}, the next would overrun"
+    return None
 
 
 def _wrap(model: Classifier, runtime: Runtime) -> torch.nn.Module:

@@ -13,6 +13,7 @@ from pictag.config import Config, ConfigError, absolute_data_paths, resolve_defa
 from pictag.data.pipeline import prepare_data
 from pictag.heads import check_config, check_monitor, get_kind
 from pictag.run import (
+    META_FILE,
     build_model,
     claim_run_dir,
     discard_unfinished,
@@ -270,6 +271,14 @@ def _probe_result(
 
 def _resumed_config(out_dir: Path) -> Config:
     """The run's own config and split, when it saved a finished epoch to resume from."""
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"nothing to resume: {out_dir} does not exist")
+    if not has_last(out_dir) and (out_dir / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"nothing to resume in {out_dir}: its model is the linear probe and no fine-tune "
+            "epoch was started; evaluate or predict with it as it is, or train again with "
+            "--overwrite"
+        )
     if not has_last(out_dir):
         raise FileNotFoundError(
             f"nothing to resume in {out_dir}: no finished epoch was saved there"
