@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import safetensors
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -43,3 +46,16 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def readable_safetensors(path: str | Path, fix: str) -> Iterator[None]:
+    """Reads of ``path`` inside raise a ValueError that names the file and ``fix`` (what to
+    do) when it is cut short or no safetensors file, instead of safetensors' bare error."""
+    try:
+        yield
+    except safetensors.SafetensorError as err:
+        raise ValueError(
+            f"{path} cannot be read as safetensors ({err}): the file is cut short (a partial "
+            f"copy or download?) or not such a file; {fix}"
+        ) from None

@@ -15,6 +15,7 @@ from pictag.evaluation.inference import (
     resolve_device,
 )
 from pictag.run import load_run
+from pictag.training.runtime import setup_runtime
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,16 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused_with_what_to_use(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device cuda: this machine has no CUDA GPU.*or auto"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        setup_runtime("cuda:1")
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"has 2 CUDA GPU\(s\).*cuda:0 up to cuda:1"):
+        resolve_device("cuda:2")

@@ -104,6 +104,14 @@ def test_missing_file_names_the_path(tmp_path) -> None:
         create_backbone("test_resnet", pretrained=str(path))
 
 
+def test_a_cut_weights_file_names_the_path_and_what_to_do(tmp_path) -> None:
+    path = tmp_path / "cut.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=0).state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"cut\.safetensors cannot be read as safetensors .*cut"):
+        create_backbone("test_resnet", pretrained=str(path))
+
+
 def test_hub_failure_says_offline_and_how_to_work_around(monkeypatch) -> None:
     def no_network(*args, **kwargs):
         raise ConnectionError("Failed to resolve 'huggingface.co'")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -21,6 +22,7 @@ from pictag.run import (
     claim_run_dir,
     load_run,
     read_run_info,
+    read_val_outputs,
     remove_stale_tmp,
     write_params,
 )
@@ -174,3 +176,21 @@ def test_a_run_trained_with_relative_paths_evaluates_from_another_folder(
     monkeypatch.chdir(elsewhere)
     report = pictag.evaluate(folder_tree.parent / "run", progress=False)
     assert report["split"] == "test" and report["n_images"] > 0
+
+
+def test_cut_weights_are_named_with_what_to_do_not_a_traceback(probe_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    pictag.train(probe_config, run, progress=False)
+    outputs = run / "val_outputs.safetensors"
+    outputs.write_bytes(outputs.read_bytes()[:100])
+    assert read_val_outputs(run) is None  # the model runs over the val images again instead
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a partial copy
+    image = next(p for p in sorted(Path(probe_config.data.images[0]).rglob("*")) if p.is_file())
+    for command in (["predict", str(run), str(image)], ["evaluate", str(run)]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert f"{weights} cannot be read as safetensors" in err, command
+        assert "copy the run folder again, or retrain the run" in err
+    with pytest.raises(ValueError, match="cut short"):
+        load_run(run)

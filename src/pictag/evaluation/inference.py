@@ -30,10 +30,38 @@ CPU_BATCH = 8
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks the first GPU when there is one, else the CPU; any other name is kept."""
+    """``auto`` picks the first GPU when there is one, else the CPU; any other name is kept.
+
+    Raises:
+        ValueError: A CUDA device that this machine does not have.
+    """
     if str(name) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    check_cuda_device(device)
+    return device
+
+
+def check_cuda_device(device: torch.device) -> None:
+    """Refuse a CUDA device this machine lacks with a message that says what to use instead,
+    before torch fails on it deep inside with "Found no NVIDIA driver".
+
+    Raises:
+        ValueError: No CUDA GPU here, or none with the device's index.
+    """
+    if device.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device {device}: this machine has no CUDA GPU that torch can use (no NVIDIA "
+            "driver, or a CPU-only torch build); use the device cpu, or auto"
+        )
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"device {device}: this machine has {count} CUDA GPU(s), numbered from 0; use "
+            "cuda:0 up to cuda:" + str(count - 1)
+        )
 
 
 @torch.inference_mode()

@@ -24,6 +24,7 @@ from torch import nn
 
 from pictag.config import SMALL_CNN, pretrained_for
 from pictag.data.transforms import Preprocess
+from pictag.fileio import readable_safetensors
 
 OFFLINE_DEFAULT = "tf_efficientnet_lite0"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -234,7 +235,11 @@ def _load_weights_file(model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    state = load_file(path) if path.suffix.lower() == ".safetensors" else _load_pickled(path)
+    if path.suffix.lower() == ".safetensors":
+        with readable_safetensors(path, "point model.pretrained at a whole weights file"):
+            state = load_file(path)
+    else:
+        state = _load_pickled(path)
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
     for wrapper in ("state_dict", "model"):

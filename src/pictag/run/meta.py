@@ -19,7 +19,7 @@ import torch
 from pictag.config import Config, HeadConfig, config_from_dict, config_to_dict
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
-from pictag.fileio import write_json
+from pictag.fileio import readable_safetensors, write_json
 from pictag.heads import Params, get_kind
 from pictag.version import __version__
 
@@ -169,6 +169,9 @@ def read_meta_document(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
+_COPY_AGAIN = "copy the run folder again, or retrain the run"
+
+
 def _check_weights_match(meta: Mapping[str, Any], weights_path: Path) -> None:
     """Refuse weights and metadata of different checkpoints: a kill between the rename of
     ``model.safetensors`` and that of ``pictag.json`` leaves epoch-N weights beside epoch-(N-1)
@@ -176,7 +179,10 @@ def _check_weights_match(meta: Mapping[str, Any], weights_path: Path) -> None:
     written_for = meta.get("weights_id", meta.get("checkpoint_id"))
     if written_for is None:
         return  # a run from before ids were stored
-    with safetensors.safe_open(str(weights_path), framework="numpy") as handle:
+    with (
+        readable_safetensors(weights_path, _COPY_AGAIN),
+        safetensors.safe_open(str(weights_path), framework="numpy") as handle,
+    ):
         weights_id = (handle.metadata() or {}).get("pictag_id")
     if weights_id != written_for:
         run_dir = weights_path.parent

@@ -19,7 +19,7 @@ import torch
 from pictag.config import HeadConfig, ModelConfig
 from pictag.data.schema import Head
 from pictag.data.transforms import Preprocess
-from pictag.fileio import atomic_write, write_json
+from pictag.fileio import atomic_write, readable_safetensors, write_json
 from pictag.heads import get_kind
 from pictag.models.classifier import Classifier, dense_channels
 from pictag.models.onnx_export import first_line
@@ -120,12 +120,15 @@ def read_val_outputs(run_dir: str | Path) -> ValOutputs | None:
     path = run_dir / VAL_OUTPUTS_FILE
     if not path.is_file():
         return None
-    with safetensors.safe_open(str(path), framework="numpy") as handle:
-        if (handle.metadata() or {}).get("pictag_id") != read_meta_document(run_dir).get(
-            "weights_id"
-        ):
-            return None
-        arrays = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            if (handle.metadata() or {}).get("pictag_id") != read_meta_document(run_dir).get(
+                "weights_id"
+            ):
+                return None
+            arrays = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except safetensors.SafetensorError:  # cut short (a partial copy): the model runs again
+        return None
     probs = {k.partition("/")[2]: v for k, v in arrays.items() if k.startswith("probs/")}
     targets = {k.partition("/")[2]: v for k, v in arrays.items() if k.startswith("targets/")}
     return probs, targets
@@ -135,7 +138,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     """Rebuild the model of a run folder (no pretrained download: the weights are all here)."""
     info = read_run_info(run_dir)
     model, _ = build_model(info.config.model, info.heads, info.config.heads, pretrained="none")
-    state = safetensors.torch.load_file(str(Path(run_dir) / WEIGHTS_FILE), device=str(device))
+    path = Path(run_dir) / WEIGHTS_FILE
+    with readable_safetensors(path, "copy the run folder again, or retrain the run"):
+        state = safetensors.torch.load_file(str(path), device=str(device))
     model.load_state_dict(state)
     model.to(device).eval()
     return LoadedRun(**vars(info), model=model)

@@ -122,8 +122,11 @@ def cached_features(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Load features from ``path`` if a previous run stored them, else compute and store."""
     if path is not None and path.is_file():
-        data = safetensors.torch.load_file(str(path))
-        return data.pop("features"), {k.removeprefix("target/"): v for k, v in data.items()}
+        try:
+            data = safetensors.torch.load_file(str(path))
+            return data.pop("features"), {k.removeprefix("target/"): v for k, v in data.items()}
+        except (safetensors.SafetensorError, KeyError):  # cut short or foreign: made again
+            log.warning("ignoring %s, which cannot be read: the features are computed again", path)
     features, targets = compute()
     if path is not None:
         tensors = {"features": features, **{f"target/{k}": v for k, v in targets.items()}}

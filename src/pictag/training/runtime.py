@@ -13,6 +13,7 @@ import torch.distributed as dist
 from timm.utils import distribute_bn
 
 from pictag.cpuinfo import cpu_flags
+from pictag.evaluation.inference import check_cuda_device
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ def setup_runtime(device: str = "auto", amp: str = "auto", threads: int | None =
     rank = process_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda and device != "auto":
+        check_cuda_device(torch.device(device))
     if use_cuda:
         index = local_rank if device in ("auto", "cuda") else torch.device(device).index or 0
         torch.cuda.set_device(index)
