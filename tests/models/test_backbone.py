@@ -18,6 +18,7 @@ from pictag.models.backbone import (
     OFFLINE_DEFAULT,
     _load_offline_lite0,
     _map_in_order,
+    check_backbone_name,
     create_backbone,
 )
 
@@ -117,11 +118,25 @@ def test_hub_failure_says_offline_and_how_to_work_around(monkeypatch) -> None:
         raise ConnectionError("Failed to resolve 'huggingface.co'")
 
     monkeypatch.setattr(timm, "create_model", no_network)
-    with pytest.raises(RuntimeError, match="seems offline") as info:
+    with pytest.raises(ConnectionError, match="seems offline") as info:
         create_backbone("resnet18", pretrained=True)
     message = str(info.value)
     assert "pretrained: /path/to/weights.safetensors" in message
     assert f"pretrained: offline with {OFFLINE_DEFAULT}" in message
+
+
+def test_an_unknown_backbone_is_named_with_the_nearest_names() -> None:
+    with pytest.raises(
+        ValueError, match=r"'efficientnet_lite00' is not a timm model.*efficientnet_lite0"
+    ):
+        create_backbone("efficientnet_lite00", pretrained="none")
+    # Not the offline weights' message, which would blame the weights for the name.
+    with pytest.raises(ValueError, match="is not a timm model"):
+        create_backbone("efficientnet_lite00")
+    with pytest.raises(ValueError, match="lists timm's names"):
+        create_backbone("zzzz_qqqq", pretrained="none")
+    check_backbone_name("resnet50.a1_in1k")  # a pretrained tag is a known model
+    check_backbone_name("hf-hub:timm/resnet18.a1_in1k")  # left to the hub
 
 
 def test_offline_only_for_lite0() -> None:

@@ -194,3 +194,34 @@ def test_cut_weights_are_named_with_what_to_do_not_a_traceback(probe_config, tmp
         assert "copy the run folder again, or retrain the run" in err
     with pytest.raises(ValueError, match="cut short"):
         load_run(run)
+
+
+def test_an_unknown_backbone_is_refused_before_the_data_checks(folder_tree, tmp_path, monkeypatch):
+    import pictag.training.trainer as trainer
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(trainer, "prepare_data", no_data)
+    config = load_config(
+        overrides=[f"data.images={folder_tree}", *FAST, "model.backbone=efficientnet_lite00"]
+    )
+    with pytest.raises(ValueError, match="did you mean efficientnet_lite0"):
+        pictag.train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_offline_hub_download_is_one_clear_line(folder_tree, tmp_path, monkeypatch, capsys):
+    import timm
+
+    def offline(*args, **kwargs):
+        raise OSError("We cannot reach huggingface.co")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    sets = [item for s in [*FAST, "model.backbone=resnet18", "model.pretrained=hub"]
+            for item in ("--set", s)]  # fmt: skip
+    out = str(tmp_path / "run")
+    assert main(["train", "--images", str(folder_tree), "--out", out, *sets]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "pictag train: error: Could not download pretrained weights for 'resnet18'" in err

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     except DataCheckError as err:
         print(f"pictag {args.command}: the data checks found problems:\n{err}", file=sys.stderr)
         return 1
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, ConnectionError) as err:
         print(f"pictag {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

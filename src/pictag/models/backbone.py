@@ -11,6 +11,7 @@ the TensorFlow release) classify real photos correctly once mapped onto timm's
 
 from __future__ import annotations
 
+import difflib
 import logging
 import pickle
 from collections.abc import Mapping
@@ -97,8 +98,9 @@ def create_backbone(
         ValueError: An unknown ``pretrained`` value or one that does not fit ``name``, or a
             weights file whose keys or shapes do not fit the model.
         FileNotFoundError: The weights file does not exist.
-        RuntimeError: The hub download failed, most likely because the machine is offline.
+        ConnectionError: The hub download failed, most likely because the machine is offline.
     """
+    check_backbone_name(name)
     if isinstance(pretrained, str):
         pretrained = pretrained_for(name, pretrained)  # `auto`
     source = _weights_source(pretrained)
@@ -124,6 +126,25 @@ def create_backbone(
         if source != "none":
             _load_weights_file(model, source)
     return model, _data_config(model, image_size)
+
+
+def check_backbone_name(name: str) -> None:
+    """Refuse a backbone name timm does not know, with the nearest names it does.
+
+    Hub names (``hf-hub:ORG/NAME``) are left to the hub.
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    if name == SMALL_CNN or name.startswith(("hf-hub:", "hf_hub:")) or timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.75)
+    hint = (
+        f"did you mean {', '.join(close)}?"
+        if close
+        else "python -c \"import timm; print(timm.list_models('*net*'))\" lists timm's names"
+    )
+    raise ValueError(f"model.backbone: {name!r} is not a timm model ({SMALL_CNN} aside); {hint}")
 
 
 def _weights_source(pretrained: str | bool) -> str:
@@ -159,7 +180,7 @@ def _create_from_hub(name: str, **kwargs: object) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except OSError as error:  # huggingface_hub and urllib report network failures as OSError
-        raise RuntimeError(
+        raise ConnectionError(
             f"Could not download pretrained weights for {name!r}: this machine seems offline "
             f"({error}). Point at a local file instead (pretrained: /path/to/weights.safetensors)"
             f", or use pretrained: offline with {OFFLINE_DEFAULT}."

@@ -12,6 +12,7 @@ import torch
 from pictag.config import Config, ConfigError, absolute_data_paths, resolve_defaults
 from pictag.data.pipeline import prepare_data
 from pictag.heads import check_config, check_monitor, get_kind
+from pictag.models.backbone import check_backbone_name
 from pictag.run import (
     META_FILE,
     build_model,
@@ -90,6 +91,7 @@ def train(
     config = _resumed_config(out_dir) if resume else copy.deepcopy(config)
     resolve_defaults(config)  # a Config built in code may leave `auto` choices unresolved
     check_config(config)
+    check_backbone_name(config.model.backbone)  # before the data checks, which take minutes
     writer = process_rank() == 0  # under torchrun only rank 0 writes the run
     if resume:
         if writer:
