@@ -55,6 +55,15 @@ def test_the_estimate_counts_the_images_an_epoch_draws() -> None:
     assert ", 2 epochs of 300 images, batch 32" in plan[0]
 
 
+def test_the_plan_says_when_there_is_no_test_split() -> None:
+    config = load_config(None, [])
+    data = _data(600, [(500, 375)])
+    assert any("no test split: pictag evaluate will score the validation" in line
+               for line in plan_lines(config, data, 224, "cpu"))  # fmt: skip
+    data.splits["test"] = [Path("t.png")]
+    assert not any("no test split" in line for line in plan_lines(config, data, 224, "cpu"))
+
+
 def test_photos_at_their_size_get_no_image_size_advice() -> None:
     config = load_config(None, ["train.epochs=10"])
     lines = estimate_lines(config, _data(50_000, [(500, 375)] * 3), 224, images_per_s=20.0)

@@ -43,6 +43,13 @@ def plan_lines(config: Config, data: PreparedData, input_size: int, device: str)
         get_kind(head.kind).plan_note(head, config.heads.get(name))
         for name, head in data.heads.items()
     ]
+    if not data.splits.get("test"):
+        # `pictag evaluate` then scores val, the images that chose the model and tuned its
+        # thresholds: an optimistic score, which a user should know of before training.
+        notes.append(
+            "no test split: pictag evaluate will score the validation images, which choose the "
+            "model and its thresholds (optimistic); data.test_fraction=0.2 holds a test split out"
+        )
     return [
         f"model: {model.backbone}, {pretrained}, {input_size} px, {train.mode}{epochs}, "
         f"batch {train.batch_size}, {optimizer}",
