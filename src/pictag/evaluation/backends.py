@@ -19,6 +19,7 @@ tolerance that fits its precision (:attr:`pictag.models.openvino_runner.OpenVino
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
@@ -99,6 +100,11 @@ def select_runner(
     onnx_file = run_onnx_path(run_dir)
     if device.type != "cpu":
         raise ValueError(f"backend {backend!r} runs on the CPU, not on {device}")
+    if backend != "auto" and not onnx_file.is_file():
+        raise ValueError(
+            f"backend {backend!r} runs {onnx_file}, which has not been written: write it with "
+            f"`pictag export {run_dir}`, or use the backend torch"
+        )
     if backend in ("auto", "onnxruntime"):
         onnx = run_onnx_runner(run_dir, meta)
         if backend == "auto":
@@ -111,10 +117,12 @@ def select_runner(
         return onnx
     runner = run_openvino_runner(run_dir, meta, "f32" if backend == "openvino-fp32" else "auto")
     if runner is None:
+        missing = importlib.util.find_spec("openvino") is None
         raise ValueError(
-            f"backend {backend!r} needs openvino (pip install openvino) and an up-to-date "
-            f"{onnx_file} (write it with `pictag export {run_dir}`); see the log for why it "
-            "was not used"
+            f"backend {backend!r} needs openvino (pip install openvino)"
+            if missing
+            else f"backend {backend!r} cannot use {onnx_file} (out of date? export it again "
+            f"with `pictag export {run_dir}`); the log above says why"
         )
     reference = run_onnx_runner(run_dir, meta)  # None only without onnxruntime
     if reference is not None:
