@@ -128,6 +128,22 @@ def test_default_roots_are_the_csv_folder_and_its_split_folders(tmp_path: Path) 
     assert [(s.path.name, s.split) for s in result.samples] == [("x.png", None), ("y.png", "test")]
 
 
+def test_a_tag_head_named_after_no_column_of_a_0_1_file_says_how_to_read_it(tmp_path):
+    # The quick start's `--head tags:multilabel` on a file of 0/1 columns (miml-scenes' format).
+    for name in ("1.jpg", "2.jpg"):
+        _image(tmp_path / name)
+    labels = _csv(tmp_path / "labels.csv", "image,sea,trees,desert\n1,1,0,0\n2,1,1,0\n")
+    wanted = (
+        r"has no column 'tags', but 0/1 columns.*sea, trees, desert.*leave out --head"
+        r".*heads\.tags\.columns=\[sea,trees\]"
+    )
+    with pytest.raises(ValueError, match=wanted):
+        _read(labels, {"tags": {"kind": "multilabel"}})
+    # What the message suggests reads them.
+    result = _read(labels, {"tags": {"kind": "multilabel", "columns": ["sea", "trees"]}})
+    assert [sample.labels["tags"] for sample in result.samples] == [("sea",), ("sea", "trees")]
+
+
 def test_zero_one_column_groups(tmp_path: Path) -> None:
     for n in range(6):
         _image(tmp_path / f"{n}.png")

@@ -111,6 +111,8 @@ def head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
         indexes = [table.column(c, f"heads.{name}.columns") for c in head.columns]
         return HeadReader(name, kind, indexes, list(head.columns), group=True)
     column = head.column or name
+    if kind.tags and column not in table.header:
+        _refuse_for_flag_columns(name, column, table)
     index = table.column(column, f"heads.{name}.column")
     if kind.tags and head.separator is None and _is_flags(table.cells(index)):
         # `--head sea:multilabel` on a 0/1 column means the tag `sea`, not tags "0" and "1".
@@ -119,6 +121,24 @@ def head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
     if kind.tags and separator is None:
         separator = detect_separator(table.cells(index))
     return HeadReader(name, kind, [index], [column], group=False, separator=separator)
+
+
+def _refuse_for_flag_columns(name: str, column: str, table: Table) -> None:
+    """A tag head named after no column, in a file of 0/1 columns (one per tag): say how to
+    read those, which ``--head tags:multilabel`` from the quick start does not."""
+    flags = [
+        header
+        for index, header in enumerate(table.header)
+        if index > 0 and header and _is_flags(table.cells(index))
+    ]
+    if flags:
+        shown = ", ".join(flags[:6]) + (", ..." if len(flags) > 6 else "")
+        raise ValueError(
+            f"heads.{name}.column: {table.path.name} has no column {column!r}, but 0/1 "
+            f"columns, one per tag ({shown}): leave out --head (and heads:) to read them all "
+            f"as one multilabel head, or choose some with heads.{name}.columns, e.g. "
+            f"--set heads.{name}.columns=[{','.join(flags[:2])}]"
+        )
 
 
 def detect_separator(cells: list[str]) -> str | None:
