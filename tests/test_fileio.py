@@ -39,6 +39,17 @@ def test_a_writer_that_makes_its_file_anew_still_gets_normal_permissions(tmp_pat
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask()
 
 
+def test_umask_reads_the_mask_without_setting_it(monkeypatch):
+    before = os.umask(0o027)
+    try:
+        if os.path.exists("/proc/self/status"):  # Linux: read, never set (threads would see it)
+            monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("umask was set"))
+        assert umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(before)
+
+
 def test_umask_reads_the_mask_and_leaves_it_as_it_was():
     before = os.umask(0o027)
     try:

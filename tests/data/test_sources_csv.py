@@ -142,6 +142,15 @@ def test_a_tag_head_named_after_no_column_of_a_0_1_file_says_how_to_read_it(tmp_
     # What the message suggests reads them.
     result = _read(labels, {"tags": {"kind": "multilabel", "columns": ["sea", "trees"]}})
     assert [sample.labels["tags"] for sample in result.samples] == [("sea",), ("sea", "trees")]
+    # A tag-list column beside a 0/1 one: leaving out --head would not read them, so the
+    # error lists the columns instead.
+    mixed = _csv(tmp_path / "mixed.csv", "image,keywords,blurry\n1,sea sky,1\n2,trees,0\n")
+    with pytest.raises(ValueError, match=r"column 'tags' is not in mixed\.csv; its columns are"):
+        _read(mixed, {"tags": {"kind": "multilabel"}})
+    # The image column need not come first.
+    moved = _csv(tmp_path / "moved.csv", "sea,image,trees\n1,1,0\n1,2,1\n")
+    with pytest.raises(ValueError, match=r"0/1 columns, one per tag \(sea, trees\)"):
+        _read(moved, {"tags": {"kind": "multilabel"}}, image_column="image")
 
 
 def test_zero_one_column_groups(tmp_path: Path) -> None:

@@ -137,6 +137,7 @@ def test_an_unknown_backbone_is_named_with_the_nearest_names() -> None:
         create_backbone("zzzz_qqqq", pretrained="none")
     check_backbone_name("resnet50.a1_in1k")  # a pretrained tag is a known model
     check_backbone_name("hf-hub:timm/resnet18.a1_in1k")  # left to the hub
+    check_backbone_name("local-dir:/models/my_resnet")  # and to timm's folder loader
 
 
 def test_offline_only_for_lite0() -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import pytest
+import torch
 
 import pictag.training.budget as budget_module
 import pictag.training.epochs as epochs_module
@@ -86,8 +88,21 @@ def test_a_run_interrupted_in_its_first_epoch_resumes_from_the_probe(
     assert f"interrupted; continue with: pictag train --resume {run}" in err
     assert main(["train", "--images", str(folder_tree), "--out", str(run), *sets]) == 2
     assert f"continue it with `pictag train --resume {run}`" in capsys.readouterr().err
+    # Resumed on a machine without the GPU the run stored: the message says where it is.
+    stored = json.loads((run / "config.resolved.json").read_text())
+    stored["config"]["train"]["device"] = "cuda"
+    (run / "config.resolved.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and f"the run stored it in {run / 'config.resolved.json'}" in err
+    stored["config"]["train"]["device"] = "cpu"
+    (run / "config.resolved.json").write_text(json.dumps(stored))
     assert main(["train", "--resume", str(run)]) == 0  # before: "nothing to resume"
     assert _epochs(run) == [0, 1, 2]
+    shutil.rmtree(run / "last")  # to save space, say: a model, but nothing to resume
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "it holds a model but no resumable state" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,8 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     if data.all_heads:
         heads = refine_heads(zero_one_heads(table, {image_col, split_col}) or {}, heads)
     heads = dict(heads) or auto_heads(table, {image_col, split_col})
-    readers = [head_reader(name, head, table) for name, head in heads.items()]
+    skip = {image_col, split_col}
+    readers = [head_reader(name, head, table, skip) for name, head in heads.items()]
     used = {r.name: dataclasses.replace(heads[r.name], separator=r.separator) for r in readers}
     finder = ImageFinder(_image_roots(data, table.path), data.allow_outside_roots)
     samples, problems, found = _read_rows(table, image_col, split_col, readers, finder)

@@ -4,6 +4,7 @@ group of 0/1 columns), the tag separator, and the heads a file implies when none
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from pictag.config import HeadConfig
@@ -95,7 +96,12 @@ def auto_heads(table: Table, skip: set[int | None]) -> dict[str, HeadConfig]:
     return heads
 
 
-def head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
+def head_reader(
+    name: str,
+    head: HeadConfig,
+    table: Table,
+    skip: Collection[int | None] = (),
+) -> HeadReader:
     kind = head_kind(name, head)
     if kind.spatial:
         raise ValueError(
@@ -112,7 +118,7 @@ def head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
         return HeadReader(name, kind, indexes, list(head.columns), group=True)
     column = head.column or name
     if kind.tags and column not in table.header:
-        _refuse_for_flag_columns(name, column, table)
+        _refuse_for_flag_columns(name, column, table, skip)
     index = table.column(column, f"heads.{name}.column")
     if kind.tags and head.separator is None and _is_flags(table.cells(index)):
         # `--head sea:multilabel` on a 0/1 column means the tag `sea`, not tags "0" and "1".
@@ -123,14 +129,14 @@ def head_reader(name: str, head: HeadConfig, table: Table) -> HeadReader:
     return HeadReader(name, kind, [index], [column], group=False, separator=separator)
 
 
-def _refuse_for_flag_columns(name: str, column: str, table: Table) -> None:
-    """A tag head named after no column, in a file of 0/1 columns (one per tag): say how to
-    read those, which ``--head tags:multilabel`` from the quick start does not."""
-    flags = [
-        header
-        for index, header in enumerate(table.header)
-        if index > 0 and header and _is_flags(table.cells(index))
-    ]
+def _refuse_for_flag_columns(
+    name: str, column: str, table: Table, skip: Collection[int | None]
+) -> None:
+    """A tag head named after no column, in a file whose label columns are all 0/1 (one per
+    tag): say how to read those, which ``--head tags:multilabel`` from the quick start does
+    not. Otherwise the column list of :meth:`Table.column` says more."""
+    found = zero_one_heads(table, set(skip))
+    flags = found["tags"].columns or [] if found else []
     if flags:
         shown = ", ".join(flags[:6]) + (", ..." if len(flags) > 6 else "")
         raise ValueError(

@@ -121,8 +121,9 @@ def select_runner(
         raise ValueError(
             f"backend {backend!r} needs openvino (pip install openvino)"
             if missing
-            else f"backend {backend!r} cannot use {onnx_file} (out of date? export it again "
-            f"with `pictag export {run_dir}`); the log above says why"
+            else f"backend {backend!r} cannot use {onnx_file}: the log above says why (an "
+            f"out-of-date export, which `pictag export {run_dir}` writes again, or an openvino "
+            "that fails to load)"
         )
     reference = run_onnx_runner(run_dir, meta)  # None only without onnxruntime
     if reference is not None:

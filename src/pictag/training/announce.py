@@ -48,7 +48,8 @@ def plan_lines(config: Config, data: PreparedData, input_size: int, device: str)
         # thresholds: an optimistic score, which a user should know of before training.
         notes.append(
             "no test split: pictag evaluate will score the validation images, which choose the "
-            "model and its thresholds (optimistic); data.test_fraction=0.2 holds a test split out"
+            "model and its thresholds (optimistic); hold test images out with "
+            "data.test_fraction=0.2 (images without a split), a split column or a test folder"
         )
     return [
         f"model: {model.backbone}, {pretrained}, {input_size} px, {train.mode}{epochs}, "

@@ -157,6 +157,14 @@ def has_last(run_dir: str | Path) -> bool:
     return _complete_folder(Path(run_dir)) is not None
 
 
+def last_extra(run_dir: str | Path) -> dict[str, Any] | None:
+    """The ``extra`` of ``run_dir``'s checkpoint, read without a model to load (None: none)."""
+    folder = _complete_folder(Path(run_dir))
+    if folder is None:
+        return None
+    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)["extra"]
+
+
 def _write_folder(
     folder: Path, model: nn.Module, ema: nn.Module | None, state: dict[str, Any]
 ) -> None:

@@ -103,8 +103,7 @@ def fine_tune(
         start, state = load_last(
             out_dir, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, scaler=scaler
         )
-        if state.get("ended"):  # it stopped by itself: another epoch would change a done run
-            log.info("nothing to resume: the run ended after epoch %d (%s)", start, state["ended"])
+        if state.get("ended"):  # the trainer returns before this; a caller of this may not
             start = train_cfg.epochs
     elif probe is not None and runtime.is_main:
         # From here on the run can be resumed from its probe: before, a Ctrl-C in the first
@@ -172,7 +171,7 @@ def fine_tune(
             save_last(out_dir, model=model, optimizer=optimizer, scheduler=scheduler,
                       epoch=epoch + 1, extra=state, ema=ema, scaler=scaler)  # fmt: skip
         if state["ended"] is not None:
-            if not cut:  # a cut epoch has said why
+            if not state["ended"].startswith("budget: epoch"):  # a cut epoch has said so
                 log.info("%s", state["ended"])
             break
     logger.close()

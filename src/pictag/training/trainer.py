@@ -14,11 +14,10 @@ from pictag.data.pipeline import prepare_data
 from pictag.heads import check_config, check_monitor, get_kind
 from pictag.models.backbone import check_backbone_name
 from pictag.run import (
-    META_FILE,
+    RESUME_CONFIG_FILE,
     build_model,
     claim_run_dir,
     discard_unfinished,
-    read_resume_config,
     remove_stale_tmp,
     run_meta,
     save_model,
@@ -34,7 +33,6 @@ from pictag.training.announce import (
 )
 from pictag.training.budget import AUTO_PATIENCE, Budget, plan_fine_tune
 from pictag.training.budget_setting import budget_line, budget_seconds, deterministic_line
-from pictag.training.checkpoint import has_last
 from pictag.training.decisions import tune_decisions
 from pictag.training.dense_probe import run_dense_probe
 from pictag.training.epochs import TrainResult, fine_tune, prepare_for, record
@@ -45,6 +43,7 @@ from pictag.training.loop import (
     make_objective,
 )
 from pictag.training.probe import run_probe
+from pictag.training.resume import ended_result, resumed_config
 from pictag.training.runtime import (
     Runtime,
     amp_setting,
@@ -88,7 +87,9 @@ def train(
     budget = Budget(None)  # counts from here: the data checks are part of the user's wait
     out_dir = Path(out_dir)
     # A copy: the run may fill in or change fields, and the caller's object must stay as given.
-    config = _resumed_config(out_dir) if resume else copy.deepcopy(config)
+    if resume and (ended := ended_result(out_dir)) is not None:
+        return ended  # nothing to do: no data checks, no files rewritten
+    config = resumed_config(out_dir) if resume else copy.deepcopy(config)
     resolve_defaults(config)  # a Config built in code may leave `auto` choices unresolved
     check_config(config)
     check_backbone_name(config.model.backbone)  # before the data checks, which take minutes
@@ -99,7 +100,11 @@ def train(
     else:
         claim_run_dir(out_dir, overwrite, clear=writer)
         absolute_data_paths(config)  # the run's stored config must work from any folder
-    runtime = setup_runtime(config.train.device, config.train.amp, config.train.threads)
+    try:
+        runtime = setup_runtime(config.train.device, config.train.amp, config.train.threads)
+    except ValueError as err:  # a resumed run's device, absent here
+        where = f"; the run stored it in {out_dir / RESUME_CONFIG_FILE}" if resume else ""
+        raise ValueError(f"{err}{where}") from None
     asked_amp = config.train.amp
     # The run stores the precision it chose, so resuming it (here or elsewhere) keeps it.
     config.train.amp = amp_setting(runtime.amp_dtype)
@@ -269,20 +274,3 @@ def _probe_result(
     """The run's result when the linear probe is its model."""
     MetricsLog(out_dir, runtime.is_main).log(history[0])
     return TrainResult(out_dir, 0, probe.metrics["score"], probe.metrics, history)
-
-
-def _resumed_config(out_dir: Path) -> Config:
-    """The run's own config and split, when it saved a finished epoch to resume from."""
-    if not out_dir.is_dir():
-        raise FileNotFoundError(f"nothing to resume: {out_dir} does not exist")
-    if not has_last(out_dir) and (out_dir / META_FILE).is_file():
-        raise FileNotFoundError(
-            f"nothing to resume in {out_dir}: its model is the linear probe and no fine-tune "
-            "epoch was started; evaluate or predict with it as it is, or train again with "
-            "--overwrite"
-        )
-    if not has_last(out_dir):
-        raise FileNotFoundError(
-            f"nothing to resume in {out_dir}: no finished epoch was saved there"
-        )
-    return read_resume_config(out_dir)
