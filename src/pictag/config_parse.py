@@ -135,6 +135,8 @@ def parse_duration(text: str | float | int) -> float:
             seconds = sum(float(n) * _UNITS[unit] for n, unit in parts)
         else:
             seconds = -1.0
+    if seconds == 0:
+        raise ValueError(f"{text!r} is no time at all; use e.g. 90s, 5m, or off for no budget")
     if not seconds > 0 or math.isinf(seconds):
         raise ValueError(f"{text!r} is not a duration; use e.g. 90s, 5m, 1h30m, auto or off")
     return seconds

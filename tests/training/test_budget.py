@@ -40,7 +40,13 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["5 minutes", "0", "-3", "m", "", "inf", "5x"])
+@pytest.mark.parametrize("text", ["0", "0s", "0m"])
+def test_a_zero_duration_says_so_and_names_off(text):
+    with pytest.raises(ValueError, match=r"is no time at all; .*or off for no budget"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["5 minutes", "-3", "m", "", "inf", "5x"])
 def test_bad_durations_say_what_a_duration_looks_like(text):
     with pytest.raises(ValueError, match=r"is not a duration; use e\.g\. 90s, 5m"):
         parse_duration(text)
