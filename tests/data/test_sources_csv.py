@@ -153,6 +153,12 @@ def test_a_tag_head_named_after_no_column_of_a_0_1_file_says_how_to_read_it(tmp_
         _read(moved, {"tags": {"kind": "multilabel"}}, image_column="image")
 
 
+def test_a_header_without_rows_says_so(tmp_path: Path) -> None:
+    labels = _csv(tmp_path / "labels.csv", "image,sea,trees\n")
+    with pytest.raises(ValueError, match=r"labels\.csv has a header but no rows"):
+        _read(labels)
+
+
 def test_zero_one_column_groups(tmp_path: Path) -> None:
     for n in range(6):
         _image(tmp_path / f"{n}.png")

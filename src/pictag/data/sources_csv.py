@@ -42,6 +42,8 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     if not data.labels:
         raise ValueError("data.labels: give the CSV/TSV label file")
     table = read_table(Path(data.labels))
+    if not table.rows:
+        raise ValueError(f"{table.path} has a header but no rows: add one row per image")
     image_col = table.column(data.image_column or table.header[0], "data.image_column")
     split_col = table.column(data.split_column, "data.split_column") if data.split_column else None
     if data.all_heads:

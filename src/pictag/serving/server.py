@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def serve(
         limits: What a request may hold (:class:`Limits` defaults when None).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
     """
+    _check_port(host, port)  # before the model loads and the banner says where it listens
     app = app_from_run(run_dir, limits, device)
     if not _is_loopback(host):
         print(
@@ -39,6 +41,25 @@ def serve(
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     print(f"pictag serve: {Path(run_dir)} at {url} (API docs at {url}docs); Ctrl+C stops it")
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port that cannot be listened on (in use, or privileged) with what to do,
+    instead of a banner naming the address followed by uvicorn's error.
+
+    Raises:
+        ValueError: ``host:port`` cannot be bound.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as err:
+        raise ValueError(
+            f"cannot listen on {host}:{port} ({err.strerror or err}): another program may use "
+            "the port; choose another with --port, or stop that program"
+        ) from None
 
 
 def _is_loopback(host: str) -> bool:
