@@ -17,13 +17,11 @@ from pictag.config import Config, load_config
 from pictag.run import read_run_info
 from pictag.training.trainer import train
 
+from .test_budget import SETTINGS as BUDGET_SETTINGS
+
+# test_budget's tiny runs, with a probe (small_cnn's random features) to fine-tune from.
 SETTINGS = [
-    "model.backbone=small_cnn",
-    "model.pretrained=none",
-    "model.image_size=16",
-    "train.batch_size=4",
-    "train.augment=none",
-    "train.device=cpu",
+    *(setting for setting in BUDGET_SETTINGS if not setting.startswith("train.epochs=")),
     "train.mode=probe-then-fine-tune",
 ]
 
