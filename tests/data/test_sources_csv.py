@@ -153,6 +153,16 @@ def test_a_tag_head_named_after_no_column_of_a_0_1_file_says_how_to_read_it(tmp_
         _read(moved, {"tags": {"kind": "multilabel"}}, image_column="image")
 
 
+def test_a_0_1_column_that_is_never_1_is_named_in_a_warning(tmp_path: Path) -> None:
+    for name in ("1.jpg", "2.jpg"):
+        _image(tmp_path / name)
+    labels = _csv(tmp_path / "labels.csv", "image,sea,trees\n1,1,0\n2,1,\n")
+    result = _read(labels)
+    [warning] = _problems(result, "empty_label")
+    assert warning.severity == "warning" and warning.where == "labels.csv"
+    assert "column 'trees' is never 1; the tag is left out" in warning.message
+
+
 def test_a_header_without_rows_says_so(tmp_path: Path) -> None:
     labels = _csv(tmp_path / "labels.csv", "image,sea,trees\n")
     with pytest.raises(ValueError, match=r"labels\.csv has a header but no rows"):

@@ -54,6 +54,7 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
     used = {r.name: dataclasses.replace(heads[r.name], separator=r.separator) for r in readers}
     finder = ImageFinder(_image_roots(data, table.path), data.allow_outside_roots)
     samples, problems, found = _read_rows(table, image_col, split_col, readers, finder)
+    problems.extend(_never_set(readers, samples, table.path.name))
     description = (
         f"CSV {table.path.name}: {len(table.rows):,} rows, "
         f"image column {table.header[image_col]!r}, {found:,} images found"
@@ -61,6 +62,19 @@ def read_csv(data: DataConfig, heads: dict[str, HeadConfig]) -> SourceResult:
         + "".join(f", {head_note(r)}" for r in readers)
     )
     return SourceResult(samples, used, problems, description, "csv")
+
+
+def _never_set(readers: list[HeadReader], samples: list[Sample], where: str) -> list[Problem]:
+    """A warning for each 0/1 column of a tag head that no usable row sets to 1: the tag
+    cannot be learned and is left out of the head, which should not happen unseen."""
+    problems = []
+    for reader in (r for r in readers if r.group and len(r.names) > 1):
+        seen = {tag for s in samples for tag in (s.labels.get(reader.name) or ())}
+        for column in (c for c in reader.names if c not in seen):
+            message = f"head {reader.name!r}: column {column!r} is never 1; the tag is left out"
+            fix = f"check the column, or leave it out of heads.{reader.name}.columns"
+            problems.append(Problem("empty_label", where, message, fix, severity="warning"))
+    return problems
 
 
 def _image_roots(data: DataConfig, csv_path: Path) -> list[Path]:
