@@ -169,7 +169,8 @@ def read_meta_document(run_dir: Path) -> dict[str, Any]:
     return meta
 
 
-_COPY_AGAIN = "copy the run folder again, or retrain the run"
+# What to do about a run file that cannot be read.
+REREAD_FIX = "copy the run folder again, or retrain the run"
 
 
 def _check_weights_match(meta: Mapping[str, Any], weights_path: Path) -> None:
@@ -180,7 +181,7 @@ def _check_weights_match(meta: Mapping[str, Any], weights_path: Path) -> None:
     if written_for is None:
         return  # a run from before ids were stored
     with (
-        readable_safetensors(weights_path, _COPY_AGAIN),
+        readable_safetensors(weights_path, REREAD_FIX),
         safetensors.safe_open(str(weights_path), framework="numpy") as handle,
     ):
         weights_id = (handle.metadata() or {}).get("pictag_id")

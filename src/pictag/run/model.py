@@ -28,6 +28,7 @@ from pictag.models.openvino_runner import OpenVinoRunner
 from pictag.run.meta import (
     META_FILE,
     ONNX_FILE,
+    REREAD_FIX,
     VAL_OUTPUTS_FILE,
     WEIGHTS_FILE,
     RunInfo,
@@ -139,7 +140,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     info = read_run_info(run_dir)
     model, _ = build_model(info.config.model, info.heads, info.config.heads, pretrained="none")
     path = Path(run_dir) / WEIGHTS_FILE
-    with readable_safetensors(path, "copy the run folder again, or retrain the run"):
+    with readable_safetensors(path, REREAD_FIX):
         state = safetensors.torch.load_file(str(path), device=str(device))
     model.load_state_dict(state)
     model.to(device).eval()

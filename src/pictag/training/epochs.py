@@ -103,8 +103,6 @@ def fine_tune(
         start, state = load_last(
             out_dir, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, scaler=scaler
         )
-        if state.get("ended"):  # the trainer returns before this; a caller of this may not
-            start = train_cfg.epochs
     elif probe is not None and runtime.is_main:
         # From here on the run can be resumed from its probe: before, a Ctrl-C in the first
         # epoch left a run (the probe's model) that neither --resume nor a new run would take.

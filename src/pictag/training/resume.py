@@ -3,11 +3,11 @@ ended by itself, its result as it stands."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from pictag.config import Config
+from pictag.evaluation.run_extras import read_history
 from pictag.run import META_FILE, read_resume_config, read_run_info
 from pictag.training.checkpoint import has_last, last_extra
 from pictag.training.epochs import TrainResult
@@ -36,7 +36,9 @@ def resumed_config(out_dir: Path) -> Config:
     if not out_dir.is_dir():
         raise FileNotFoundError(f"nothing to resume: {out_dir} does not exist")
     if not has_last(out_dir) and (out_dir / META_FILE).is_file():
-        probe = read_run_info(out_dir).meta.get("epoch") == 0 and not _epochs_logged(out_dir)
+        probe = read_run_info(out_dir).meta.get("epoch") == 0 and not any(
+            record.get("epoch", 0) > 0 for record in read_history(out_dir)
+        )
         what = (
             "its model is the linear probe and no fine-tune epoch was started"
             if probe
@@ -51,12 +53,3 @@ def resumed_config(out_dir: Path) -> Config:
             f"nothing to resume in {out_dir}: no finished epoch was saved there"
         )
     return read_resume_config(out_dir)
-
-
-def _epochs_logged(out_dir: Path) -> bool:
-    """Whether ``metrics.jsonl`` records a fine-tune epoch (the probe is epoch 0)."""
-    path = out_dir / "metrics.jsonl"
-    if not path.is_file():
-        return False
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    return any(record.get("epoch", 0) > 0 for record in records)
