@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
 
 from pictag.fileio import atomic_write, umask, write_json
+from pictag.training.checkpoint_state import drop_callables, plain, rng_state, set_rng_state
 
 LAST_DIR = "last"
 OLD_DIR = ".last-old"
@@ -43,9 +42,6 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "state.pt"
 DONE_FILE = "done.json"
 FORMAT = "pictag-last/1"
-
-# What torch.load(weights_only=True) reads back as is (bool is an int, torch.Size a tuple).
-_ATOMS = (type(None), int, float, str, bytes, torch.Tensor, torch.Size, torch.dtype, torch.device)
 
 
 def save_last(
@@ -81,12 +77,12 @@ def save_last(
         "format": FORMAT,
         "epoch": int(epoch),
         "optimizer": optimizer.state_dict(),
-        "scheduler": _drop_callables(scheduler.state_dict()),
+        "scheduler": drop_callables(scheduler.state_dict()),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "extra": extra,
-        "rng": _rng_state(),
+        "rng": rng_state(),
     }
-    state = _plain(state, "state")  # fail before touching the disk
+    state = plain(state, "state")  # fail before touching the disk
     run_dir.mkdir(parents=True, exist_ok=True)
     for stale in run_dir.glob(f"{TMP_PREFIX}*"):  # left by a save that was killed
         _remove_dir(stale)
@@ -148,7 +144,7 @@ def load_last(
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"]:  # a disabled scaler saves {}: nothing to restore
         scaler.load_state_dict(state["scaler"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return state["epoch"], state["extra"]
 
 
@@ -237,75 +233,3 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _rng_state() -> dict[str, Any]:
-    """The global RNG states, as plain lists and tensors (loadable with weights_only=True)."""
-    py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": {"version": py_version, "state": list(py_state), "gauss_next": py_gauss},
-        "numpy": {
-            "name": str(np_name),
-            "keys": np_keys.tolist(),  # uint32 array -> Python ints, restored exactly
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_gauss),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    # Before CUDA is initialised no CUDA random number has been drawn, and reading the state
-    # would start a CUDA context for nothing.
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
-    npy = state["numpy"]
-    keys = np.asarray(npy["keys"], dtype=np.uint32)
-    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"].cpu())  # map_location may have moved it off the CPU
-    if state.get("cuda") and torch.cuda.is_available():
-        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state.cpu(), index)
-
-
-def _drop_callables(state: Any) -> Any:
-    """A scheduler state without functions, which weights_only loading refuses.
-
-    LambdaLR stores each lambda's ``__dict__`` when it is a callable object (which may hold
-    functions), and some torch versions keep bound methods (OneCycleLR's ``anneal_func``).
-    They are not state: the freshly built scheduler that loads this already has them.
-    """
-    if isinstance(state, dict):
-        return {k: _drop_callables(v) for k, v in state.items() if not callable(v)}
-    if isinstance(state, list | tuple):
-        items = [None if callable(v) else _drop_callables(v) for v in state]
-        return items if isinstance(state, list) else tuple(items)
-    return state
-
-
-def _plain(obj: Any, where: str) -> Any:
-    """``obj`` as data that weights_only loading accepts: NumPy values become Python ones.
-
-    Raises:
-        TypeError: Something else (a module, a function, a custom class) was found; the
-            message names where.
-    """
-    if isinstance(obj, np.generic | np.ndarray):
-        return _plain(obj.tolist(), where)
-    if isinstance(obj, _ATOMS):
-        return obj
-    if isinstance(obj, dict):
-        return {_plain(k, where): _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        kind = list if isinstance(obj, list) else set if isinstance(obj, set) else tuple
-        return kind(_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
-    raise TypeError(
-        f"cannot checkpoint {where}: a {type(obj).__module__}.{type(obj).__qualname__} cannot be "
-        "loaded back safely (torch.load weights_only); store plain numbers, strings, lists, "
-        "dicts or tensors"
-    )
