@@ -14,13 +14,8 @@ from sklearn.datasets import load_sample_image
 from torchvision.transforms import InterpolationMode, v2
 
 from pictag.data.transforms import Preprocess
-from pictag.models.backbone import (
-    OFFLINE_DEFAULT,
-    _load_offline_lite0,
-    _map_in_order,
-    check_backbone_name,
-    create_backbone,
-)
+from pictag.models.backbone import OFFLINE_DEFAULT, check_backbone_name, create_backbone
+from pictag.models.offline_lite0 import load_offline_lite0, map_in_order
 
 # ImageNet-1k indices, checked against timm.data.ImageNetInfo().index_to_description.
 PALACE, DAISY = 698, 985
@@ -149,9 +144,9 @@ def test_map_in_order_names_first_mismatching_pair() -> None:
     source = {"_stem.weight": torch.zeros(8, 3), "_fc.weight": torch.zeros(10, 8)}
     target = {"conv_stem.weight": torch.ones(8, 3), "classifier.weight": torch.ones(5, 8)}
     with pytest.raises(ValueError, match=r"'_fc\.weight' \(10, 8\) onto 'classifier\.weight'"):
-        _map_in_order(source, target)
+        map_in_order(source, target)
     target["classifier.weight"] = torch.ones(10, 8)
-    assert list(_map_in_order(source, target)) == ["conv_stem.weight", "classifier.weight"]
+    assert list(map_in_order(source, target)) == ["conv_stem.weight", "classifier.weight"]
 
 
 def _preprocess(photo: str, config: Preprocess) -> torch.Tensor:
@@ -171,7 +166,7 @@ def _preprocess(photo: str, config: Preprocess) -> torch.Tensor:
 def test_offline_lite0_classifies_real_photos() -> None:
     backbone, config = create_backbone(OFFLINE_DEFAULT, pretrained="offline")
     assert config == Preprocess((3, 224, 224), (0.5,) * 3, (0.5,) * 3, "bicubic", 0.875)
-    full = _load_offline_lite0(num_classes=1000).eval()
+    full = load_offline_lite0(num_classes=1000).eval()
     images = torch.stack([_preprocess("china.jpg", config), _preprocess("flower.jpg", config)])
     with torch.no_grad():
         top5 = full(images).topk(5).indices.tolist()

